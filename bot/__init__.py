@@ -1,0 +1,3 @@
+"""clusterbot: Pacemaker/Corosync status, alerts and approved remediation in Slack."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Pure renderers: models to Block Kit blocks or plain text."""

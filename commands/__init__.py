@@ -1,0 +1,1 @@
+"""Chat commands: one module per command, collected in an explicit registry."""
