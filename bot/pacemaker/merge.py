@@ -1,0 +1,178 @@
+"""Every node's answer -> one cluster report: a reference view, the disagreements, the findings.
+
+`pcs status` shows one node's opinion; a node that sees a different DC, quorum or membership
+than the rest is the runbook's "node out of sync with the rest of the cluster".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from bot.pacemaker.daemons import Daemons
+from bot.pacemaker.health import Expectations, Finding, Remedy, Severity, evaluate, worst
+from bot.pacemaker.model import NodeView
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    """What one node answered: a view (possibly disconnected) or why we have none."""
+
+    node: str
+    view: NodeView | None = None
+    error: str | None = None  # one human line when view is None
+    error_kind: str | None = None  # stable label: unreachable, timeout, host_key, parse, ...
+    daemons: Daemons | None = None
+    duration_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.view is not None and self.view.connected
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterReport:
+    cluster: str
+    results: tuple[NodeResult, ...]
+    reference: NodeView | None
+    reference_node: str | None
+    findings: tuple[Finding, ...]
+    collected_at: datetime | None = None
+    collected: bool = True  # False for a saved crm_mon file: no SSH, no configured node list
+
+    @property
+    def severity(self) -> Severity | None:
+        return worst(self.findings)
+
+    @property
+    def healthy(self) -> bool:
+        """No warnings or worse: INFO findings (fencing disabled, ...) do not count."""
+        sev = self.severity
+        return self.reference is not None and (sev is None or sev is Severity.INFO)
+
+    @property
+    def unreachable(self) -> tuple[NodeResult, ...]:
+        return tuple(r for r in self.results if r.view is None)
+
+    def result(self, node: str) -> NodeResult | None:
+        return next((r for r in self.results if r.node == node), None)
+
+
+def merge(
+    cluster: str,
+    results: Iterable[NodeResult],
+    expect: Expectations = Expectations(),
+    collected_at: datetime | None = None,
+) -> ClusterReport:
+    res = tuple(results)
+    ref_node, ref = _reference(res)
+    findings: list[Finding] = list(evaluate(ref, expect)) if ref else [_nobody(res)]
+    findings += _disagreements(res, ref_node, ref)
+    findings += _reachability(res, ref)
+    findings += _daemon_findings(res, ref)
+    unique: dict[tuple[str, str], Finding] = {}
+    for f in findings:
+        unique.setdefault(f.key, f)  # the first one said wins: rules run cause-first
+    ordered = sorted(unique.values(), key=lambda f: -f.severity)
+    return ClusterReport(cluster, res, ref, ref_node, tuple(ordered), collected_at)
+
+
+def _reference(results: tuple[NodeResult, ...]) -> tuple[str | None, NodeView | None]:
+    """The freshest quorate view; failing that the freshest connected one."""
+    connected = [(r.node, r.view) for r in results if r.view is not None and r.view.connected]
+    if not connected:
+        return None, None
+    def rank(item: tuple[str, NodeView]) -> tuple[bool, datetime]:
+        view = item[1]
+        return (view.quorate is True, view.summary.last_update or _EPOCH)
+    # max() keeps the first of equals, so ties go to the first configured node.
+    return max(connected, key=rank)
+
+
+def _nobody(results: tuple[NodeResult, ...]) -> Finding:
+    if not results:
+        return Finding(Severity.CRITICAL, "no_nodes", "cluster", "no nodes configured")
+    return Finding(Severity.CRITICAL, "no_view", "cluster",
+                   f"no node could report the cluster status ({len(results)} tried)")
+
+
+def _membership(view: NodeView) -> frozenset[str]:
+    return frozenset(n.name for n in view.nodes if n.online)
+
+
+def _disagreements(
+    results: tuple[NodeResult, ...], ref_node: str | None, ref: NodeView | None
+) -> Iterable[Finding]:
+    if ref is None:
+        return
+    for r in results:
+        if r.node == ref_node or r.view is None or not r.view.connected:
+            continue
+        diff = _how_differs(r.view, ref)
+        if not diff:
+            continue
+        split = r.view.quorate and ref.quorate and r.view.dc != ref.dc
+        if split:
+            yield Finding(Severity.CRITICAL, "split_brain", r.node,
+                          f"SPLIT BRAIN: {r.node} and {ref_node} both have quorum with "
+                          f"different DCs ({r.view.dc} vs {ref.dc})", Remedy("resync", (r.node,)))
+        else:
+            yield Finding(Severity.CRITICAL if ref.quorate is not True else Severity.WARNING,
+                          "out_of_sync", r.node,
+                          f"{r.node} is out of sync with the cluster: {diff}",
+                          Remedy("resync", (r.node,)))
+
+
+def _how_differs(view: NodeView, ref: NodeView) -> str:
+    parts = []
+    if view.dc != ref.dc:
+        parts.append(f"it sees DC {view.dc or 'none'}, the others {ref.dc or 'none'}")
+    if view.quorate != ref.quorate:
+        parts.append(f"it {'has' if view.quorate else 'lacks'} quorum")
+    mine, theirs = _membership(view), _membership(ref)
+    if mine != theirs:
+        parts.append(f"it sees online [{' '.join(sorted(mine))}], "
+                     f"the others [{' '.join(sorted(theirs))}]")
+    return "; ".join(parts)
+
+
+def _reachability(results: tuple[NodeResult, ...], ref: NodeView | None) -> Iterable[Finding]:
+    for r in results:
+        pcmk = ref.node(r.node) if ref else None
+        if r.view is None:
+            online = pcmk is not None and pcmk.online
+            sev = Severity.WARNING if online or ref is None else Severity.INFO
+            also = " although Pacemaker reports it online" if online else ""
+            yield Finding(sev, "node_unreachable", r.node,
+                          f"{r.node} did not answer{also}: {r.error or 'no answer'}")
+        elif not r.view.connected:
+            yield Finding(Severity.CRITICAL if ref is None else Severity.WARNING,
+                          "pacemaker_down", r.node,
+                          f"{r.node}: Pacemaker is not running there ({_reason(r.view)})",
+                          Remedy("start", (r.node,)))
+
+
+def _reason(view: NodeView) -> str:
+    return view.status.errors[-1] if view.status.errors else (view.status.message or "not connected")
+
+
+def _daemon_findings(results: tuple[NodeResult, ...], ref: NodeView | None) -> Iterable[Finding]:
+    for r in results:
+        if r.daemons is None or not r.daemons.systemd:
+            continue
+        down = r.daemons.inactive
+        if not down or (r.view is not None and not r.view.connected):
+            continue  # a node whose Pacemaker is down already has a finding
+        yield Finding(Severity.WARNING, "daemon_inactive", r.node,
+                      f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} not active "
+                      f"on {r.node}", Remedy("resync", (r.node,)))
+
+
+def single(view: NodeView, expect: Expectations = Expectations(),
+           cluster: str = "cluster") -> ClusterReport:
+    """A report from one saved crm_mon answer (`clusterbot render`)."""
+    report = merge(cluster, (NodeResult(node="saved output", view=view),), expect)
+    return replace(report, collected=False)

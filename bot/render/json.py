@@ -1,0 +1,88 @@
+"""ClusterReport -> a JSON-ready dict: a stable, scriptable shape for `--format json`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bot.pacemaker.health import Finding
+from bot.pacemaker.merge import ClusterReport, NodeResult
+from bot.pacemaker.model import FailedAction, Instance, Node, NodeView
+
+Json = dict[str, Any]
+
+
+def report_json(report: ClusterReport) -> Json:
+    view = report.reference
+    return {
+        "cluster": report.cluster,
+        "healthy": report.healthy,
+        "severity": report.severity.label if report.severity else None,
+        "reference_node": report.reference_node,
+        "dc": view.dc if view else None,
+        "quorum": view.quorate if view else None,
+        "stack": view.summary.stack if view else None,
+        "pacemaker_version": view.summary.dc_version if view else None,
+        "last_update": _time(view.summary.last_update) if view else None,
+        "maintenance_mode": view.summary.options.maintenance_mode if view else None,
+        "nodes": [_node(n) for n in view.nodes] if view else [],
+        "resources": [_instance(i) for i in view.instances] if view else [],
+        "failures": [_failure(f) for f in view.failures] if view else [],
+        "findings": [finding_json(f) for f in report.findings],
+        "views": [_result(r) for r in report.results],
+    }
+
+
+def finding_json(f: Finding) -> Json:
+    return {
+        "severity": f.severity.label,
+        "code": f.code,
+        "subject": f.subject,
+        "message": f.message,
+        "remedy": str(f.remedy) if f.remedy else None,
+    }
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _node(n: Node) -> Json:
+    return {
+        "name": n.name, "id": n.id, "type": n.type.value, "online": n.online,
+        "standby": n.standby, "maintenance": n.maintenance, "unclean": n.unclean,
+        "pending": n.pending, "is_dc": n.is_dc, "health": n.health, "healthy": n.healthy,
+    }
+
+
+def _instance(i: Instance) -> Json:
+    return {
+        "id": i.id, "agent": i.agent, "role": i.role.value, "nodes": list(i.nodes),
+        "active": i.active, "failed": i.failed, "managed": i.managed, "blocked": i.blocked,
+        "parents": list(i.parents),
+    }
+
+
+def _failure(f: FailedAction) -> Json:
+    return {
+        "op_key": f.op_key, "resource": f.resource, "node": f.node, "task": f.task,
+        "exitstatus": f.exitstatus, "exitreason": f.exitreason, "exitcode": f.exitcode,
+        "last_rc_change": _time(f.last_rc_change),
+    }
+
+
+def _result(r: NodeResult) -> Json:
+    return {
+        "node": r.node,
+        "ok": r.ok,
+        "error": r.error if r.view is None else (None if _connected(r.view) else "pacemaker not running"),
+        "error_kind": r.error_kind,
+        "dc": r.view.dc if r.view else None,
+        "quorum": r.view.quorate if r.view else None,
+        "daemons": dict(r.daemons.states) if r.daemons else None,
+        "duration_s": r.duration_s,
+    }
+
+
+def _connected(view: NodeView) -> bool:
+    return view.connected

@@ -1,0 +1,472 @@
+"""SSH transport: one pooled asyncssh connection per node, commands as argv, errors as ours.
+
+Everything clusterbot runs on a node goes through `SshPool.run`, and every remote command
+line is built by `build_command`, which quotes each argv element with `shlex.join`: no
+caller ever hands a shell a string it assembled itself.
+
+Design points, each of which a test in tests/integration/test_ssh.py pins down:
+
+* One `SSHClientConnection` per (host, port, user), opened lazily under a per-key lock and
+  reused for every command (each command is its own session on that connection).
+* Host keys are always checked against the target's known_hosts file; a missing file, an
+  unknown host or a changed key is a loud `HostKeyError`, never a prompt or a silent accept.
+* After a failed connect the key backs off (0.5 s doubling to 30 s); calls during the backoff
+  fail at once with the last error's type instead of hammering a dead node.
+* A connection that died (server restart, failed keepalive) is replaced on next use. A command
+  is retried once on a fresh connection only when its session never opened, so nothing that
+  may have executed is ever run twice.
+* asyncssh and OS exceptions become `bot.errors.SshError` subclasses, chained with `from`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import asyncssh
+
+from bot.errors import (
+    AuthError,
+    CommandFailed,
+    HostKeyError,
+    SshError,
+    SshTimeout,
+    SudoRefused,
+    Unreachable,
+)
+
+__all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command"]
+
+log = logging.getLogger(__name__)
+
+# What `sudo -n` prints (exit status 1) when it will not run the command without a prompt.
+# Anchored to line starts so a command's own stderr is unlikely to be mistaken for sudo's.
+_SUDO_REFUSAL = re.compile(
+    r"^(?:sudo: a password is required"
+    r"|sudo: a terminal is required"
+    r"|sudo: no tty present"
+    r"|sudo: sorry, you must have a tty"
+    r"|(?:sudo: )?Sorry, user \S+ is not allowed to execute"
+    r"|(?:sudo: )?\S+ is not in the sudoers file)",
+    re.MULTILINE,
+)
+_SUDO_STATUS = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SshTarget:
+    """How to reach one cluster node. Keyword-only so the field order can follow the brief."""
+
+    node: str  # Pacemaker node name, used in every message
+    host: str
+    port: int = 22
+    user: str
+    client_keys: tuple[Path, ...]
+    known_hosts: Path
+    sudo: bool
+    connect_timeout_s: float = 5
+    keepalive_interval_s: float = 10
+    keepalive_count_max: int = 3
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """Pool key: two nodes behind one address and account share a connection."""
+        return (self.host, self.port, self.user)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A command that ran to completion on a node (exit_status < 0: killed by that signal)."""
+
+    node: str
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """Counters for metrics and benchmarks; `SshPool.stats` hands out a snapshot."""
+
+    connections_opened: int = 0
+    reconnects: int = 0  # connections opened to a node we had been connected to before
+    connect_failures: int = 0
+    backoff_rejections: int = 0  # calls failed fast without a connect attempt
+    retries: int = 0  # commands re-sent because their session never opened
+    commands_run: int = 0  # commands that came back with an exit status
+
+
+def build_command(argv: Sequence[str], sudo: bool) -> str:
+    """The one place a remote command line is built: every argv element shell-quoted."""
+    if isinstance(argv, str):
+        raise ValueError("argv must be a sequence of arguments, not a string")
+    if not argv:
+        raise ValueError("empty argv")
+    for arg in argv:
+        # Why: NUL cannot cross exec(), and newlines make log lines and audit trails lie.
+        if "\0" in arg or "\n" in arg or "\r" in arg:
+            raise ValueError(f"argv element contains NUL or a newline: {arg!r}")
+    if sudo and argv[0].startswith("-"):
+        raise ValueError(f"argv[0] would be read as a sudo option: {argv[0]!r}")
+    command = shlex.join(argv)
+    return f"sudo -n {command}" if sudo else command
+
+
+class _NotStarted(Exception):
+    """The session never opened, so the command was never sent: safe to retry once."""
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Per-key pool state. The lock serialises connecting, never running commands."""
+
+    sessions: asyncio.Semaphore
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    conn: asyncssh.SSHClientConnection | None = None
+    ever_connected: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: type[SshError] | None = None
+    last_reason: str = ""
+
+    def live(self) -> asyncssh.SSHClientConnection | None:
+        conn = self.conn
+        return conn if conn is not None and not conn.is_closed() else None
+
+
+class SshPool:
+    """Pooled SSH connections to cluster nodes. Use as `async with SshPool() as pool`."""
+
+    def __init__(
+        self,
+        *,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_sessions_per_connection: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Why a session cap: OpenSSH's MaxSessions defaults to 10 per connection, and going
+        # over it makes sshd refuse channels rather than queue them.
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._max_sessions = max_sessions_per_connection
+        self._clock = clock  # injectable so tests can step through the backoff without sleeping
+        self._slots: dict[tuple[str, int, str], _Slot] = {}
+        self._stats = PoolStats()
+        self._closed = False
+
+    @property
+    def stats(self) -> PoolStats:
+        return dataclasses.replace(self._stats)
+
+    async def __aenter__(self) -> SshPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        conns = [conn for slot in self._slots.values() if (conn := slot.conn) is not None]
+        for slot in self._slots.values():
+            slot.conn = None
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            await conn.wait_closed()
+
+    async def run(
+        self,
+        target: SshTarget,
+        argv: Sequence[str],
+        *,
+        timeout_s: float,
+        check: bool = False,
+        input: str | None = None,  # shadows the builtin on purpose: mirrors subprocess.run
+    ) -> Completed:
+        """Run argv on the node; `timeout_s` bounds the command, `connect_timeout_s` the connect.
+
+        Raises SudoRefused whenever sudo declined, CommandFailed on non-zero exit if `check`.
+        """
+        args = tuple(argv)
+        command = build_command(args, target.sudo)  # ValueError before touching the network
+        if self._closed:
+            raise RuntimeError("SshPool is closed")
+        started = time.perf_counter()
+        try:
+            completed = await self._run_with_retry(target, args, command, timeout_s, input)
+        except SshError as err:
+            log.warning(
+                "%s: `%s` failed after %.3fs (%s)",
+                target.node, args[0], time.perf_counter() - started, err.kind,
+            )
+            raise
+        log.info(
+            "%s: `%s` exited %d in %.3fs",
+            target.node, args[0], completed.exit_status, completed.duration_s,
+        )
+        _raise_for_status(target, completed, check)
+        return completed
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def _run_with_retry(
+        self, target: SshTarget, argv: tuple[str, ...], command: str,
+        timeout_s: float, stdin: str | None,
+    ) -> Completed:
+        try:
+            return await self._run_on_pool(target, argv, command, timeout_s, stdin, last=False)
+        except _NotStarted:
+            # Why only here: the session never opened, so the node cannot have run anything.
+            self._stats.retries += 1
+            log.info("%s: connection went away before `%s` started; retrying", target.node,
+                     argv[0])
+            return await self._run_on_pool(target, argv, command, timeout_s, stdin, last=True)
+
+    async def _run_on_pool(
+        self, target: SshTarget, argv: tuple[str, ...], command: str,
+        timeout_s: float, stdin: str | None, *, last: bool,
+    ) -> Completed:
+        conn = await self._connection(target)
+        try:
+            return await self._exec(target, conn, argv, command, timeout_s, stdin)
+        except _NotStarted as exc:
+            self._discard(target, conn)
+            if last:
+                raise Unreachable(target.node, f"could not open a session: {exc}") from exc
+            raise
+
+    async def _exec(
+        self, target: SshTarget, conn: asyncssh.SSHClientConnection, argv: tuple[str, ...],
+        command: str, timeout_s: float, stdin: str | None,
+    ) -> Completed:
+        sessions = self._slot(target).sessions
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s), sessions:
+                result = await _open_and_wait(conn, command, stdin)
+        except TimeoutError as exc:
+            msg = f"`{argv[0]}` did not finish within {timeout_s:g}s (it may still be running)"
+            raise SshTimeout(target.node, msg) from exc
+        except asyncssh.ChannelOpenError as exc:  # the node declined the session or the exec
+            raise Unreachable(target.node, f"session for `{argv[0]}` refused: {exc.reason}") from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise Unreachable(target.node, _lost_mid_command(argv, exc)) from exc
+        if result.returncode is None:  # channel closed without an exit status: connection died
+            raise Unreachable(target.node, _lost_mid_command(argv, None))
+        self._stats.commands_run += 1
+        return Completed(
+            node=target.node, argv=argv, exit_status=result.returncode,
+            stdout=_text(result.stdout), stderr=_text(result.stderr),
+            duration_s=time.perf_counter() - started,
+        )
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _slot(self, target: SshTarget) -> _Slot:
+        slot = self._slots.get(target.key)
+        if slot is None:
+            slot = self._slots[target.key] = _Slot(asyncio.Semaphore(self._max_sessions))
+        return slot
+
+    def _discard(self, target: SshTarget, conn: asyncssh.SSHClientConnection) -> None:
+        slot = self._slot(target)
+        if slot.conn is conn:
+            slot.conn = None
+        conn.abort()  # why abort, not close: it is already dead or dying, don't wait on it
+
+    async def _connection(self, target: SshTarget) -> asyncssh.SSHClientConnection:
+        slot = self._slot(target)
+        if (conn := slot.live()) is not None:
+            return conn  # hot path: no lock once connected
+        async with slot.lock:
+            if (conn := slot.live()) is not None:
+                return conn  # someone else connected while we waited for the lock
+            self._check_backoff(target, slot)
+            return await self._connect_slot(target, slot)
+
+    def _check_backoff(self, target: SshTarget, slot: _Slot) -> None:
+        wait = slot.retry_at - self._clock()
+        if slot.last_error is None or wait <= 0:
+            return
+        self._stats.backoff_rejections += 1
+        raise slot.last_error(
+            target.node, f"{slot.last_reason}; not retrying for another {wait:.1f}s"
+        )
+
+    async def _connect_slot(self, target: SshTarget, slot: _Slot) -> asyncssh.SSHClientConnection:
+        if slot.conn is not None:
+            log.info("%s: connection to %s was closed; reconnecting", target.node, target.address)
+        replacing = slot.ever_connected
+        try:
+            conn = await _connect(target)
+        except SshError as err:
+            self._record_failure(target, slot, err)
+            raise
+        if self._closed:  # close() ran while we were connecting: don't leak the connection
+            conn.close()
+            raise RuntimeError("SshPool is closed")
+        slot.conn, slot.ever_connected = conn, True
+        slot.failures, slot.last_error = 0, None
+        self._stats.connections_opened += 1
+        self._stats.reconnects += replacing
+        return conn
+
+    def _record_failure(self, target: SshTarget, slot: _Slot, err: SshError) -> None:
+        slot.conn = None
+        slot.failures += 1
+        delay = min(self._backoff_initial_s * 2 ** (slot.failures - 1), self._backoff_max_s)
+        slot.retry_at = self._clock() + delay
+        slot.last_error = type(err)
+        slot.last_reason = err.message.removeprefix(f"{target.node}: ")
+        self._stats.connect_failures += 1
+        log.warning("%s: connect failed (%s); next attempt in %.1fs", target.node, err.kind, delay)
+
+
+# -- helpers outside the class: no pool state involved ----------------------------------
+
+
+async def _open_and_wait(
+    conn: asyncssh.SSHClientConnection, command: str, stdin: str | None
+) -> asyncssh.SSHCompletedProcess:
+    try:
+        process = await conn.create_process(
+            command,
+            input=stdin or None,
+            # Why DEVNULL: without input the remote stdin must see EOF, or a reader would hang.
+            stdin=asyncssh.PIPE if stdin else asyncssh.DEVNULL,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except asyncssh.ChannelOpenError as exc:
+        if exc.code == asyncssh.OPEN_CONNECT_FAILED:  # raised before any exec was sent
+            raise _NotStarted(exc.reason) from exc
+        raise
+    try:
+        return await process.wait()
+    finally:
+        process.close()  # why: on timeout/cancel the session must not linger on the shared conn
+
+
+def _text(data: object) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data)
+
+
+def _lost_mid_command(argv: tuple[str, ...], exc: BaseException | None) -> str:
+    why = f": {_describe(exc)}" if exc is not None else ""
+    return f"connection lost while `{argv[0]}` was running; it may or may not have run{why}"
+
+
+def _raise_for_status(target: SshTarget, done: Completed, check: bool) -> None:
+    if target.sudo and done.exit_status == _SUDO_STATUS:
+        match = _SUDO_REFUSAL.search(done.stderr)
+        if match is not None:
+            line = done.stderr[match.start():].splitlines()[0].strip()
+            msg = f"sudo refused `{done.argv[0]}` for {target.user}: {line}"
+            raise SudoRefused(target.node, msg)
+    if check and done.exit_status != 0:
+        raise CommandFailed(target.node, done.argv, done.exit_status, done.stderr)
+
+
+async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
+    known = _load_known_hosts(target)
+    keys = _load_client_keys(target)
+    try:
+        return await asyncssh.connect(
+            target.host,
+            target.port,
+            username=target.user,
+            client_keys=keys,
+            known_hosts=known,  # never None: that would accept any host key
+            # Why: behave the same on every machine; no ~/.ssh/config, no agent keys.
+            config=None,
+            agent_path=None,
+            preferred_auth="publickey",
+            connect_timeout=target.connect_timeout_s,
+            login_timeout=target.connect_timeout_s,
+            keepalive_interval=target.keepalive_interval_s,
+            keepalive_count_max=target.keepalive_count_max,
+        )
+    except (asyncssh.Error, OSError) as exc:
+        raise _connect_error(target, known, exc) from exc
+
+
+def _load_known_hosts(target: SshTarget) -> asyncssh.SSHKnownHosts:
+    path = target.known_hosts
+    if not path.is_file():
+        raise HostKeyError(
+            target.node,
+            f"known_hosts file {path} is missing: refusing to connect to {target.address} "
+            "without verifying its host key",
+        )
+    try:
+        return asyncssh.read_known_hosts(str(path))
+    except (OSError, ValueError, asyncssh.KeyImportError) as exc:
+        raise HostKeyError(target.node, f"cannot read known_hosts {path}: {exc}") from exc
+
+
+def _load_client_keys(target: SshTarget) -> Sequence[asyncssh.SSHKeyPair]:
+    if not target.client_keys:
+        raise AuthError(target.node, "no client keys configured")
+    try:
+        return asyncssh.load_keypairs([str(path) for path in target.client_keys])
+    except (OSError, ValueError, asyncssh.KeyImportError) as exc:
+        paths = ", ".join(str(path) for path in target.client_keys)
+        raise AuthError(target.node, f"cannot load client key ({paths}): {exc}") from exc
+
+
+def _connect_error(
+    target: SshTarget, known: asyncssh.SSHKnownHosts, exc: BaseException
+) -> SshError:
+    node, where = target.node, target.address
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return HostKeyError(node, _host_key_message(target, known))
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return AuthError(node, f"{target.user}@{where} refused our key: {_describe(exc)}")
+    if isinstance(exc, TimeoutError):  # before OSError: TimeoutError is one
+        return SshTimeout(node, f"connect to {where} took over {target.connect_timeout_s:g}s")
+    return Unreachable(node, f"cannot connect to {where}: {_describe(exc)}")
+
+
+def _host_key_message(target: SshTarget, known: asyncssh.SSHKnownHosts) -> str:
+    listed = known.match(target.host, target.host, target.port)[0]
+    problem = "does not match" if listed else "is not listed in"
+    return (
+        f"host key of {target.address} {problem} known_hosts {target.known_hosts}: "
+        "refusing to connect"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.DisconnectError):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,1 @@
+"""clusterbot test suite."""

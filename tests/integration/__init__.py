@@ -1,0 +1,1 @@
+"""Integration tests: real clients over loopback sockets to in-process servers."""
