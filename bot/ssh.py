@@ -215,23 +215,27 @@ class SshPool:
         command = build_command(args, target.sudo)  # ValueError before touching the network
         if self._closed:
             raise RuntimeError("SshPool is closed")
-        started = time.perf_counter()
-        try:
-            completed = await self._run_with_retry(target, args, command, timeout_s, input)
-        except SshError as err:
-            log.warning(
-                "%s: `%s` failed after %.3fs (%s)",
-                target.node, args[0], time.perf_counter() - started, err.kind,
-            )
-            raise
-        log.info(
-            "%s: `%s` exited %d in %.3fs",
-            target.node, args[0], completed.exit_status, completed.duration_s,
-        )
+        completed = await self._run_logged(target, args, command, timeout_s, input)
         _raise_for_status(target, completed, check)
         return completed
 
     # -- commands --------------------------------------------------------------------------
+
+    async def _run_logged(
+        self, target: SshTarget, argv: tuple[str, ...], command: str,
+        timeout_s: float, stdin: str | None,
+    ) -> Completed:
+        started = time.perf_counter()
+        try:
+            done = await self._run_with_retry(target, argv, command, timeout_s, stdin)
+        except SshError as err:
+            elapsed = time.perf_counter() - started
+            log.warning("%s: `%s` failed after %.3fs (%s): %s", target.node, argv[0], elapsed,
+                        err.kind, err.message.removeprefix(f"{target.node}: "))
+            raise
+        log.info("%s: `%s` exited %d in %.3fs", target.node, argv[0], done.exit_status,
+                 done.duration_s)
+        return done
 
     async def _run_with_retry(
         self, target: SshTarget, argv: tuple[str, ...], command: str,
@@ -242,8 +246,8 @@ class SshPool:
         except _NotStarted:
             # Why only here: the session never opened, so the node cannot have run anything.
             self._stats.retries += 1
-            log.info("%s: connection went away before `%s` started; retrying", target.node,
-                     argv[0])
+            log.debug("%s: connection went away before `%s` started; retrying", target.node,
+                      argv[0])
             return await self._run_on_pool(target, argv, command, timeout_s, stdin, last=True)
 
     async def _run_on_pool(
@@ -272,7 +276,8 @@ class SshPool:
             msg = f"`{argv[0]}` did not finish within {timeout_s:g}s (it may still be running)"
             raise SshTimeout(target.node, msg) from exc
         except asyncssh.ChannelOpenError as exc:  # the node declined the session or the exec
-            raise Unreachable(target.node, f"session for `{argv[0]}` refused: {exc.reason}") from exc
+            msg = f"session for `{argv[0]}` refused: {exc.reason}"
+            raise Unreachable(target.node, msg) from exc
         except (asyncssh.Error, OSError) as exc:
             raise Unreachable(target.node, _lost_mid_command(argv, exc)) from exc
         if result.returncode is None:  # channel closed without an exit status: connection died

@@ -11,6 +11,7 @@ memory; `KeyMaterial` writes the client key and a known_hosts file for the serve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -84,6 +85,7 @@ class LoopbackSshServer:
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._live: set[asyncssh.SSHServerConnection] = set()
+        self._handlers: set[asyncio.Task[object]] = set()
         self._reachable = True
         self.port = 0
         self.connection_attempts = 0  # every TCP connection, refused ones included
@@ -111,11 +113,20 @@ class LoopbackSshServer:
         return self
 
     async def close(self) -> None:
-        if self._acceptor is not None:
-            self._acceptor.close()
-            await self._acceptor.wait_closed()
-            self._acceptor = None
+        """Stop listening, cancel handlers still running, close every client connection."""
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.close()
+        # Why cancel: asyncssh does not cancel a session's task when its connection closes,
+        # so a handler parked on an Event would outlive the server.
+        handlers = list(self._handlers)
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await self.drop_connections()
+        if acceptor is not None:
+            # Why last: on Python >= 3.12 wait_closed() also waits for open connections.
+            await acceptor.wait_closed()
 
     async def __aenter__(self) -> LoopbackSshServer:
         return await self.start()
@@ -138,6 +149,17 @@ class LoopbackSshServer:
             conn.close()
         for conn in conns:
             await conn.wait_closed()
+
+    def abort_connections(self) -> None:
+        """Cut every client connection at TCP level, no SSH goodbye, as a crashed node would.
+
+        Synchronous on purpose: the client learns of it only when its loop next reads the
+        socket, which is how a pooled connection that died unnoticed looks to the pool.
+        """
+        conns = list(self._live)
+        self._live.clear()
+        for conn in conns:
+            conn.abort()
 
     async def set_reachable(self, reachable: bool) -> None:
         """While unreachable, new connections are cut before the SSH banner and live ones dropped.
@@ -189,12 +211,20 @@ class LoopbackSshServer:
         command = process.command or ""
         username = str(process.get_extra_info("username", ""))
         self.commands.append(command)
+        status, out, err = await self._call_handler(command, username)
+        _reply(process, status, out, err)
+
+    async def _call_handler(self, command: str, username: str) -> tuple[int, str, str]:
+        task = asyncio.current_task()
+        assert task is not None  # asyncssh runs each session's process_factory as a task
+        self._handlers.add(task)
         try:
-            status, out, err = await self._handler(command, username)
+            return await self._handler(command, username)
         except Exception:
             log.exception("%s: loopback handler failed for %r", self.name, command)
-            status, out, err = 255, "", "loopback handler error\n"
-        _reply(process, status, out, err)
+            return 255, "", "loopback handler error\n"
+        finally:
+            self._handlers.discard(task)
 
 
 def _reply(process: asyncssh.SSHServerProcess[str], status: int, out: str, err: str) -> None:

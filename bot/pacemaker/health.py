@@ -243,6 +243,23 @@ def _resources(view: NodeView, expect: Expectations) -> Iterable[Finding]:
     yield from _multi_active(view)
 
 
+def _stopped(view: NodeView, expect: Expectations) -> Iterable[Finding]:
+    """Primitives (alone or in a group) that should run but do not. Clone instances are
+    counted per node by the clone rule, VIPs by the VIP rule; no quorum is its own finding."""
+    if view.summary.with_quorum is False:
+        return
+    vips = set(vips_of(view, expect))
+    seen: set[str] = set()
+    for inst in view.instances:
+        collective = inst.parents and view.resource(inst.parents[0])
+        if inst.active or inst.disabled or inst.top in vips or inst.top in seen or (
+                collective and collective.kind is not ResourceKind.GROUP):
+            continue
+        seen.add(inst.top)
+        yield Finding(Severity.WARNING, "resource_stopped", inst.top,
+                      f"{inst.top} is stopped", Remedy("cleanup", (inst.top,)))
+
+
 def _instance_findings(inst: Instance, is_vip: bool, maintenance: bool) -> Iterable[Finding]:
     where = f" on {', '.join(inst.nodes)}" if inst.nodes else ""
     if inst.failed:
@@ -311,6 +328,6 @@ def _disabled(view: NodeView, _: Expectations) -> Iterable[Finding]:
 
 _RULES: tuple[Callable[[NodeView, Expectations], Iterable[Finding]], ...] = (
     _quorum, _healthy_count, _cluster_options, _fencing, _nodes, _vips, _everywhere,
-    _resources, _failed_actions, _fail_counts, _disabled,
+    _resources, _stopped, _failed_actions, _fail_counts, _disabled,
 )
 

@@ -88,8 +88,7 @@ def _load(raw: bytes, max_bytes: int) -> Element:
     try:
         root = etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:
-        where = f" (line {exc.lineno})" if exc.lineno else ""
-        raise ParseError(f"crm_mon output is not well-formed XML: {_one_line(exc.msg)}{where}") from exc
+        raise ParseError(f"crm_mon output is not well-formed XML: {_one_line(exc.msg)}") from exc
     if root is None or not isinstance(root.tag, str):
         raise ParseError("crm_mon output has no root element")
     return root

@@ -44,12 +44,10 @@ def remedy_command(cluster: str, remedy: Remedy) -> str:
 def status_doc(report: ClusterReport, expect: Expectations = Expectations()) -> Doc:
     view = report.reference
     sections: list[Section] = []
-    if view is not None:
+    if view is not None:  # without any view, the findings name every node and why it failed
         sections += [_vip_section(view, expect), _node_section(report, view)]
         sections += [s for s in (_clone_section(view, expect),
                                  _other_section(view, expect)) if s]
-    else:
-        sections.append(_unreachable_section(report.results))
     sections += [s for s in (_problem_section(report), _daemon_section(report)) if s]
     return Doc(
         verdict=verdict(report),
@@ -175,6 +173,8 @@ def _clone_section(view: NodeView, expect: Expectations) -> Section | None:
         running = view.running_on(clone.id)
         missing = [n for n in healthy if n not in running] if clone.id in must else []
         mark = ":warning:" if missing or clone.failed else ":white_check_mark:"
+        if not running:
+            mark = ":red_circle:"
         gap = f" · missing on {', '.join(missing)}" if missing else ""
         lines.append(f"{mark} `{clone.id}` on {len(running)}/{len(healthy)} eligible nodes: "
                      f"{' '.join(running) or 'none'}{gap}")
@@ -246,12 +246,3 @@ def _daemon_line(unit: str, states: Iterable[tuple[str, str]]) -> str:
         return f":white_check_mark: {unit}: active on {len(states)}/{len(states)}"
     return f":warning: {unit}: {'; '.join(bad)}"
 
-
-def _unreachable_section(results: Iterable[NodeResult]) -> Section:
-    lines = []
-    for r in results:
-        if r.view is None:
-            lines.append(f":x: {r.node}: {r.error or 'no answer'}")
-        else:
-            lines.append(f":x: {r.node}: Pacemaker not running")
-    return Section("Nodes", tuple(lines) or ("no nodes configured",))

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this
 # Shared names and helpers for the cblab scripts (up.sh, down.sh, nodectl.sh, systemctl-shim.sh).
 # Sourced, never run. Every path and name the lab uses is defined here once, so down.sh removes
 # exactly what up.sh made. Paths are fixed on purpose: the systemctl shim runs inside the nodes

@@ -1,0 +1,28 @@
+"""Shared test setup: environment hygiene, fixture locations, real crm_mon captures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PCMK = FIXTURES / "pacemaker-2.1.5"
+SCENARIOS = sorted(p.name for p in PCMK.iterdir() if p.is_dir())
+NODES = ("node1", "node2", "node3")
+
+
+def capture(scenario: str, node: str, kind: str = "crm_mon.xml") -> bytes:
+    """A real capture from the 3-node Pacemaker 2.1.5 lab."""
+    return (PCMK / scenario / f"{node}.{kind}").read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Settings read CLUSTERBOT_* and SLACK_*: a developer's shell must not leak into tests.
+    for key in list(os.environ):
+        if key.startswith(("CLUSTERBOT_", "SLACK_")):
+            monkeypatch.delenv(key)
+    yield
