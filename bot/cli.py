@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
+from bot import log
 from bot.errors import ClusterbotError
 from bot.pacemaker.health import Expectations
 from bot.pacemaker.merge import ClusterReport, single
@@ -28,6 +29,7 @@ FORMATS = ("text", "blocks", "json")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    log.setup(args.log_level, args.log_format)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -40,9 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clusterbot", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ...")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_render(sub)
-    for register in _EXTRA_COMMANDS:
+    for register in _extra_commands():
         register(sub)
     return parser
 
@@ -93,8 +97,11 @@ def format_reports(reports: Sequence[ClusterReport], fmt: str,
     return "\n\n".join(to_text(d) for d in docs)
 
 
-# Subcommands added by other modules of the shell (status, run, console, demo, ...).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    """Subcommands of the shell, imported here so `render` stays light."""
+    from bot import ops
+
+    return [ops.register]
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ def capture(scenario: str, node: str, kind: str = "crm_mon.xml") -> bytes:
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Settings read CLUSTERBOT_* and SLACK_*: a developer's shell must not leak into tests.
     for key in list(os.environ):
-        if key.startswith(("CLUSTERBOT_", "SLACK_")):
+        # slack_sdk honours *_PROXY but not NO_PROXY: loopback traffic must never go to a proxy.
+        if key.startswith(("CLUSTERBOT_", "SLACK_")) or key.lower() in (
+                "http_proxy", "https_proxy", "all_proxy"):
             monkeypatch.delenv(key)
     yield

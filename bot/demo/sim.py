@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+__all__ = ["Completed", "FailedAction", "Simulator", "Snapshot"]
+
 PACEMAKER_VERSION = "2.1.5"
 DC_VERSION = "2.1.5-a3f44794f94"
 FEATURE_SET = "3.16.1"
@@ -720,7 +722,7 @@ class Simulator:
             return _unsupported(["pcs", "resource", "cleanup", *args])
         problem = self._check_names(rsc, target)
         if problem is not None:
-            what = f" of resource: {rsc}" if rsc else "s"
+            what = f": {rsc}" if rsc else "s"
             return _err(f"Error: Unable to forget failed operations of resource{what}\n"
                         f"crm_resource: {problem}\n")
         return _ok(self._cleanup(node, rsc, target))

@@ -8,6 +8,7 @@ set -euo pipefail
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 T0=$(now)
+KILLED=() # every PID signalled, to wait for PID 1 to reap them (it does so about once a second)
 
 # Network-namespace inode of NODE: from the live handle, else the one up.sh recorded.
 netino_of() {
@@ -24,7 +25,10 @@ signal_unit() {
   local sig=$1 node=$2 unit=$3 ino pid
   ino=$(netino_of "$node")
   pid=$(recorded_pid "$node" "$unit")
-  if pid_alive_in "$pid" "$ino"; then kill "-$sig" "$pid" 2>/dev/null || true; fi
+  if pid_alive_in "$pid" "$ino"; then
+    kill "-$sig" "$pid" 2>/dev/null || true
+    KILLED+=("$pid")
+  fi
 }
 
 # Every live process in any node's network namespace.
@@ -53,11 +57,12 @@ stop_processes() {
   # (resources would only move between nodes that are all about to go): KILL it and corosync.
   for n in "${LAB_NODES[@]}"; do
     pid=$(recorded_pid "$n" pacemaker)
-    [[ -n $pid ]] && mapfile -t -O "${#pids[@]}" pids < <(pids_in_session "$pid" "$(netino_of "$n")")
+    [[ -n $pid ]] && mapfile -t -O "${#pids[@]}" pids < <(pids_tree "$pid" "$(netino_of "$n")")
     pid=$(recorded_pid "$n" corosync)
     pid_alive_in "$pid" "$(netino_of "$n")" && pids+=("$pid")
   done
   if ((${#pids[@]})); then kill -KILL "${pids[@]}" 2>/dev/null || true; fi
+  KILLED+=("${pids[@]}")
   # Let pcsd's main processes end their own workers before anything else is signalled.
   for n in "${LAB_NODES[@]}"; do
     wait_pids_gone "$(netino_of "$n")" 5 "$(recorded_pid "$n" pcsd)" \
@@ -68,6 +73,7 @@ stop_processes() {
   deadline=$((SECONDS + 3))
   while lab_pids_alive; do
     mapfile -t pids < <(lab_pids)
+    KILLED+=("${pids[@]}")
     if ((SECONDS < deadline)); then
       kill -TERM "${pids[@]}" 2>/dev/null || true
     elif ((SECONDS < deadline + 5)); then
@@ -98,6 +104,22 @@ remove_namespaces() {
   if ip link show "$LAB_BRIDGE" &>/dev/null; then ip link delete "$LAB_BRIDGE"; fi
 }
 
+# Dead processes stay in the process table as zombies until PID 1 reaps them; wait for that
+# so that `ps` shows nothing of the lab afterwards. Only a warning if PID 1 never reaps.
+wait_reaped() {
+  local deadline=$((SECONDS + 5)) p left
+  while :; do
+    left=()
+    for p in "${KILLED[@]}"; do [[ -n $p && -e /proc/$p ]] && left+=("$p"); done
+    ((${#left[@]})) || return 0
+    if ((SECONDS >= deadline)); then
+      log "warning: not yet reaped by PID 1 (zombies): ${left[*]}"
+      return 0
+    fi
+    sleep 0.1
+  done
+}
+
 verify_clean() {
   local left=()
   grep -q cblab /proc/mounts && left+=("mounts: $(grep cblab /proc/mounts | awk '{print $2}' | xargs)")
@@ -118,6 +140,7 @@ main() {
   remove_namespaces
   rm -f "$LAB_SSH_DROPIN"
   rm -rf "$LAB_STATE"
+  wait_reaped
   verify_clean
   log "lab down in $(since "$T0") s; no cblab mounts, namespaces, links, files or processes left"
 }

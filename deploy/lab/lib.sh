@@ -84,11 +84,21 @@ pids_in_netns() {
   return 0
 }
 
-# Live PIDs in the session led by SID (pacemakerd's and pcsd's daemons share their leader's
-# session because each leader was started with setsid).
-pids_in_session() {
-  local sid=$1 netino=$2
-  ps -e -o pid=,sid= | awk -v s="$sid" '$2 == s {print $1}' | while read -r p; do
+# PID and all its live descendants in NETINO. pacemakerd's six daemons each call setsid(), so
+# a session or process group does not cover them; the parent links do (agents included).
+pids_tree() {
+  local root=$1 netino=$2
+  [[ $root =~ ^[0-9]+$ ]] || return 0
+  ps -e -o pid=,ppid= | awk -v r="$root" '
+    { kids[$2] = kids[$2] " " $1 }
+    END {
+      todo[1] = r; n = 1
+      while (n > 0) {
+        p = todo[n--]; print p
+        c = split(kids[p], a, " ")
+        for (i = 1; i <= c; i++) todo[++n] = a[i]
+      }
+    }' | while read -r p; do
     pid_alive_in "$p" "$netino" && echo "$p"
   done
   return 0

@@ -55,11 +55,17 @@ crash() {
   [[ -n $netino ]] || die "$node does not exist (is the lab up?)"
   local piddir
   piddir=$(node_piddir "$node")
-  p=$(cat "$piddir/corosync.pid" 2>/dev/null || true)
-  pid_alive_in "$p" "$netino" && pids+=("$p")
-  # pacemakerd, its six daemons and any resource agent they are running share one session.
+  # pacemakerd, its six daemons and any resource agent they are running: pacemakerd's tree.
   p=$(cat "$piddir/pacemaker.pid" 2>/dev/null || true)
-  [[ -n $p ]] && mapfile -t -O "${#pids[@]}" pids < <(pids_in_session "$p" "$netino")
+  mapfile -t pids < <(pids_tree "$p" "$netino")
+  # Plus corosync and any cluster daemon whose parent had already died (no longer in the
+  # tree), found by binary among the processes of this node's namespace.
+  for p in $(pids_in_netns "$netino"); do
+    case $(readlink "/proc/$p/exe" 2>/dev/null) in
+      /usr/sbin/corosync | /usr/sbin/pacemakerd | /usr/lib/pacemaker/*) pids+=("$p") ;;
+    esac
+  done
+  if ((${#pids[@]})); then mapfile -t pids < <(printf '%s\n' "${pids[@]}" | sort -un); fi
   # One kill(1) call, so they all die at the same instant, as in a power cut.
   if ((${#pids[@]})); then kill -KILL "${pids[@]}" 2>/dev/null || true; fi
   wait_pids_gone "$netino" 10 "${pids[@]}" || die "some of ${pids[*]} survived SIGKILL"

@@ -132,7 +132,8 @@ start_one() {
   esac
 }
 
-# TERM the main PID and wait; whatever is left in its session after TIMEOUT gets KILL.
+# TERM the main PID and wait for its whole process tree; whatever is left after TIMEOUT gets
+# KILL (pacemakerd stops its own daemons; pcsd's main process ends its workers).
 # sshd is like systemd's ssh.service (KillMode=process): open sessions survive a stop.
 stop_one() {
   local unit=$1 timeout pid
@@ -147,7 +148,7 @@ stop_one() {
       *) timeout=30 ;;
     esac
     local members=("$pid")
-    [[ $unit != sshd ]] && mapfile -t members < <(pids_in_session "$pid" "$NETINO")
+    [[ $unit == sshd ]] || mapfile -t members < <(pids_tree "$pid" "$NETINO")
     kill -TERM "$pid" 2>/dev/null || true
     if ! wait_pids_gone "$NETINO" "$timeout" "${members[@]}"; then
       echo "$unit.service: State 'stop-sigterm' timed out. Killing." >&2

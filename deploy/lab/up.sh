@@ -389,7 +389,10 @@ labwait() { "$PYTHON" "$LAB_DIR/labwait.py" "$@" >/dev/null; }
 pcs_auth() {
   local n args=()
   for n in "${LAB_NODES[@]}"; do args+=("$n" "addr=$(node_ip "$n")"); done
-  on_all_nodes pcs host auth "${args[@]}" -u hacluster -p "$PASSWORD" >/dev/null
+  local out
+  # pcs prints "nodeN: Authorized" per host on stderr; show it only if something failed.
+  out=$(on_all_nodes pcs host auth "${args[@]}" -u hacluster -p "$PASSWORD" 2>&1) ||
+    { echo "$out" >&2; return 1; }
 }
 
 ssh_check() {
@@ -469,8 +472,8 @@ main() {
   phase finished
   trap - EXIT
   local t out=""
-  for t in "${TIMINGS[@]}"; do out+=" ${t% *} ${t##* }s,"; done
-  log "lab up in $(since "$T0") s (${out# }) token=${TOKEN_MS}ms pcsd=$PCSD"
+  for t in "${TIMINGS[@]}"; do out+=", ${t% *} ${t##* }s"; done
+  log "lab up in $(since "$T0") s (${out#, }) token=${TOKEN_MS}ms pcsd=$PCSD"
   log "nodes: ssh -F $LAB_STATE/ssh/ssh_config node1  |  bot config: $LAB_STATE/clusterbot.toml"
 }
 

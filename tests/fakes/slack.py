@@ -356,15 +356,11 @@ def _button_problems(path: str, button: JsonDict) -> list[str]:
     problems = _text_problems(f"{path}/text", button.get("text"), MAX_BUTTON_TEXT, plain_only=True)
     value = button.get("value")
     if isinstance(value, str) and len(value) > MAX_BUTTON_VALUE:
-        problems.append(
-            f"must be less than {MAX_BUTTON_VALUE + 1} characters [json-pointer:{path}/value]"
-        )
+        problems.append(f"must be less than {MAX_BUTTON_VALUE + 1} characters [json-pointer:{path}/value]")
     return problems
 
 
-def _text_problems(
-    path: str, obj: Any, max_len: int | None, *, plain_only: bool = False
-) -> list[str]:
+def _text_problems(path: str, obj: Any, max_len: int | None, *, plain_only: bool = False) -> list[str]:
     if not isinstance(obj, dict):
         return [f"must be a text object [json-pointer:{path}]"]
     allowed = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
@@ -625,9 +621,7 @@ class FakeSlack:
         self, channel: str, text: str, *, user: str = "U0USER", thread_ts: str | None = None
     ) -> Message:
         """Seed a message written by a human (e.g. the post a thread reply hangs off)."""
-        message = Message(
-            channel, self.next_ts(), text, thread_ts=thread_ts, user=user, bot_id=None
-        )
+        message = Message(channel, self.next_ts(), text, thread_ts=thread_ts, user=user, bot_id=None)
         self.messages[(channel, message.ts)] = message
         return message
 
@@ -764,9 +758,7 @@ class FakeSlack:
         await self._record("response_url", params, request, reply)
         return _json_reply(reply)
 
-    async def _record(
-        self, method: str, params: JsonDict, request: web.Request, reply: _Reply
-    ) -> None:
+    async def _record(self, method: str, params: JsonDict, request: web.Request, reply: _Reply) -> None:
         headers = dict(request.headers)
         self.calls.append(Call(method, params, headers, reply.status, reply.body, time.monotonic()))
         await self._notify()
@@ -902,9 +894,7 @@ class FakeSlack:
             raise _ApiError("thread_not_found")
         thread = [message.to_api() for message in self.thread(channel, ts)]
         if len(thread) > 1:
-            thread[0].update(
-                thread_ts=ts, reply_count=len(thread) - 1, latest_reply=thread[-1]["ts"]
-            )
+            thread[0].update(thread_ts=ts, reply_count=len(thread) - 1, latest_reply=thread[-1]["ts"])
         start = int(_optional(params, "cursor") or 0)  # cursor is an opaque offset here
         limit = int(_optional(params, "limit") or 1000)
         page = thread[start : start + limit]
@@ -918,9 +908,7 @@ class FakeSlack:
     def _apps_connections_open(self, params: JsonDict) -> JsonDict:
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
-        return {
-            "url": f"ws://127.0.0.1:{self.port}/socket-mode/link/?ticket={ticket}&app_id={APP_ID}"
-        }
+        return {"url": f"ws://127.0.0.1:{self.port}/socket-mode/link/?ticket={ticket}&app_id={APP_ID}"}
 
     # ------------------------------------------------------------------ response_url
 
@@ -943,9 +931,7 @@ class FakeSlack:
             hook.uses += 1
             return _Reply(200, {"ok": True})
         except _ApiError as exc:
-            return _Reply(
-                exc.status if exc.status != 200 else 400, {"ok": False, "error": exc.error}
-            )
+            return _Reply(exc.status if exc.status != 200 else 400, {"ok": False, "error": exc.error})
 
     def _apply_hook(self, hook: _Hook, params: JsonDict) -> None:
         """Slack's response_url semantics: delete, replace, post in channel, or ephemeral."""

@@ -147,9 +147,7 @@ async def test_read_methods_have_slack_shapes(slack: FakeSlack, web: AsyncWebCli
     assert missing.value.response["error"] == "no_such_subteam"
 
 
-async def test_injected_failure_answers_ok_false_once(
-    slack: FakeSlack, web: AsyncWebClient
-) -> None:
+async def test_injected_failure_answers_ok_false_once(slack: FakeSlack, web: AsyncWebClient) -> None:
     posted = await web.chat_postMessage(channel=CHANNEL, text="x")
     slack.fail("chat.update", error="message_not_found", times=1)
 
@@ -179,9 +177,7 @@ async def test_429_is_retried_by_sdk_rate_limit_handler(slack: FakeSlack) -> Non
     ]
 
 
-async def test_429_without_handler_surfaces_retry_after(
-    slack: FakeSlack, web: AsyncWebClient
-) -> None:
+async def test_429_without_handler_surfaces_retry_after(slack: FakeSlack, web: AsyncWebClient) -> None:
     slack.rate_limit("chat.update", times=1, retry_after=7)
     with pytest.raises(SlackApiError) as limited:
         await web.chat_update(channel=CHANNEL, ts="1.0", text="x")
@@ -306,9 +302,7 @@ async def test_invalid_blocks_refused_on_update_and_response_url(
     assert slack.messages[(CHANNEL, posted["ts"])].blocks == [section("ok")]  # unchanged
 
 
-async def test_blocks_without_text_are_recorded_as_warning(
-    slack: FakeSlack, web: AsyncWebClient
-) -> None:
+async def test_blocks_without_text_are_recorded_as_warning(slack: FakeSlack, web: AsyncWebClient) -> None:
     # slack_sdk itself warns too; with filterwarnings=error that fails any bot test that forgets
     # the fallback text, which is the point.
     with pytest.warns(UserWarning, match="top-level `text`"):
@@ -320,9 +314,7 @@ async def test_blocks_without_text_are_recorded_as_warning(
 # --------------------------------------------------------------------------- response_url
 
 
-async def test_response_url_replaces_original_message(
-    slack: FakeSlack, web: AsyncWebClient
-) -> None:
+async def test_response_url_replaces_original_message(slack: FakeSlack, web: AsyncWebClient) -> None:
     posted = await web.chat_postMessage(channel=CHANNEL, text="approve?", blocks=[section("?")])
     url = slack.response_url(channel=CHANNEL, message_ts=posted["ts"], kind="actions")
 
@@ -342,9 +334,7 @@ async def test_response_url_in_channel_and_ephemeral(slack: FakeSlack) -> None:
     await hook.send(text="only you", response_type="ephemeral")
     await hook.send(text="everyone", response_type="in_channel")
 
-    assert [(e.text, e.user, e.via) for e in slack.ephemerals] == [
-        ("only you", "U1", "response_url")
-    ]
+    assert [(e.text, e.user, e.via) for e in slack.ephemerals] == [("only you", "U1", "response_url")]
     [message] = slack.messages.values()
     assert (message.channel, message.text) == (CHANNEL, "everyone")
 
@@ -398,15 +388,17 @@ async def test_socket_mode_client_connects_receives_and_acks(
     assert [call.method for call in slack.calls] == ["apps.connections.open"]
 
 
+# "refresh_requested": Slack's announced rotation; None: the socket just drops.
+@pytest.mark.parametrize("reason", ["refresh_requested", None])
 async def test_socket_mode_client_reconnects_after_disconnect(
-    slack: FakeSlack, socket_client: SocketModeClient
+    slack: FakeSlack, socket_client: SocketModeClient, reason: str | None
 ) -> None:
     recorder = _Recorder()
     socket_client.socket_mode_request_listeners.append(recorder)
     await socket_client.connect()
     first = await slack.socket_connected()
 
-    await slack.socket_disconnect(timeout=5)
+    await slack.socket_disconnect(reason, timeout=5)
     second = await slack.socket_connected(timeout=5)
     envelope_id = await slack.socket_send("events_api", app_mention_event(text="hi", ts="1.1"))
     ack = await slack.wait_ack(envelope_id)
@@ -512,9 +504,7 @@ async def test_bolt_http_mode_accepts_signed_bodies(slack: FakeSlack) -> None:
     bodies = [
         (slash_command_body(text="status", response_url=url), FORM_CONTENT_TYPE),
         (
-            block_actions_body(
-                action_id="restart", value="node1", message_ts="5.5", response_url=url
-            ),
+            block_actions_body(action_id="restart", value="node1", message_ts="5.5", response_url=url),
             FORM_CONTENT_TYPE,
         ),
         (
@@ -523,9 +513,7 @@ async def test_bolt_http_mode_accepts_signed_bodies(slack: FakeSlack) -> None:
         ),
     ]
     for body, content_type in bodies:
-        headers: dict[str, str | Sequence[str]] = {
-            **signed_headers(SIGNING_SECRET, body, content_type)
-        }
+        headers: dict[str, str | Sequence[str]] = {**signed_headers(SIGNING_SECRET, body, content_type)}
         response = await app.async_dispatch(AsyncBoltRequest(body=body.decode(), headers=headers))
         assert response.status == 200, response.body
 

@@ -1,0 +1,102 @@
+"""`clusterbot status` and `clusterbot check-config`: the collector from a terminal or cron."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+
+from bot.collect import Collector, target_for
+from bot.errors import ConfigError, SshError
+from bot.settings import ClusterConfig, Settings, load_settings
+from bot.ssh import SshPool
+
+EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="collect and print the status of configured clusters")
+    p.add_argument("clusters", nargs="*", help="cluster names (default: all)")
+    p.add_argument("--format", choices=("text", "blocks", "json"), default="text")
+    _config_arg(p)
+    p.set_defaults(handler=status_command)
+    c = sub.add_parser("check-config", help="validate the config; --connect also tries every node")
+    c.add_argument("--connect", action="store_true", help="connect to every node and check it")
+    _config_arg(c)
+    c.set_defaults(handler=check_config_command)
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (default: $CLUSTERBOT_CONFIG)")
+
+
+def pick_clusters(settings: Settings, names: list[str]) -> list[ClusterConfig]:
+    if not settings.clusters:
+        raise ConfigError("no clusters configured: add [[clusters]] to the config file")
+    unknown = [n for n in names if settings.cluster(n) is None]
+    if unknown:
+        known = ", ".join(c.name for c in settings.clusters)
+        raise ConfigError(f"unknown cluster {unknown[0]!r} (configured: {known})")
+    return [c for c in settings.clusters if not names or c.name in names]
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from bot.cli import format_reports
+
+    settings = load_settings(args.config)
+    clusters = pick_clusters(settings, args.clusters)
+    reports = asyncio.run(_collect(settings, clusters))
+    print(format_reports(reports, args.format, lambda n: settings.cluster(n).expectations))  # type: ignore[union-attr]
+    reached = all(r.reference is not None and not r.unreachable for r in reports)
+    return EXIT_OK if reached and all(r.healthy for r in reports) else EXIT_UNHEALTHY
+
+
+async def _collect(settings: Settings, clusters: list[ClusterConfig]) -> list:  # type: ignore[type-arg]
+    async with SshPool() as pool:
+        return await Collector(pool, settings).collect_many(clusters)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCheck:
+    cluster: str
+    node: str
+    ok: bool
+    detail: str
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    for cluster in pick_clusters(settings, []):
+        print(f"{cluster.name}: {len(cluster.nodes)} nodes, user {cluster.ssh_user}, "
+              f"sudo {'on' if cluster.sudo else 'off'}, known_hosts {cluster.known_hosts}")
+    if not args.connect:
+        print("config OK")
+        return EXIT_OK
+    checks = asyncio.run(_check_all(settings))
+    for c in checks:
+        print(f"  {'OK ' if c.ok else 'BAD'} {c.cluster}/{c.node}: {c.detail}")
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_UNHEALTHY
+
+
+async def _check_all(settings: Settings) -> list[NodeCheck]:
+    async with SshPool() as pool:
+        jobs = [_check_node(pool, settings, c, n.name) for c in settings.clusters for n in c.nodes]
+        return list(await asyncio.gather(*jobs))
+
+
+async def _check_node(pool: SshPool, settings: Settings, cluster: ClusterConfig, node: str) -> NodeCheck:
+    conf = cluster.node(node)
+    assert conf is not None
+    target = target_for(cluster, conf, settings)
+    try:
+        version = await pool.run(target, cluster.commands.version, timeout_s=settings.command_timeout_s)
+        status = await pool.run(target, cluster.commands.crm_mon, timeout_s=settings.command_timeout_s)
+    except SshError as err:
+        return NodeCheck(cluster.name, node, False, f"{err.kind}: {str(err).removeprefix(node + ': ')}")
+    first = (version.stdout.strip().splitlines() or ["version unknown"])[0]
+    sudo = "sudo OK" if cluster.sudo else "no sudo"
+    ok = status.stdout.lstrip().startswith("<")
+    detail = f"reachable, host key OK, {first}, {sudo}, crm_mon {'OK' if ok else 'gave no XML'}"
+    return NodeCheck(cluster.name, node, ok, detail)
+
+

@@ -1,0 +1,190 @@
+"""The one settings class: a TOML file, overridden by CLUSTERBOT_* environment variables.
+
+Slack secrets come from the conventional SLACK_BOT_TOKEN, SLACK_APP_TOKEN and
+SLACK_SIGNING_SECRET. Nothing else in clusterbot reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bot.errors import ConfigError
+from bot.pacemaker.health import Expectations
+
+# Pacemaker ids and node names: letters, digits, . _ - (and : for some node names). Anything
+# else in a config or chat argument is refused before it gets near a command line.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Argv = tuple[str, ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Strict):
+    name: Name  # the Pacemaker node name
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:\[\]-]+$")
+    port: int = Field(22, ge=1, le=65535)
+
+
+class Commands(_Strict):
+    """The read commands run on every node. Remediation templates live with their commands."""
+
+    crm_mon: Argv = ("crm_mon", "--one-shot", "--inactive", "--output-as=xml")
+    crm_mon_legacy: Argv = ("crm_mon", "-1", "-r", "-X")
+    daemons: Argv = ("systemctl", "is-active", "corosync", "pacemaker", "pcsd")
+    version: Argv = ("pacemakerd", "--version")
+
+
+class ClusterConfig(_Strict):
+    name: Name
+    kind: Literal["pacemaker", "corosync"] = "pacemaker"
+    nodes: tuple[NodeConfig, ...] = Field(min_length=1)
+    ssh_user: Name = "clusterbot"
+    ssh_key: Path | None = None
+    known_hosts: Path = Path("/etc/clusterbot/known_hosts")
+    sudo: bool = True
+    vips: tuple[Name, ...] = ()
+    everywhere: tuple[Name, ...] = ()
+    alert_channel: str | None = None
+    mention: str | None = None  # e.g. "<!subteam^S0123>" for critical incidents
+    approvers: tuple[str, ...] = ()  # Slack user ids (U...) and user-group ids (S...)
+    approvals_required: int = Field(1, ge=1, le=5)
+    allow_self_approval: bool = False
+    commands: Commands = Commands()
+    templates: dict[str, Argv] = Field(default_factory=dict)  # remediation overrides by action
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _host_strings(cls, value: Any) -> Any:
+        """A bare host string means Pacemaker node name = host."""
+        if isinstance(value, (list, tuple)):
+            return [{"name": v, "host": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> ClusterConfig:
+        names = [n.name for n in self.nodes]
+        if len(names) != len(set(names)):
+            raise ValueError(f"duplicate node names in cluster {self.name}")
+        return self
+
+    @property
+    def expectations(self) -> Expectations:
+        return Expectations(vips=self.vips, everywhere=self.everywhere)
+
+    def node(self, name: str) -> NodeConfig | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+_CONFIG_FILE: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLUSTERBOT_", env_nested_delimiter="__", extra="forbid", frozen=True,
+        populate_by_name=True,
+    )
+
+    clusters: tuple[ClusterConfig, ...] = ()
+    connect_timeout_s: float = Field(5.0, gt=0, le=120)
+    command_timeout_s: float = Field(15.0, gt=0, le=600)
+    max_concurrency: int = Field(64, ge=1, le=1024)  # SSH sessions in flight across clusters
+    poll_interval_s: float = Field(5.0, ge=0.2, le=3600)
+    unreachable_after: int = Field(3, ge=1, le=100)  # failed polls before "unreachable" alerts
+    state_dir: Path = Path("/var/lib/clusterbot")
+    alert_channel: str | None = None
+    allowed_channels: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+    approval_ttl_s: float = Field(900.0, gt=0)
+    slack_api_url: str = "https://slack.com/api/"
+    http_port: int = Field(3000, ge=0, le=65535)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    push_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "slack_bot_token"))
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "slack_app_token"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "slack_signing_secret"))
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = (
+        "slack_bot_token", "slack_app_token", "slack_signing_secret", "push_secret")
+
+    @model_validator(mode="after")
+    def _unique_clusters(self) -> Settings:
+        names = [c.name for c in self.clusters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate cluster names: {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _CONFIG_FILE is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_CONFIG_FILE))
+        return tuple(sources)
+
+    def cluster(self, name: str) -> ClusterConfig | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from a TOML file (`path`, else $CLUSTERBOT_CONFIG) plus the environment.
+
+    Every mistake becomes a ConfigError with one line naming the key.
+    """
+    global _CONFIG_FILE
+
+    chosen = path or os.environ.get("CLUSTERBOT_CONFIG")
+    file = Path(chosen) if chosen else None
+    if file is not None and not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    _CONFIG_FILE = file
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, file)) from exc
+    except ValueError as exc:  # TOML syntax errors arrive as ValueError subclasses
+        raise ConfigError(f"{file}: {exc}".splitlines()[0]) from exc
+    finally:
+        _CONFIG_FILE = None
+
+
+def _one_line(exc: ValidationError, file: Path | None) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    where = f"{file}: " if file else ""
+    return f"{where}{loc}: {first['msg']}{tail}"

@@ -1,0 +1,97 @@
+"""Benchmark the collector: cold vs warm status, raw asyncssh, and a 50-cluster sweep.
+
+Run: pytest -m bench -s tests/bench/test_collect_bench.py. The fake nodes run in a separate
+process, answering the real healthy capture after 12 ms (a real node's local crm_mon time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from bot.collect import Collector
+from bot.settings import ClusterConfig, NodeConfig, Settings
+from bot.ssh import SshPool
+
+pytestmark = pytest.mark.bench
+NODE_MS = 12.0
+
+
+@asynccontextmanager
+async def servers(tmp: Path, clusters: int) -> AsyncIterator[dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.serve_nodes", str(tmp), str(clusters), str(NODE_MS),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout=120)
+    try:
+        yield json.loads(line)
+    finally:
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), timeout=30)
+
+
+def configs(info: dict[str, Any]) -> list[ClusterConfig]:
+    return [ClusterConfig(
+        name=c["name"], ssh_user="clusterbot", ssh_key=Path(info["key"]),
+        known_hosts=Path(info["known_hosts"]), sudo=False,
+        nodes=tuple(NodeConfig(name=f"node{i + 1}", host="127.0.0.1", port=p)
+                    for i, p in enumerate(c["ports"])),
+    ) for c in info["clusters"]]
+
+
+async def timed(fn: Callable[[], Awaitable[object]], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+def med(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+async def test_bench_status(tmp_path: Path) -> None:
+    async with servers(tmp_path, 50) as info:
+        clusters = configs(info)
+        settings = Settings(clusters=tuple(clusters), command_timeout_s=30, connect_timeout_s=30)
+        one = clusters[0]
+
+        async def cold() -> None:
+            async with SshPool() as pool:
+                await Collector(pool, settings).collect(one)
+
+        async def raw() -> None:
+            async def node(port: int) -> None:
+                async with asyncssh.connect("127.0.0.1", port, username="clusterbot",
+                                            client_keys=[info["key"]], known_hosts=info["known_hosts"],
+                                            config=None, agent_path=None) as conn:
+                    await conn.run("crm_mon --one-shot --inactive --output-as=xml")
+            await asyncio.gather(*(node(n.port) for n in one.nodes))
+
+        cold_ms = await timed(cold, 15)
+        raw_ms = await timed(raw, 15)
+        async with SshPool() as pool:
+            collector = Collector(pool, settings)
+            await collector.collect_many(clusters)  # open every connection once
+            warm_ms = await timed(lambda: collector.collect(one), 40)
+            sweep_ms = await timed(lambda: collector.collect_many(clusters), 10)
+            assert all(r.healthy for r in await collector.collect_many(clusters))
+    print(f"\nBENCH status 3 nodes, node command {NODE_MS:.0f} ms: cold {med(cold_ms):.1f} ms, "
+          f"raw asyncssh connect+run {med(raw_ms):.1f} ms, warm {med(warm_ms):.1f} ms "
+          f"(overhead above node time {med(warm_ms) - NODE_MS:.1f} ms, target < 10 ms)")
+    print(f"BENCH sweep 50 clusters x 3 nodes warm: {med(sweep_ms):.1f} ms = "
+          f"{med(sweep_ms) / med(warm_ms):.2f}x one cluster (target < 3x)")
+    assert med(warm_ms) < med(cold_ms)

@@ -1,0 +1,115 @@
+"""Fake cluster nodes: real loopback SSH servers answering with the real captures.
+
+Each node serves one scenario's capture for its own point of view (or a scripted misbehaviour),
+so the collector runs against a genuine SSH handshake and genuine Pacemaker output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.demo.sshd import KeyMaterial, LoopbackSshServer
+from bot.settings import ClusterConfig, NodeConfig, Settings
+from tests.conftest import PCMK
+
+USER = "clusterbot"
+ALL_ACTIVE = "active\nactive\nactive\n"
+LEGACY_XML = (PCMK.parent / "crm_mon" / "legacy-1.1.xml").read_text()
+
+
+def _rc(scenario: str, node: str, kind: str) -> int:
+    meta = json.loads((PCMK / scenario / "meta.json").read_text())
+    return next(o["rc"] for o in meta["outputs"] if o["node"] == node and o["kind"] == kind)
+
+
+def capture_answer(scenario: str, node: str) -> tuple[int, str, str]:
+    """What `crm_mon` really answered on that node in that scenario: rc, stdout, stderr."""
+    base = PCMK / scenario
+    err = base / f"{node}.crm_mon.txt.stderr"
+    return (_rc(scenario, node, "crm_mon.xml"), (base / f"{node}.crm_mon.xml").read_text(),
+            err.read_text() if err.exists() else "")
+
+
+@dataclass
+class FakeNode:
+    name: str
+    scenario: str = "a_healthy"
+    mode: str = "capture"  # capture | garbage | legacy | sudo_refused | slow | exit102
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # frees a "slow" node
+    as_node: str | None = None  # serve another node's capture (a node that disagrees)
+    server: LoopbackSshServer | None = None
+
+    async def handle(self, command: str, username: str) -> tuple[int, str, str]:
+        argv = shlex.split(command)
+        if argv[:2] == ["sudo", "-n"]:
+            if self.mode == "sudo_refused":
+                return 1, "", "sudo: a password is required\n"
+            argv = argv[2:]
+        if argv[:2] == ["systemctl", "is-active"]:
+            return 0, ALL_ACTIVE, ""
+        if argv == ["pacemakerd", "--version"]:
+            return 0, "Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project contributors\n", ""
+        if argv[0] != "crm_mon":
+            return 127, "", f"bash: {argv[0]}: command not found\n"
+        return await self._crm_mon(argv)
+
+    async def _crm_mon(self, argv: list[str]) -> tuple[int, str, str]:
+        if self.mode == "slow":
+            await self.release.wait()
+        if self.mode == "garbage":
+            return 0, "Segmentation fault <core dumped> \x00\x01", ""
+        if self.mode == "legacy":
+            if "--output-as=xml" in argv:
+                return 64, "", "crm_mon: unrecognized option '--output-as=xml'\n"
+            return 0, LEGACY_XML, ""
+        return capture_answer(self.scenario, self.as_node or self.name)
+
+
+@dataclass
+class FakeCluster:
+    nodes: dict[str, FakeNode]
+    keys: KeyMaterial
+    config: ClusterConfig
+    settings: Settings
+
+    def servers(self) -> list[LoopbackSshServer]:
+        return [n.server for n in self.nodes.values() if n.server is not None]
+
+    def set_scenario(self, scenario: str) -> None:
+        for node in self.nodes.values():
+            node.scenario = scenario
+
+
+def cluster_config(name: str, servers: dict[str, LoopbackSshServer], keys: KeyMaterial,
+                   **extra: object) -> ClusterConfig:
+    nodes = tuple(NodeConfig(name=n, host="127.0.0.1", port=s.port) for n, s in servers.items())
+    return ClusterConfig.model_validate({
+        "name": name, "nodes": nodes, "ssh_user": USER, "ssh_key": keys.client_key_path,
+        "known_hosts": keys.known_hosts, "sudo": True,
+        "vips": ("virtual_ip_1", "virtual_ip_2", "virtual_ip_3"),
+        "everywhere": ("loadbalancer-clone",), **extra})
+
+
+@asynccontextmanager
+async def fake_cluster(tmp: Path, scenario: str = "a_healthy", name: str = "prod-haproxy",
+                       names: tuple[str, ...] = ("node1", "node2", "node3"),
+                       **settings: object) -> AsyncIterator[FakeCluster]:
+    keys = KeyMaterial.create(tmp / name)
+    nodes = {n: FakeNode(n, scenario) for n in names}
+    async with AsyncExitStack() as stack:
+        for node in nodes.values():
+            node.server = await stack.enter_async_context(LoopbackSshServer(
+                node.handle, authorized_key=keys.public_key, username=USER, name=node.name))
+        keys.write_known_hosts([n.server for n in nodes.values() if n.server])
+        servers = {n: node.server for n, node in nodes.items() if node.server}
+        config = cluster_config(name, servers, keys)
+        opts = {"connect_timeout_s": 2.0, "command_timeout_s": 2.0, **settings}
+        yield FakeCluster(nodes, keys, config, Settings(clusters=(config,), **opts))
+        for node in nodes.values():
+            node.release.set()

@@ -1,0 +1,84 @@
+"""`clusterbot status` / `check-config` as a user runs them, against loopback SSH nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from tests.fakes.nodes import FakeCluster, fake_cluster
+
+
+def write_config(fc: FakeCluster, path: Path) -> Path:
+    c = fc.config
+    nodes = ", ".join(f'{{ name = "{n.name}", host = "{n.host}", port = {n.port} }}' for n in c.nodes)
+    path.write_text(f"""
+connect_timeout_s = 2
+command_timeout_s = 2
+[[clusters]]
+name = "{c.name}"
+nodes = [{nodes}]
+ssh_user = "{c.ssh_user}"
+ssh_key = "{c.ssh_key}"
+known_hosts = "{c.known_hosts}"
+sudo = true
+vips = ["virtual_ip_1", "virtual_ip_2", "virtual_ip_3"]
+everywhere = ["loadbalancer-clone"]
+""")
+    return path
+
+
+async def clusterbot(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_status_healthy_json_exit_0(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        cfg = write_config(fc, tmp_path / "c.toml")
+        rc, out, err = await clusterbot("status", "--config", str(cfg), "--format", "json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["cluster"] == "prod-haproxy" and data["quorum"] is True and data["dc"] == "node1"
+    assert [v["node"] for v in data["views"]] == ["node1", "node2", "node3"]
+    assert all(v["ok"] for v in data["views"])
+
+
+async def test_status_crashed_node_exit_1_text(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, scenario="c_node3_crashed") as fc:
+        cfg = write_config(fc, tmp_path / "c.toml")
+        rc, out, _ = await clusterbot("status", "--config", str(cfg))
+    assert rc == 1
+    assert "node3 is OFFLINE" in out and "/cluster start prod-haproxy node3" in out
+
+
+async def test_status_unknown_cluster_exit_2(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        cfg = write_config(fc, tmp_path / "c.toml")
+        rc, out, err = await clusterbot("status", "nope", "--config", str(cfg))
+    assert rc == 2 and out == ""
+    assert err.strip() == "clusterbot: unknown cluster 'nope' (configured: prod-haproxy)"
+
+
+async def test_bad_config_one_line_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[[clusters]]\nname = "x"\nnodes = [{ name = "n1", host = "h", port = "ssh" }]\n')
+    rc, _, err = await clusterbot("check-config", "--config", str(cfg))
+    assert rc == 2 and err.count("\n") == 1
+    assert "clusters.0.nodes.0.port" in err and "Traceback" not in err
+
+
+async def test_check_config_connect(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        fc.nodes["node2"].mode = "sudo_refused"
+        cfg = write_config(fc, tmp_path / "c.toml")
+        rc, out, _ = await clusterbot("check-config", "--connect", "--config", str(cfg))
+    assert rc == 1
+    lines = {line.split(":")[0].strip(): line for line in out.splitlines() if "/" in line}
+    assert lines["OK  prod-haproxy/node1"].endswith("sudo OK, crm_mon OK")
+    assert "BAD prod-haproxy/node2" in lines and "sudo" in lines["BAD prod-haproxy/node2"]

@@ -1,0 +1,172 @@
+"""The collector against real loopback SSH servers that answer with real captures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.collect import Collector
+from bot.pacemaker.health import Severity
+from bot.pacemaker.merge import ClusterReport
+from bot.ssh import SshPool
+from tests.fakes.nodes import FakeCluster, fake_cluster
+
+
+async def collect(fc: FakeCluster, pool: SshPool | None = None) -> ClusterReport:
+    async with SshPool() if pool is None else _borrowed(pool) as p:
+        return await Collector(p, fc.settings).collect(fc.config)
+
+
+class _borrowed:
+    def __init__(self, pool: SshPool) -> None:
+        self.pool = pool
+
+    async def __aenter__(self) -> SshPool:
+        return self.pool
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def finding_keys(report: ClusterReport) -> set[tuple[str, str]]:
+    return {f.key for f in report.findings}
+
+
+async def test_all_healthy(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        report = await collect(fc)
+    assert report.healthy and report.reference is not None
+    assert report.reference.dc == "node1" and report.reference.quorate is True
+    assert all(r.ok for r in report.results)
+    assert all(r.daemons is not None and not r.daemons.inactive for r in report.results)
+    assert finding_keys(report) == {("fencing_disabled", "cluster")}
+    # Every command went through sudo -n with the fixed template.
+    for node in fc.nodes.values():
+        assert node.server is not None
+        assert "sudo -n crm_mon --one-shot --inactive --output-as=xml" in node.server.commands
+        assert "sudo -n systemctl is-active corosync pacemaker pcsd" in node.server.commands
+
+
+async def test_one_node_crashed_exit_102(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, scenario="c_node3_crashed") as fc:
+        report = await collect(fc)
+    node3 = report.result("node3")
+    assert node3 is not None and node3.view is not None and not node3.view.connected
+    assert node3.view.status.code == 102
+    keys = finding_keys(report)
+    assert ("node_offline", "node3") in keys and ("pacemaker_down", "node3") in keys
+    assert report.reference is not None and report.reference.running_on("virtual_ip_3") == ("node1",)
+
+
+async def test_slow_node_times_out_others_reported(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, command_timeout_s=0.5) as fc:
+        fc.nodes["node2"].mode = "slow"
+        report = await collect(fc)
+    node2 = report.result("node2")
+    assert node2 is not None and node2.error_kind == "timeout" and node2.view is None
+    assert "0.5" in (node2.error or "")
+    assert report.result("node1").ok and report.result("node3").ok  # type: ignore[union-attr]
+    f = next(f for f in report.findings if f.key == ("node_unreachable", "node2"))
+    assert "although Pacemaker reports it online" in f.message and f.severity is Severity.WARNING
+
+
+async def test_changed_host_key_is_refused_loudly(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        server = fc.nodes["node3"].server
+        assert server is not None
+        server.rotate_host_key()
+        report = await collect(fc)
+        assert not any("crm_mon" in c for c in server.commands)  # nothing reached the node
+    node3 = report.result("node3")
+    assert node3 is not None and node3.error_kind == "host_key"
+    assert "known_hosts" in (node3.error or "")
+    assert report.result("node1").ok  # type: ignore[union-attr]
+
+
+async def test_auth_failure(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        from bot.demo.sshd import KeyMaterial
+
+        other = KeyMaterial.create(tmp_path / "intruder", fc.servers())
+        config = fc.config.model_copy(update={"ssh_key": other.client_key_path})
+        settings = fc.settings.model_copy(update={"clusters": (config,)})
+        async with SshPool() as pool:
+            report = await Collector(pool, settings).collect(config)
+    assert {r.error_kind for r in report.results} == {"auth"}
+    assert "no_view" in {f.code for f in report.findings}
+
+
+async def test_sudo_refused(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        fc.nodes["node1"].mode = "sudo_refused"
+        report = await collect(fc)
+    node1 = report.result("node1")
+    assert node1 is not None and node1.error_kind == "sudo"
+    assert "password is required" in (node1.error or "")
+
+
+async def test_garbage_output_is_a_parse_error(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        fc.nodes["node2"].mode = "garbage"
+        report = await collect(fc)
+    node2 = report.result("node2")
+    assert node2 is not None and node2.error_kind == "parse"
+    assert "crm_mon exited 0 without XML" in (node2.error or "")
+
+
+async def test_nodes_disagree(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        # node3 answers with a lonely, quorum-less view while node1 and node2 agree.
+        fc.nodes["node3"].scenario = "d_two_nodes_down"
+        fc.nodes["node3"].as_node = "node1"
+        report = await collect(fc)
+    assert report.reference_node in ("node1", "node2")
+    f = next(f for f in report.findings if f.code == "out_of_sync")
+    assert f.subject == "node3" and str(f.remedy) == "resync node3"
+    assert "lacks quorum" in f.message and "[node1]" in f.message
+
+
+async def test_legacy_fallback_is_remembered(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, names=("prod-haproxy01.estuary.tech",)) as fc:
+        fc.nodes["prod-haproxy01.estuary.tech"].mode = "legacy"
+        async with SshPool() as pool:
+            collector = Collector(pool, fc.settings)
+            first = await collector.collect(fc.config)
+            await collector.collect(fc.config)
+        server = fc.servers()[0]
+    assert first.reference is not None and first.reference.format == "legacy"
+    crm = [c for c in server.commands if "crm_mon" in c]
+    assert crm == ["sudo -n crm_mon --one-shot --inactive --output-as=xml",
+                   "sudo -n crm_mon -1 -r -X", "sudo -n crm_mon -1 -r -X"]
+
+
+async def test_connection_reuse(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        async with SshPool() as pool:
+            collector = Collector(pool, fc.settings)
+            for _ in range(5):
+                assert (await collector.collect(fc.config)).healthy
+        accepted = [s.connections_accepted for s in fc.servers()]
+    assert accepted == [1, 1, 1]
+
+
+async def test_reconnect_after_server_drops(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        async with SshPool() as pool:
+            collector = Collector(pool, fc.settings)
+            assert (await collector.collect(fc.config)).healthy
+            for server in fc.servers():
+                await server.drop_connections()
+            again = await collector.collect(fc.config)
+        accepted = [s.connections_accepted for s in fc.servers()]
+    assert again.healthy and accepted == [2, 2, 2]
+
+
+async def test_unreachable_node(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        server = fc.nodes["node2"].server
+        assert server is not None
+        await server.set_reachable(False)
+        report = await collect(fc)
+    node2 = report.result("node2")
+    assert node2 is not None and node2.view is None and node2.error_kind in ("unreachable", "timeout")
+    assert report.reference is not None
