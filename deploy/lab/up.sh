@@ -386,13 +386,17 @@ on_all_nodes() {
 
 labwait() { "$PYTHON" "$LAB_DIR/labwait.py" "$@" >/dev/null; }
 
+# Authenticate once, on node1, then hand its known-hosts (the tokens) to the other nodes, as
+# `pcs cluster setup` does; running `pcs host auth` on every node costs ~4 s more CPU.
 pcs_auth() {
-  local n args=()
+  local n args=() out
   for n in "${LAB_NODES[@]}"; do args+=("$n" "addr=$(node_ip "$n")"); done
-  local out
   # pcs prints "nodeN: Authorized" per host on stderr; show it only if something failed.
-  out=$(on_all_nodes pcs host auth "${args[@]}" -u hacluster -p "$PASSWORD" 2>&1) ||
+  out=$(lab_exec node1 pcs host auth "${args[@]}" -u hacluster -p "$PASSWORD" 2>&1) ||
     { echo "$out" >&2; return 1; }
+  for n in "${LAB_NODES[@]:1}"; do
+    install -m 0600 "$(node_dir node1)/var-lib-pcsd/known-hosts" "$(node_dir "$n")/var-lib-pcsd/"
+  done
 }
 
 ssh_check() {
@@ -465,6 +469,7 @@ main() {
   if ((PCSD)); then
     phase pcsd
     wait "$pcsd_job"
+    phase auth
     pcs_auth
   fi
   phase ssh
