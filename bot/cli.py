@@ -99,9 +99,9 @@ def format_reports(reports: Sequence[ClusterReport], fmt: str,
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Subcommands of the shell, imported here so `render` stays light."""
-    from bot import ops
+    from bot import cli_run, ops
 
-    return [ops.register]
+    return [ops.register, cli_run.register]
 
 
 if __name__ == "__main__":

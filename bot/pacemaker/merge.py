@@ -69,13 +69,13 @@ def merge(
 ) -> ClusterReport:
     res = tuple(results)
     ref_node, ref = _reference(res)
-    findings: list[Finding] = list(evaluate(ref, expect)) if ref else [_nobody(res)]
-    findings += _disagreements(res, ref_node, ref)
-    findings += _reachability(res, ref)
-    findings += _daemon_findings(res, ref)
+    base: list[Finding] = list(evaluate(ref, expect)) if ref else [_nobody(res)]
+    extra = [*_disagreements(res, ref_node, ref), *_reachability(res, ref), *_daemon_findings(res, ref)]
     unique: dict[tuple[str, str], Finding] = {}
-    for f in findings:
-        unique.setdefault(f.key, f)  # the first one said wins: rules run cause-first
+    for f in base:
+        unique.setdefault(f.key, f)  # rules run cause-first: the first one said wins
+    for f in extra:
+        unique[f.key] = f  # the multi-node evidence refines a single view's finding
     ordered = sorted(unique.values(), key=lambda f: -f.severity)
     return ClusterReport(cluster, res, ref, ref_node, tuple(ordered), collected_at)
 
@@ -148,6 +148,11 @@ def _reachability(results: tuple[NodeResult, ...], ref: NodeView | None) -> Iter
             also = " although Pacemaker reports it online" if online else ""
             yield Finding(sev, "node_unreachable", r.node,
                           f"{r.node} did not answer{also}: {r.error or 'no answer'}")
+        elif not r.view.connected and pcmk is not None and not pcmk.online:
+            # Same node, same fix as the reference's "node offline": one finding, more evidence.
+            yield Finding(Severity.WARNING, "node_offline", r.node,
+                          f"{r.node} is OFFLINE: it answers over SSH but Pacemaker is not running "
+                          f"there ({_reason(r.view)})", Remedy("start", (r.node,)))
         elif not r.view.connected:
             yield Finding(Severity.CRITICAL if ref is None else Severity.WARNING,
                           "pacemaker_down", r.node,

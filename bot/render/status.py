@@ -69,8 +69,8 @@ def verdict(report: ClusterReport) -> str:
         return f"{OK_EMOJI} {name} is healthy · {facts}"
     sev = report.severity or Severity.INFO
     counts = Counter(f.severity for f in report.findings if f.severity > Severity.INFO)
-    tally = ", ".join(f"{counts[s]} {s.label}" for s in (Severity.CRITICAL, Severity.WARNING)
-                      if counts[s])
+    tally = ", ".join(f"{counts[s]} {s.label}{'s' if counts[s] > 1 else ''}"
+                      for s in (Severity.CRITICAL, Severity.WARNING) if counts[s])
     return f"{SEVERITY_EMOJI[sev]} {name}: {tally} · {report.findings[0].message} · {facts}"
 
 
@@ -246,3 +246,19 @@ def _daemon_line(unit: str, states: Iterable[tuple[str, str]]) -> str:
         return f":white_check_mark: {unit}: active on {len(states)}/{len(states)}"
     return f":warning: {unit}: {'; '.join(bad)}"
 
+
+
+def overview_doc(reports: Sequence[ClusterReport]) -> Doc:
+    """Every cluster on one line; the unhealthy ones' problems below."""
+    lines = tuple(verdict(r) for r in reports)
+    problems = [f"*{r.cluster}* · {finding_line(r.cluster, f)}"
+                for r in reports if not r.healthy for f in r.findings if f.severity > Severity.INFO]
+    shown, more = _capped(problems, MAX_FINDING_LINES, "…and {n} more problems")
+    sick = sum(1 for r in reports if not r.healthy)
+    head = (f"{OK_EMOJI} all {len(reports)} clusters healthy" if not sick
+            else f"{SEVERITY_EMOJI[max(r.severity or Severity.INFO for r in reports)]} "
+                 f"{sick} of {len(reports)} clusters need attention")
+    sections = [Section("Clusters", lines)]
+    if shown:
+        sections.append(Section("Problems and fixes", shown, more))
+    return Doc(verdict=head, fallback=head.split(" ", 1)[1], sections=tuple(sections))

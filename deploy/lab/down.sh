@@ -95,11 +95,13 @@ remove_namespaces() {
   if grep -q " $LAB_NSDIR " /proc/mounts; then umount "$LAB_NSDIR"; fi
   rm -rf "$LAB_RUN"
   for n in "${LAB_NODES[@]}"; do
-    if [[ -e /run/netns/$(node_netns "$n") ]]; then ip netns delete "$(node_netns "$n")"; fi
-    # The root end of a veth normally dies with its peer's namespace; be sure.
+    # Delete the veth pair first: `ip netns delete` only drops the handle and the kernel
+    # destroys the namespace (and with it the root end of the veth) a moment later, which
+    # would race with the checks below.
     if ip link show "cblab-n$(node_num "$n")" &>/dev/null; then
-      ip link delete "cblab-n$(node_num "$n")"
+      ip link delete "cblab-n$(node_num "$n")" 2>/dev/null || true
     fi
+    if [[ -e /run/netns/$(node_netns "$n") ]]; then ip netns delete "$(node_netns "$n")"; fi
   done
   if ip link show "$LAB_BRIDGE" &>/dev/null; then ip link delete "$LAB_BRIDGE"; fi
 }

@@ -418,16 +418,21 @@ already_up() {
   labwait --node node1 --timeout 0 healthy && ssh_check 2>/dev/null
 }
 
+# On failure: keep the logs (the teardown deletes them), say where they are, then tear down.
 on_exit() {
   local rc=$?
   ((rc == 0)) && return
   log "bring-up FAILED (rc=$rc) during: $PHASE"
-  local n f
+  local keep n
+  keep=$(mktemp -d /tmp/cblab-failed.XXXXXX)
   for n in "${LAB_NODES[@]}"; do
-    for f in "$(node_dir "$n")"/log/*.out "$(node_dir "$n")/var-log-corosync/corosync.log"; do
-      [[ -s $f ]] && { echo "--- $f (last lines)" >&2; tail -n 8 "$f" >&2; }
-    done
+    [[ -d $(node_dir "$n") ]] || continue
+    mkdir -p "$keep/$n"
+    cp -r "$(node_dir "$n")/log" "$(node_dir "$n")/var-log-corosync" \
+      "$(node_dir "$n")/var-log-pacemaker" "$keep/$n/" 2>/dev/null || true
+    grep -hiE 'error|crit' "$keep/$n"/*/* 2>/dev/null | tail -n 5 | sed "s/^/  $n: /" >&2 || true
   done
+  log "node logs kept in $keep"
   if [[ ${LAB_KEEP_ON_FAIL:-0} == 1 ]]; then
     log "left as it is (LAB_KEEP_ON_FAIL=1); run down.sh when done"
   else
@@ -449,6 +454,9 @@ main() {
     bash "$LAB_DIR/down.sh"
   fi
   trap on_exit EXIT
+  # A non-interactive bash killed by INT/TERM skips its EXIT trap; turn them into an exit.
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   phase packages
   install_packages
   phase state

@@ -53,7 +53,9 @@ async def test_one_node_crashed_exit_102(tmp_path: Path) -> None:
     assert node3 is not None and node3.view is not None and not node3.view.connected
     assert node3.view.status.code == 102
     keys = finding_keys(report)
-    assert ("node_offline", "node3") in keys and ("pacemaker_down", "node3") in keys
+    assert ("node_offline", "node3") in keys and ("pacemaker_down", "node3") not in keys
+    assert "answers over SSH but Pacemaker is not running" in next(
+        f.message for f in report.findings if f.key == ("node_offline", "node3"))
     assert report.reference is not None and report.reference.running_on("virtual_ip_3") == ("node1",)
 
 

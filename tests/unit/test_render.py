@@ -65,7 +65,8 @@ def test_crash_names_the_problem_and_the_fix() -> None:
     text = to_text(doc)
     assert "`virtual_ip_3` → node1" in text
     assert "/cluster start prod-haproxy node3" in text
-    assert "node3: Pacemaker is not running there" in text
+    assert "node3 is OFFLINE: it answers over SSH but Pacemaker is not running there" in text
+    assert text.count("/cluster start prod-haproxy node3") == 1
 
 
 def test_unreachable_nodes_are_named() -> None:

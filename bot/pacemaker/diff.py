@@ -1,0 +1,700 @@
+"""Poll after poll of one cluster -> typed change events, grouped into incidents; flapping keys.
+
+Pure: no I/O, no clock. The watcher calls `step` once per poll and keeps the WatchState it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from bot.pacemaker.health import Expectations, Remedy, Severity
+from bot.pacemaker.merge import ClusterReport
+from bot.pacemaker.snapshot import (
+    FailedOp,
+    Fence,
+    Note,
+    Snapshot,
+    decode,
+    decode_versioned,
+    encode,
+    snapshot,
+)
+
+STATE_VERSION = 1
+UNREACHABLE_AFTER = 3
+
+
+class EventKind(StrEnum):
+    CLUSTER_UNREACHABLE = "cluster_unreachable"
+    CLUSTER_REACHABLE = "cluster_reachable"
+    QUORUM_LOST = "quorum_lost"
+    QUORUM_REGAINED = "quorum_regained"
+    NO_DC = "no_dc"
+    DC_ELECTED = "dc_elected"
+    DC_CHANGED = "dc_changed"
+    MAINTENANCE_ON = "maintenance_on"
+    MAINTENANCE_OFF = "maintenance_off"
+    NODE_OFFLINE = "node_offline"
+    NODE_ONLINE = "node_online"
+    NODE_STANDBY = "node_standby"
+    NODE_UNSTANDBY = "node_unstandby"
+    NODE_MAINTENANCE = "node_maintenance"
+    NODE_UNMAINTENANCE = "node_unmaintenance"
+    NODE_UNCLEAN = "node_unclean"
+    NODE_CLEAN = "node_clean"
+    NODE_PENDING = "node_pending"
+    NODE_JOINED = "node_joined"
+    NODE_UNREACHABLE = "node_unreachable"
+    NODE_REACHABLE = "node_reachable"
+    NODES_DISAGREE = "nodes_disagree"
+    NODES_AGREE = "nodes_agree"
+    DAEMON_INACTIVE = "daemon_inactive"
+    DAEMON_ACTIVE = "daemon_active"
+    FENCE_SUCCEEDED = "fence_succeeded"
+    FENCE_FAILED = "fence_failed"
+    VIP_STOPPED = "vip_stopped"
+    VIP_STARTED = "vip_started"
+    VIP_MOVED = "vip_moved"
+    VIPS_UNBALANCED = "vips_unbalanced"
+    VIPS_BALANCED = "vips_balanced"
+    CLONE_STOPPED = "clone_stopped"
+    CLONE_STARTED = "clone_started"
+    RESOURCE_STOPPED = "resource_stopped"
+    RESOURCE_STARTED = "resource_started"
+    RESOURCE_FAILED = "resource_failed"
+    RESOURCE_RECOVERED = "resource_recovered"
+    RESOURCE_BLOCKED = "resource_blocked"
+    RESOURCE_UNBLOCKED = "resource_unblocked"
+    RESOURCE_UNMANAGED = "resource_unmanaged"
+    RESOURCE_MANAGED = "resource_managed"
+    FAILED_ACTION = "failed_action"
+    FAILED_ACTION_CLEARED = "failed_action_cleared"
+    THRESHOLD_REACHED = "threshold_reached"
+    THRESHOLD_CLEARED = "threshold_cleared"
+
+
+K = EventKind
+# recovery -> the problem it ends; they share Event.key.
+CLEARS: Mapping[EventKind, EventKind] = {
+    K.CLUSTER_REACHABLE: K.CLUSTER_UNREACHABLE, K.QUORUM_REGAINED: K.QUORUM_LOST,
+    K.DC_ELECTED: K.NO_DC, K.MAINTENANCE_OFF: K.MAINTENANCE_ON, K.NODE_ONLINE: K.NODE_OFFLINE,
+    K.NODE_UNSTANDBY: K.NODE_STANDBY, K.NODE_UNMAINTENANCE: K.NODE_MAINTENANCE,
+    K.NODE_CLEAN: K.NODE_UNCLEAN, K.NODE_JOINED: K.NODE_PENDING,
+    K.NODE_REACHABLE: K.NODE_UNREACHABLE, K.NODES_AGREE: K.NODES_DISAGREE,
+    K.DAEMON_ACTIVE: K.DAEMON_INACTIVE, K.VIP_STARTED: K.VIP_STOPPED,
+    K.VIPS_BALANCED: K.VIPS_UNBALANCED, K.CLONE_STARTED: K.CLONE_STOPPED,
+    K.RESOURCE_STARTED: K.RESOURCE_STOPPED, K.RESOURCE_RECOVERED: K.RESOURCE_FAILED,
+    K.RESOURCE_UNBLOCKED: K.RESOURCE_BLOCKED, K.RESOURCE_MANAGED: K.RESOURCE_UNMANAGED,
+    K.FAILED_ACTION_CLEARED: K.FAILED_ACTION, K.THRESHOLD_CLEARED: K.THRESHOLD_REACHED,
+}
+# Changes that are neither a problem nor a recovery: the cluster did its job.
+NEUTRAL = frozenset({K.VIP_MOVED, K.DC_CHANGED})
+# Problems that open nothing a later event could close: they happened, once.
+ONE_SHOT = frozenset({K.FENCE_SUCCEEDED, K.FENCE_FAILED})
+# Whole-cluster causes: everything else in the same poll is a consequence.
+_CLUSTER_CAUSES = ("view", "quorum")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    severity: Severity
+    subject: str
+    message: str  # one human line
+    before: str | None = None
+    after: str | None = None
+    nodes: tuple[str, ...] = ()  # the nodes it involves
+    remedy: Remedy | None = None
+    key: str = ""  # the condition: a problem and the recovery that ends it share it
+    group: str = ""  # the incident it would be on its own: "node:node3", "vip:virtual_ip_2", "quorum"
+
+    @property
+    def recovery(self) -> bool:
+        return self.kind in CLEARS
+
+    @property
+    def clears(self) -> tuple[EventKind, ...]:
+        return (CLEARS[self.kind],) if self.kind in CLEARS else ()
+
+    @property
+    def neutral(self) -> bool:
+        return self.kind in NEUTRAL
+
+    @property
+    def problem(self) -> bool:
+        return not (self.recovery or self.neutral)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = encode(self)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        event: Event = decode(cls, data)
+        return event
+
+
+def _event(kind: EventKind, severity: Severity, subject: str, message: str, group: str, *,
+           before: str | None = None, after: str | None = None, nodes: Iterable[str] = (),
+           remedy: Remedy | None = None, ident: str | None = None) -> Event:
+    family = CLEARS.get(kind, kind)
+    key = f"{family}:{subject}" + (f":{ident}" if ident else "")
+    return Event(kind, severity, subject, message, before, after, _unique(nodes), remedy, key, group)
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _words(nodes: Iterable[str]) -> str:
+    return " ".join(nodes)
+
+
+def _resource_group(snap: Snapshot, rid: str) -> str:
+    return f"vip:{rid}" if rid in snap.vip_ids else f"resource:{rid}"
+
+
+# ---------------------------------------------------------------- snapshot diff
+
+
+def diff(before: Snapshot, after: Snapshot) -> tuple[Event, ...]:
+    """Every change between two snapshots that both have a view, cause-first."""
+    return tuple(e for rule in _RULES for e in rule(before, after))
+
+
+def _quorum(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    if b.quorate is True and a.quorate is False:
+        yield _quorum_lost(b, a)
+    elif b.quorate is False and a.quorate is True:
+        yield _event(K.QUORUM_REGAINED, Severity.INFO, "cluster",
+                     f"quorum regained: partition [{_words(a.members)}]", "quorum",
+                     before="without quorum", after="with quorum", nodes=a.members)
+
+
+def _quorum_lost(b: Snapshot, a: Snapshot) -> Event:
+    outside = [n.name for n in a.nodes if not n.online]
+    # The node that just left is the likeliest to come back: start it first.
+    lost = [n for n in b.members if n not in a.members] or outside
+    missing = f"; {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} not in it" if outside else ""
+    return _event(K.QUORUM_LOST, Severity.CRITICAL, "cluster",
+                  f"quorum LOST: partition [{_words(a.members)}] has no quorum{missing}", "quorum",
+                  before="with quorum", after="without quorum", nodes=a.members,
+                  remedy=Remedy("start", (lost[0],)) if lost else None)
+
+
+def _dc(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    if b.dc == a.dc:
+        return
+    if a.dc is None:
+        yield _event(K.NO_DC, Severity.CRITICAL, "cluster",
+                     "no Designated Controller: the cluster cannot make decisions", "dc", before=b.dc)
+    elif b.dc is None:
+        yield _event(K.DC_ELECTED, Severity.INFO, "cluster", f"{a.dc} was elected Designated Controller",
+                     "dc", after=a.dc, nodes=(a.dc,))
+    else:
+        yield _event(K.DC_CHANGED, Severity.INFO, "cluster", f"DC changed {b.dc} → {a.dc}", "dc",
+                     before=b.dc, after=a.dc, nodes=(b.dc, a.dc))
+
+
+def _maintenance(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    if a.maintenance and not b.maintenance:
+        yield _event(K.MAINTENANCE_ON, Severity.WARNING, "cluster",
+                     "cluster maintenance-mode ON: Pacemaker manages nothing, no failover",
+                     "maintenance", before="off", after="on")
+    elif b.maintenance and not a.maintenance:
+        yield _event(K.MAINTENANCE_OFF, Severity.INFO, "cluster",
+                     "cluster maintenance-mode OFF: Pacemaker manages resources again",
+                     "maintenance", before="on", after="off")
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeRule:
+    attr: str
+    bad: bool  # the attribute's value that is the problem
+    problem: EventKind
+    severity: Severity
+    went_bad: str
+    went_good: str
+    words: tuple[str, str]  # (good, bad) for before/after
+    remedy: str | None = None
+
+
+_NODE_RULES = (
+    _NodeRule("online", False, K.NODE_OFFLINE, Severity.WARNING, "went OFFLINE", "is back ONLINE",
+              ("online", "offline"), "start"),
+    _NodeRule("unclean", True, K.NODE_UNCLEAN, Severity.CRITICAL,
+              "is UNCLEAN: it must be fenced before its resources can move", "is clean again",
+              ("clean", "unclean")),
+    _NodeRule("pending", True, K.NODE_PENDING, Severity.WARNING, "is pending: it has not finished joining",
+              "finished joining", ("member", "pending")),
+    _NodeRule("standby", True, K.NODE_STANDBY, Severity.WARNING, "was put in standby", "left standby",
+              ("active", "standby"), "unstandby"),
+    _NodeRule("maintenance", True, K.NODE_MAINTENANCE, Severity.WARNING,
+              "entered maintenance: its resources are unmanaged", "left maintenance",
+              ("managed", "maintenance"), "unmaintenance"),
+)
+_RECOVERY_OF = {problem: recovery for recovery, problem in CLEARS.items()}
+
+
+def _nodes(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    # Nodes added to or removed from the configuration have no "before": nothing changed.
+    for now in a.nodes:
+        was = b.node(now.name)
+        if was is None:
+            continue
+        for rule in _NODE_RULES:
+            old, new = getattr(was, rule.attr), getattr(now, rule.attr)
+            if old != new:
+                yield _node_event(rule, now.name, went_bad=new == rule.bad)
+
+
+def _node_event(rule: _NodeRule, node: str, *, went_bad: bool) -> Event:
+    good, bad = rule.words
+    if went_bad:
+        remedy = Remedy(rule.remedy, (node,)) if rule.remedy else None
+        return _event(rule.problem, rule.severity, node, f"{node} {rule.went_bad}", f"node:{node}",
+                      before=good, after=bad, nodes=(node,), remedy=remedy)
+    return _event(_RECOVERY_OF[rule.problem], Severity.INFO, node, f"{node} {rule.went_good}",
+                  f"node:{node}", before=bad, after=good, nodes=(node,))
+
+
+def _vips(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    was = dict(b.vips)
+    failed = {rid for rid, _ in a.failed} | {op.resource for op in a.failed_ops}
+    for vip, now in a.vips:
+        old = was.get(vip)
+        if old is None or old == now:
+            continue  # a VIP new to the expectations has no "before"
+        group = f"vip:{vip}"
+        if not now:
+            remedy = Remedy("cleanup", (vip,)) if vip in failed else None
+            yield _event(K.VIP_STOPPED, Severity.CRITICAL, vip, f"{vip} STOPPED (was on {_words(old)})",
+                         group, before=_words(old), nodes=old, remedy=remedy)
+        elif not old:
+            yield _event(K.VIP_STARTED, Severity.INFO, vip, f"{vip} started on {_words(now)}", group,
+                         after=_words(now), nodes=now)
+        else:
+            yield _event(K.VIP_MOVED, Severity.INFO, vip, f"{vip} moved {_words(old)} → {_words(now)}",
+                         group, before=_words(old), after=_words(now), nodes=(*old, *now))
+
+
+def _clones(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    old, new = set(b.clone_gaps), set(a.clone_gaps)
+    running = dict(a.clones)
+    for rid, node in a.clone_gaps:
+        if (rid, node) not in old:
+            yield _event(K.CLONE_STOPPED, Severity.WARNING, f"{rid}@{node}", f"{rid} stopped on {node}",
+                         _resource_group(a, rid), before="running", after="stopped", nodes=(node,),
+                         remedy=Remedy("cleanup", (rid, node)))
+    for rid, node in b.clone_gaps:
+        if (rid, node) not in new:
+            back = node in running.get(rid, ())
+            text = f"{rid} is running on {node} again" if back else \
+                f"{rid} is no longer expected on {node}: {node} cannot run resources now"
+            yield _event(K.CLONE_STARTED, Severity.INFO, f"{rid}@{node}", text, _resource_group(a, rid),
+                         before="stopped", after="running" if back else "not expected", nodes=(node,))
+
+
+_FLAGS: tuple[tuple[str, EventKind, Severity, str, str, bool], ...] = (
+    # (snapshot field, problem, severity, problem text, recovery text, cleanup helps)
+    ("failed", K.RESOURCE_FAILED, Severity.WARNING, "FAILED", "is no longer failed", True),
+    ("blocked", K.RESOURCE_BLOCKED, Severity.CRITICAL,
+     "is BLOCKED: Pacemaker will not touch it until cleanup", "is no longer blocked", True),
+    ("unmanaged", K.RESOURCE_UNMANAGED, Severity.WARNING,
+     "is unmanaged: Pacemaker will not recover it", "is managed again", False),
+)
+
+
+def _flags(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    for attr, problem, sev, bad, good, cleanup in _FLAGS:
+        old: dict[str, tuple[str, ...]] = dict(getattr(b, attr))
+        new: dict[str, tuple[str, ...]] = dict(getattr(a, attr))
+        for rid, nodes in new.items():
+            if rid not in old:
+                # A failed VIP is an address not served: as bad as a stopped one.
+                worse = Severity.CRITICAL if problem is K.RESOURCE_FAILED and rid in a.vip_ids else sev
+                where = f" on {_words(nodes)}" if nodes else ""
+                yield _event(problem, worse, rid, f"{rid} {bad}{where}", _resource_group(a, rid),
+                             after=_words(nodes), nodes=nodes,
+                             remedy=Remedy("cleanup", (rid,)) if cleanup else None)
+        for rid, nodes in old.items():
+            if rid not in new:
+                yield _event(_RECOVERY_OF[problem], Severity.INFO, rid, f"{rid} {good}",
+                             _resource_group(a, rid), before=_words(nodes), nodes=nodes)
+
+
+def _failed_ops(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    old = {(op.node, op.op_key): op for op in b.failed_ops}
+    new = {(op.node, op.op_key): op for op in a.failed_ops}
+    for key, op in new.items():
+        was = old.get(key)
+        if was is None or was.at != op.at:
+            yield _failed_op(a, op, was)
+    for key, op in old.items():
+        if key not in new:
+            yield _event(K.FAILED_ACTION_CLEARED, Severity.INFO, f"{op.resource}@{op.node}",
+                         f"failed action {_op_name(op)} cleaned up", _resource_group(a, op.resource),
+                         before=op.reason, nodes=(op.node,), ident=op.op_key)
+
+
+def _failed_op(a: Snapshot, op: FailedOp, was: FailedOp | None) -> Event:
+    what = "failed again" if was else "new failed action"
+    return _event(K.FAILED_ACTION, Severity.WARNING, f"{op.resource}@{op.node}",
+                  f"{what}: {_op_name(op)} ({op.reason})", _resource_group(a, op.resource),
+                  before=was.at if was else None, after=op.at, nodes=(op.node,),
+                  remedy=Remedy("cleanup", (op.resource, op.node)), ident=op.op_key)
+
+
+def _op_name(op: FailedOp) -> str:
+    return f"{op.task or 'operation'} of {op.primitive} on {op.node}"
+
+
+def _thresholds(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    old = {(t.resource, t.node) for t in b.thresholds}
+    new = {(t.resource, t.node) for t in a.thresholds}
+    for t in a.thresholds:
+        if (t.resource, t.node) not in old:
+            yield _event(K.THRESHOLD_REACHED, Severity.CRITICAL, f"{t.resource}@{t.node}",
+                         f"{t.resource} failed {t.fail_count} times on {t.node}, reaching "
+                         f"migration-threshold {t.limit}: banned there until cleanup",
+                         _resource_group(a, t.resource), after=f"{t.fail_count}/{t.limit}",
+                         nodes=(t.node,), remedy=Remedy("cleanup", (t.resource, t.node)))
+    for t in b.thresholds:
+        if (t.resource, t.node) not in new:
+            yield _event(K.THRESHOLD_CLEARED, Severity.INFO, f"{t.resource}@{t.node}",
+                         f"fail-count of {t.resource} on {t.node} is below migration-threshold again",
+                         _resource_group(a, t.resource), before=f"{t.fail_count}/{t.limit}",
+                         nodes=(t.node,))
+
+
+def _fences(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    seen = {(f.target, f.action, f.completed) for f in b.fences}
+    for f in a.fences:
+        if (f.target, f.action, f.completed) not in seen and f.status in ("success", "failed"):
+            yield _fence_event(f)
+
+
+def _fence_event(f: Fence) -> Event:
+    ident = f"{f.action}@{f.completed}"
+    if f.status == "success":
+        return _event(K.FENCE_SUCCEEDED, Severity.WARNING, f.target, f"{f.target} was fenced ({f.action})",
+                      f"node:{f.target}", after=f.status, nodes=(f.target,), ident=ident)
+    why = f": {f.reason}" if f.reason else ""
+    return _event(K.FENCE_FAILED, Severity.CRITICAL, f.target,
+                  f"fencing ({f.action}) of {f.target} FAILED{why}", f"node:{f.target}",
+                  after=f.status, nodes=(f.target,), ident=ident)
+
+
+# Findings diffed as they are: (problem, recovery text, group prefix or None for "cluster").
+_NOTES: Mapping[str, tuple[EventKind, str, str | None]] = {
+    "vip_spread": (K.VIPS_UNBALANCED, "VIPs are one per node again", None),
+    "resource_stopped": (K.RESOURCE_STOPPED, "{} is no longer stopped", "resource"),
+    "split_brain": (K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
+    "out_of_sync": (K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
+    "daemon_inactive": (K.DAEMON_INACTIVE, "cluster daemons are active again on {}", "node"),
+}
+
+
+def _notes(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    old = {(_NOTES[n.code][0], n.subject): n for n in b.notes if n.code in _NOTES}
+    new = {(_NOTES[n.code][0], n.subject): n for n in a.notes if n.code in _NOTES}
+    for key, note in new.items():
+        # A node going from out-of-sync to split brain is news; a reworded finding is not.
+        if key not in old or old[key].code != note.code:
+            yield _note_event(a, note)
+    for key, note in old.items():
+        if key not in new:
+            problem, text, _ = _NOTES[note.code]
+            yield _event(_RECOVERY_OF[problem], Severity.INFO, _note_subject(note), text.format(note.subject),
+                         _note_group(a, note), before=note.code, nodes=_note_nodes(b, note))
+
+
+def _note_event(a: Snapshot, note: Note) -> Event:
+    remedy = Remedy(note.remedy[0], note.remedy[1:]) if note.remedy else None
+    return _event(_NOTES[note.code][0], Severity(note.severity), _note_subject(note), note.message,
+                  _note_group(a, note), after=note.code, nodes=_note_nodes(a, note), remedy=remedy)
+
+
+def _note_subject(note: Note) -> str:
+    return "vips" if note.code == "vip_spread" else note.subject
+
+
+def _note_group(snap: Snapshot, note: Note) -> str:
+    prefix = _NOTES[note.code][2]
+    if prefix == "node":
+        return f"node:{note.subject}"
+    return _resource_group(snap, note.subject) if prefix else "vips"
+
+
+def _note_nodes(snap: Snapshot, note: Note) -> tuple[str, ...]:
+    if _NOTES[note.code][2] == "node":
+        return (note.subject,)
+    if note.code == "vip_spread":  # the stacked nodes: where the fix moves a VIP away from
+        load = [n for _, nodes in snap.vips for n in nodes]
+        return tuple(sorted({n for n in load if load.count(n) > 1}))
+    return ()
+
+
+_RULES: tuple[Callable[[Snapshot, Snapshot], Iterable[Event]], ...] = (
+    _quorum, _dc, _maintenance, _nodes, _notes, _fences, _vips, _clones, _flags, _failed_ops,
+    _thresholds,
+)
+
+
+# ---------------------------------------------------------------- poll to poll, with memory
+
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    """What one cluster's watcher carries from poll to poll (and stores as JSON across restarts)."""
+
+    last: Snapshot | None = None  # the last snapshot with a view: what the cluster last looked like
+    no_view_polls: int = 0  # consecutive polls without a reference view
+    no_view_said: bool = False  # CLUSTER_UNREACHABLE was emitted and not yet cleared
+    misses: tuple[tuple[str, int], ...] = ()  # consecutive polls each node gave no SSH answer
+    unreachable: tuple[str, ...] = ()  # nodes declared unreachable: the last verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, **encode(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WatchState:
+        """ValueError when the data is from another version: start over with `step(None, ...)`."""
+        state: WatchState = decode_versioned(cls, data, STATE_VERSION)
+        return state
+
+
+def step(state: WatchState | None, report: ClusterReport, expect: Expectations = Expectations(), *,
+         unreachable_after: int = UNREACHABLE_AFTER) -> tuple[WatchState, tuple[Event, ...]]:
+    """One poll: the new state and what changed. First sight (state None) reports no change."""
+    snap = snapshot(report, expect)
+    prev = state or WatchState()
+    misses = _misses(prev, snap)
+    if not snap.has_view:
+        return _blind(prev, snap, misses, first=state is None, after=unreachable_after)
+    events = [_cluster_back(snap)] if prev.no_view_said else []
+    if prev.last is not None:
+        events += diff(prev.last, snap)
+    verdict, reach = _verdicts(prev.unreachable, misses, snap, unreachable_after)
+    new = WatchState(snap, 0, False, misses, verdict)
+    # First sight: the watcher alerts on the report itself, a verdict is just remembered.
+    return new, (() if state is None else tuple(events + reach))
+
+
+def _misses(prev: WatchState, snap: Snapshot) -> tuple[tuple[str, int], ...]:
+    count = dict(prev.misses)
+    failing = {n for n, _ in snap.unanswered}
+    return tuple((n, count.get(n, 0) + 1 if n in failing else 0) for n in snap.polled)
+
+
+def _blind(prev: WatchState, snap: Snapshot, misses: tuple[tuple[str, int], ...], *, first: bool,
+           after: int) -> tuple[WatchState, tuple[Event, ...]]:
+    """No view: say so once, without a storm of VIP events. Node verdicts wait for the view."""
+    polls = prev.no_view_polls + 1
+    # A node that answered "Pacemaker is down" is certain; SSH silence could be our own network.
+    sure = bool(snap.disconnected) or polls >= after
+    say = sure and not prev.no_view_said and not first
+    state = replace(prev, no_view_polls=polls, no_view_said=prev.no_view_said or say or (first and sure),
+                    misses=misses)
+    return state, ((_cluster_gone(snap),) if say else ())
+
+
+def _cluster_gone(snap: Snapshot) -> Event:
+    why = [f"{n}: {e}" for n, e in snap.unanswered]
+    why += [f"{n}: Pacemaker not running" for n in snap.disconnected]
+    return _event(K.CLUSTER_UNREACHABLE, Severity.CRITICAL, "cluster",
+                  f"no node could report the status of {snap.cluster} ({'; '.join(why) or 'no nodes'})",
+                  "view", before="seen", after="no view", nodes=snap.polled)
+
+
+def _cluster_back(snap: Snapshot) -> Event:
+    return _event(K.CLUSTER_REACHABLE, Severity.INFO, "cluster",
+                  f"{snap.cluster} is reachable again (status from {snap.reference_node})", "view",
+                  before="no view", after="seen", nodes=snap.members)
+
+
+def _verdicts(declared: tuple[str, ...], misses: tuple[tuple[str, int], ...], snap: Snapshot,
+              after: int) -> tuple[tuple[str, ...], list[Event]]:
+    """A node is unreachable after `after` silent polls in a row, reachable at its first answer."""
+    events: list[Event] = []
+    verdict: list[str] = []
+    for node, count in misses:
+        was = node in declared
+        now = count >= after or (was and count > 0)
+        if now != was:
+            events.append(_unreachable(snap, node, count) if now else _reachable(node))
+        if now:
+            verdict.append(node)
+    return tuple(verdict), events
+
+
+def _unreachable(snap: Snapshot, node: str, count: int) -> Event:
+    state = snap.node(node)
+    online = state is not None and state.online
+    # Pacemaker says it is down too: the offline event is the alert, this is a detail.
+    also = " although Pacemaker reports it online" if online else ""
+    return _event(K.NODE_UNREACHABLE, Severity.WARNING if online else Severity.INFO, node,
+                  f"{node} did not answer {count} polls in a row{also}: {dict(snap.unanswered)[node]}",
+                  f"node:{node}", before="reachable", after="unreachable", nodes=(node,))
+
+
+def _reachable(node: str) -> Event:
+    return _event(K.NODE_REACHABLE, Severity.INFO, node, f"{node} answers again", f"node:{node}",
+                  before="unreachable", after="reachable", nodes=(node,))
+
+
+# ---------------------------------------------------------------- incidents
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentDraft:
+    """Events of one poll that share a cause: `cause` first, then the consequences it absorbed."""
+
+    key: str  # the incident to thread into: "node:node3", "quorum", "vip:virtual_ip_2", ...
+    cause: tuple[Event, ...]
+    effects: tuple[Event, ...] = ()
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return self.cause + self.effects
+
+    @property
+    def severity(self) -> Severity:
+        return max(e.severity for e in self.events)
+
+    @property
+    def is_recovery(self) -> bool:
+        """Every event is a recovery (VIP moves and DC changes are neutral), and one at least is."""
+        return all(not e.problem for e in self.events) and any(e.recovery for e in self.events)
+
+    @property
+    def opens(self) -> tuple[str, ...]:
+        """Conditions its problems raise; an incident is over when all it opened are closed."""
+        return _unique(e.key for e in self.events if e.problem and e.kind not in ONE_SHOT)
+
+    @property
+    def closes(self) -> tuple[str, ...]:
+        return _unique(e.key for e in self.events if e.recovery)
+
+    @property
+    def title(self) -> str:
+        return "; ".join((*(e.message for e in self.cause), *_vip_summary(self.effects)))
+
+    @property
+    def evidence(self) -> tuple[str, ...]:
+        return tuple(e.message for e in self.events)
+
+    @property
+    def remedy(self) -> Remedy | None:
+        """The cause's remedy, else the worst consequence's."""
+        ranked = (*self.cause, *sorted(self.effects, key=lambda e: -e.severity))
+        return next((e.remedy for e in ranked if e.remedy is not None), None)
+
+
+def _vip_summary(effects: tuple[Event, ...]) -> tuple[str, ...]:
+    """VIP consequences belong in the title: moves one by one, stops and starts as one clause."""
+    moved = tuple(e.message for e in effects if e.kind is K.VIP_MOVED)
+    stopped = [e.subject for e in effects if e.kind is K.VIP_STOPPED]
+    started = [e.subject for e in effects if e.kind is K.VIP_STARTED]
+    return (*moved, *((f"{', '.join(stopped)} STOPPED",) if stopped else ()),
+            *((f"{', '.join(started)} started",) if started else ()))
+
+
+def incidents(events: Iterable[Event]) -> tuple[IncidentDraft, ...]:
+    """Group one poll's events by cause, worst first.
+
+    A lost view or lost quorum absorbs everything; a node problem absorbs the events that
+    involve that node; a recovery cause absorbs only recoveries and neutral changes (a
+    problem in the same poll deserves its own incident); the rest is grouped per subject.
+    """
+    rest = list(events)
+    drafts: list[IncidentDraft] = []
+    for recovering in (False, True):
+        for group in _cluster_causes(rest, recovering):
+            drafts.append(_absorb(rest, group, lambda e: True, recovering))
+        for group in _node_causes(rest, recovering):
+            drafts.append(_absorb(rest, group, _involving(group.removeprefix("node:")), recovering))
+    for group in _unique(e.group for e in rest):
+        drafts.append(_absorb(rest, group, lambda e: False, True))
+    return tuple(sorted(drafts, key=lambda d: -d.severity))
+
+
+def _cluster_causes(events: list[Event], recovering: bool) -> list[str]:
+    return [g for g in _CLUSTER_CAUSES if _is_cause(events, g, recovering)]
+
+
+def _node_causes(events: list[Event], recovering: bool) -> list[str]:
+    groups = _unique(e.group for e in events if e.group.startswith("node:"))
+    causes = [g for g in groups if _is_cause(events, g, recovering)]
+    worst = {g: max(e.severity for e in events if e.group == g) for g in causes}
+    return sorted(causes, key=lambda g: (-worst[g], g))
+
+
+def _is_cause(events: list[Event], group: str, recovering: bool) -> bool:
+    """A group is a problem cause if any event in it is a problem, else a recovery cause."""
+    mine = [e for e in events if e.group == group]
+    return bool(mine) and any(e.problem for e in mine) != recovering
+
+
+def _involving(node: str) -> Callable[[Event], bool]:
+    """Events about something else that involve `node`: a VIP moving away from it, ..."""
+    return lambda e: node in e.nodes and not e.group.startswith("node:")
+
+
+def _absorb(rest: list[Event], group: str, involved: Callable[[Event], bool],
+            recovering: bool) -> IncidentDraft:
+    """Take the group's events and, from the others, those involved (only non-problems if
+    the cause is a recovery) out of `rest`, keeping the poll's order."""
+    cause = tuple(e for e in rest if e.group == group)
+    effects = tuple(e for e in rest if e.group != group and involved(e)
+                    and not (recovering and e.problem))
+    taken = {id(e) for e in cause + effects}
+    rest[:] = [e for e in rest if id(e) not in taken]
+    return IncidentDraft(group, cause, effects)
+
+
+# ---------------------------------------------------------------- flapping
+
+
+@dataclass(frozen=True, slots=True)
+class Flapping:
+    """Toggle times per key within the window; a key toggling more than `limit` times flaps."""
+
+    limit: int = 4
+    window: float = 600.0
+    toggles: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def record(self, key: str, now: float) -> Flapping:
+        """One more toggle of `key` at `now`; toggles older than the window are forgotten."""
+        kept = {k: self._recent(times, now) for k, times in self.toggles}
+        kept[key] = (*kept.get(key, ()), now)
+        return replace(self, toggles=tuple(sorted((k, t) for k, t in kept.items() if t)))
+
+    def count(self, key: str, now: float) -> int:
+        return len(self._recent(dict(self.toggles).get(key, ()), now))
+
+    def is_flapping(self, key: str, now: float) -> bool:
+        return self.count(key, now) > self.limit
+
+    def stable_since(self, key: str) -> float | None:
+        """The last toggle remembered, None if none in the window (stable for at least that)."""
+        times = dict(self.toggles).get(key, ())
+        return times[-1] if times else None
+
+    def flapping(self, now: float) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.toggles if self.is_flapping(k, now))
+
+    def _recent(self, times: tuple[float, ...], now: float) -> tuple[float, ...]:
+        return tuple(t for t in times if now - t < self.window)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = encode(self)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Flapping:
+        flapping: Flapping = decode(cls, data)
+        return flapping

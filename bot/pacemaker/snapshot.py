@@ -1,0 +1,296 @@
+"""A compact, JSON-able summary of one ClusterReport: exactly what the diff engine compares.
+
+Pure: `snapshot(report, expect)` reads the reference view and the report's findings, nothing else.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from bot.pacemaker.health import Expectations, Finding, eligible_nodes, everywhere_of, vips_of
+from bot.pacemaker.merge import ClusterReport
+from bot.pacemaker.model import Instance, Node, NodeView
+
+SNAPSHOT_VERSION = 1
+# Findings diffed as they are: the rule that raised them already knows the subtle cases.
+NOTE_CODES = ("vip_spread", "resource_stopped", "split_brain", "out_of_sync", "daemon_inactive")
+
+Placement = tuple[str, tuple[str, ...]]  # resource id -> the nodes it is on, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    name: str
+    online: bool = False
+    standby: bool = False
+    maintenance: bool = False
+    unclean: bool = False
+    pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FailedOp:
+    """One 'Failed Resource Actions' line; (node, op_key) is its identity."""
+
+    node: str
+    op_key: str
+    resource: str  # the id users name: the clone or group around the primitive
+    primitive: str
+    task: str | None
+    reason: str
+    at: str | None  # last-rc-change, ISO 8601: a new time under the same key is a new failure
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A resource whose fail-count reached migration-threshold on a node."""
+
+    resource: str
+    node: str
+    fail_count: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    target: str
+    action: str
+    status: str
+    completed: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A finding carried over as is; `remedy` is the action then its arguments, () for none."""
+
+    code: str
+    subject: str
+    severity: int
+    message: str
+    remedy: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    cluster: str
+    has_view: bool = False
+    reference_node: str | None = None
+    quorate: bool | None = None
+    dc: str | None = None
+    maintenance: bool = False
+    nodes: tuple[NodeState, ...] = ()
+    vips: tuple[Placement, ...] = ()
+    clones: tuple[Placement, ...] = ()  # must-run-everywhere clones and where they run
+    clone_gaps: tuple[tuple[str, str], ...] = ()  # (clone, eligible node that lacks it)
+    failed: tuple[Placement, ...] = ()
+    blocked: tuple[Placement, ...] = ()
+    unmanaged: tuple[Placement, ...] = ()
+    failed_ops: tuple[FailedOp, ...] = ()
+    thresholds: tuple[Threshold, ...] = ()
+    fences: tuple[Fence, ...] = ()
+    notes: tuple[Note, ...] = ()
+    polled: tuple[str, ...] = ()  # every node asked, in configured order
+    unanswered: tuple[tuple[str, str], ...] = ()  # (node, why): no answer over SSH at all
+    disconnected: tuple[str, ...] = ()  # answered, but crm_mon could not reach Pacemaker
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The reference partition: the nodes it sees online."""
+        return tuple(n.name for n in self.nodes if n.online)
+
+    @property
+    def vip_ids(self) -> frozenset[str]:
+        return frozenset(v for v, _ in self.vips)
+
+    def node(self, name: str) -> NodeState | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": SNAPSHOT_VERSION, **encode(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
+        snap: Snapshot = decode_versioned(cls, data, SNAPSHOT_VERSION)
+        return snap
+
+
+def snapshot(report: ClusterReport, expect: Expectations = Expectations()) -> Snapshot:
+    """What the diff engine needs from one poll; without a reference view only who answered."""
+    polled, unanswered, disconnected = _reachability(report)
+    view = report.reference
+    if view is None:
+        return Snapshot(report.cluster, polled=polled, unanswered=unanswered, disconnected=disconnected)
+    clones, gaps = _clones(view, expect)
+    failed, blocked, unmanaged = _flags(view)
+    return Snapshot(
+        report.cluster, True, report.reference_node, view.quorate, view.dc,
+        view.summary.options.maintenance_mode,
+        nodes=tuple(sorted((_node_state(n) for n in view.nodes), key=lambda s: s.name)),
+        vips=tuple((v, view.running_on(v)) for v in vips_of(view, expect)),
+        clones=clones, clone_gaps=gaps, failed=failed, blocked=blocked, unmanaged=unmanaged,
+        failed_ops=_failed_ops(view), thresholds=_thresholds(view), fences=_fences(view),
+        notes=tuple(_note(f) for f in report.findings if f.code in NOTE_CODES),
+        polled=polled, unanswered=unanswered, disconnected=disconnected,
+    )
+
+
+def _reachability(
+    report: ClusterReport,
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
+    results = report.results
+    return (
+        tuple(r.node for r in results),
+        tuple((r.node, r.error or r.error_kind or "no answer") for r in results if r.view is None),
+        tuple(r.node for r in results if r.view is not None and not r.view.connected),
+    )
+
+
+def _node_state(n: Node) -> NodeState:
+    # standby-on-fail serves nothing either: for the diff it is standby.
+    return NodeState(n.name, n.online, n.standby or n.standby_onfail, n.maintenance, n.unclean, n.pending)
+
+
+def _clones(
+    view: NodeView, expect: Expectations,
+) -> tuple[tuple[Placement, ...], tuple[tuple[str, str], ...]]:
+    # Like the health rule: only eligible nodes (healthy, quorate) are expected to run them.
+    eligible = eligible_nodes(view)
+    clones = tuple((c, view.running_on(c)) for c in everywhere_of(view, expect)
+                   if view.resource(c) is not None)
+    gaps = tuple((c, n) for c, running in clones for n in eligible if n not in running)
+    return clones, gaps
+
+
+def _flags(view: NodeView) -> tuple[tuple[Placement, ...], tuple[Placement, ...], tuple[Placement, ...]]:
+    """Failed, blocked and unmanaged resources, by the id users name."""
+    # In cluster maintenance-mode everything is unmanaged by design: the mode is the event.
+    maintenance = view.summary.options.maintenance_mode
+    return (
+        _placements(i for i in view.instances if i.failed),
+        _placements(i for i in view.instances if i.blocked),
+        _placements(i for i in view.instances if not i.managed and not maintenance),
+    )
+
+
+def _placements(instances: Iterable[Instance]) -> tuple[Placement, ...]:
+    where: dict[str, set[str]] = {}
+    for inst in instances:
+        where.setdefault(inst.top, set()).update(inst.nodes)
+    return tuple((rid, tuple(sorted(nodes))) for rid, nodes in sorted(where.items()))
+
+
+def _top_ids(view: NodeView) -> dict[str, str]:
+    return {i.id: i.top for i in view.instances}
+
+
+def _failed_ops(view: NodeView) -> tuple[FailedOp, ...]:
+    top = _top_ids(view)
+    ops = {
+        (fa.node, fa.op_key): FailedOp(
+            fa.node, fa.op_key, top.get(fa.resource, fa.resource), fa.resource, fa.task,
+            fa.exitreason or fa.exitstatus or f"rc={fa.exitcode}", _iso(fa.last_rc_change))
+        for fa in view.failures
+    }
+    return tuple(ops[k] for k in sorted(ops))
+
+
+def _thresholds(view: NodeView) -> tuple[Threshold, ...]:
+    top = _top_ids(view)
+    found = {
+        (top.get(h.resource, h.resource), h.node): Threshold(
+            top.get(h.resource, h.resource), h.node, h.fail_count, h.migration_threshold)
+        for h in view.history
+        if h.migration_threshold and h.fail_count >= h.migration_threshold
+    }
+    return tuple(found[k] for k in sorted(found))
+
+
+def _fences(view: NodeView) -> tuple[Fence, ...]:
+    # Pending operations have no outcome yet: they are reported once they complete.
+    done = {
+        Fence(ev.target, ev.action, ev.status, _iso(ev.completed), ev.exit_reason)
+        for ev in view.fence_history if ev.status != "pending"
+    }
+    return tuple(sorted(done, key=lambda f: (f.target, f.action, f.completed or "", f.status)))
+
+
+def _note(f: Finding) -> Note:
+    remedy = (f.remedy.action, *f.remedy.args) if f.remedy else ()
+    return Note(f.code, f.subject, int(f.severity), f.message, remedy)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+# ---------------------------------------------------------------- JSON codec for frozen values
+
+
+def encode(value: object) -> Any:
+    """A frozen dataclass of tuples, enums and scalars -> JSON-able dicts and lists."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: encode(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [encode(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def decode_versioned(tp: type[Any], data: Mapping[str, Any], version: int) -> Any:
+    """Decode a top-level value written by `to_json`; ValueError when it is from another version."""
+    if not isinstance(data, Mapping) or data.get("version") != version:
+        raise ValueError(f"cannot read {tp.__name__}: expected version {version}")
+    return decode(tp, {k: v for k, v in data.items() if k != "version"})
+
+
+def decode(tp: Any, value: Any) -> Any:
+    """JSON-able data -> a value of type `tp`; ValueError when the data does not fit the type."""
+    if isinstance(tp, type) and is_dataclass(tp):
+        return _decode_dataclass(tp, value)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(value)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is tuple:
+        return _decode_tuple(args, value)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return decode(next(a for a in args if a is not type(None)), value)
+    return _scalar(tp, value)
+
+
+def _decode_dataclass(tp: type[Any], value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{tp.__name__}: expected an object, got {type(value).__name__}")
+    hints = get_type_hints(tp)
+    # Missing keys take their defaults, so a field added later still reads old state.
+    try:
+        return tp(**{k: decode(hints[k], v) for k, v in value.items() if k in hints})
+    except TypeError as exc:
+        raise ValueError(f"{tp.__name__}: {exc}") from exc
+
+
+def _decode_tuple(args: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(decode(args[0], v) for v in value)
+    if len(args) != len(value):
+        raise ValueError(f"expected {len(args)} items, got {len(value)}")
+    return tuple(decode(a, v) for a, v in zip(args, value, strict=True))
+
+
+def _scalar(tp: Any, value: Any) -> Any:
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    # bool is an int: an int field must not accept true/false, nor a bool field 0/1.
+    if tp in (str, int, bool) and type(value) is tp:
+        return value
+    raise ValueError(f"expected {getattr(tp, '__name__', tp)}, got {value!r}")
