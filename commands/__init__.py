@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from bot.errors import NotAllowed
 from commands import clusters, help, status
-from commands.spec import CommandSpec, Invocation, Reply, Services, UsageError
+from commands.common import cluster_named
+from commands.spec import ArgKind, CommandSpec, Invocation, Reply, Services, UsageError
 
 REGISTRY: tuple[CommandSpec, ...] = (
     status.SPEC,
@@ -35,6 +36,22 @@ def parse_text(text: str) -> tuple[str, tuple[str, ...]]:
     return words[0].lower(), tuple(words[1:])
 
 
+def resolve(inv: Invocation, services: Services | None = None) -> CommandSpec:
+    """The spec for an invocation with validated arguments, or UsageError.
+
+    With services, cluster arguments must also name a configured cluster.
+    """
+    spec = lookup(inv.command)
+    if spec is None:
+        raise UsageError(None, f"unknown command `{inv.command[:32]}`; try `/cluster help`")
+    spec.bind(inv.args)
+    if services is not None:
+        for arg, value in zip(spec.args, inv.args, strict=False):
+            if arg.kind is ArgKind.CLUSTER:
+                cluster_named(services, value)
+    return spec
+
+
 def authorize(inv: Invocation, services: Services) -> None:
     """Cross-cutting access rules, before any command runs."""
     allowed = services.settings.allowed_channels
@@ -45,20 +62,11 @@ def authorize(inv: Invocation, services: Services) -> None:
 
 async def dispatch(inv: Invocation, services: Services) -> Reply:
     authorize(inv, services)
-    spec = resolve(inv)
+    spec = resolve(inv, services)
     if spec.needs_approval:
         return await services.request_approval(inv, spec)
     assert spec.run is not None
     return await spec.run(inv, services)
-
-
-def resolve(inv: Invocation) -> CommandSpec:
-    """The spec for an invocation with validated arguments, or UsageError."""
-    spec = lookup(inv.command)
-    if spec is None:
-        raise UsageError(None, f"unknown command `{inv.command[:32]}`; try `/cluster help`")
-    spec.bind(inv.args)
-    return spec
 
 
 __all__ = ["REGISTRY", "dispatch", "lookup", "parse_text", "resolve"]

@@ -61,8 +61,8 @@ def _not_quorate(c: _Cluster) -> Iterable[Finding]:
         votes = (f" ({vq.total_votes} of {vq.expected_votes} expected votes, {vq.quorum} needed)"
                  if vq else "")
         yield Finding(Severity.CRITICAL, "corosync_not_quorate", node,
-                      f"{node} is in a Corosync partition WITHOUT quorum{votes} with "
-                      f"{_names(m.label for m in q.members)}: activity is blocked there")
+                      f"{node} is in a Corosync partition WITHOUT quorum{votes}, members: "
+                      f"{_names(m.label for m in q.members)}; activity is blocked there")
 
 
 def _reference(c: _Cluster) -> tuple[str, QuorumStatus] | None:
@@ -83,7 +83,7 @@ def _votes_low(c: _Cluster) -> Iterable[Finding]:
     vq = q.votequorum
     if vq is None or vq.total_votes >= vq.expected_votes:
         return
-    missing = [n for n in c.polled if (own := c.quorum_of(n)) is None or own.local_nodeid not in q.member_ids]
+    missing = _missing(c, q)
     text = f"Corosync counts {vq.total_votes} of {vq.expected_votes} expected votes"
     if missing:
         text += f"; not in the membership: {_names(missing)}"
@@ -91,6 +91,18 @@ def _votes_low(c: _Cluster) -> Iterable[Finding]:
     if q.quorate and vq.total_votes - biggest < vq.quorum:
         text += f"; losing one more node loses quorum ({vq.quorum} needed)"
     yield Finding(Severity.WARNING, "corosync_votes_low", "cluster", text)
+
+
+def _missing(c: _Cluster, ref: QuorumStatus) -> list[str]:
+    """Polled nodes outside `ref`'s membership. A node that did not answer is only counted
+    when every member is accounted for: names may be IPs (pvecm) that we cannot match."""
+    own_ids = {n: q.local_nodeid for n, q in c.quorum}
+    outside = [n for n, i in own_ids.items() if i not in ref.member_ids]
+    accounted = {n for n, i in own_ids.items() if i in ref.member_ids}
+    accounted |= {m.name for m in ref.members if m.name in c.polled}
+    if len(accounted) < len(ref.members):
+        return outside
+    return [n for n in c.polled if n not in accounted]
 
 
 def _expected_lowered(c: _Cluster) -> Iterable[Finding]:
@@ -133,13 +145,11 @@ def _quorate(c: _Cluster, node: str) -> bool:
 
 
 def _mismatch(node: str, q: QuorumStatus, ref: QuorumStatus, ref_nodes: list[str]) -> Finding:
-    lacks = _names(ref.label(i) for i in ref.member_ids - q.member_ids)
-    text = f"{node}'s Corosync membership differs from {_names(ref_nodes)}'s: it lacks {lacks}"
-    extra = q.member_ids - ref.member_ids
-    if extra:
-        text += f" and has {_names(q.label(i) for i in extra)}"
+    mine = _names(q.label(i) for i in q.member_ids)
+    theirs = _names(ref.label(i) for i in ref.member_ids)
     return Finding(Severity.WARNING, "corosync_membership_mismatch", node,
-                   f"{text}: {node} is out of sync with the cluster", Remedy("resync", (node,)))
+                   f"{node}'s Corosync membership ({mine}) differs from the one {_names(ref_nodes)} "
+                   f"see ({theirs}): {node} is out of sync with the cluster", Remedy("resync", (node,)))
 
 
 # ---------------------------------------------------------------- links and qdevice

@@ -497,7 +497,8 @@ def _blind(prev: WatchState, snap: Snapshot, misses: tuple[tuple[str, int], ...]
     # A node that answered "Pacemaker is down" is certain; SSH silence could be our own network.
     sure = bool(snap.disconnected) or polls >= after
     say = sure and not prev.no_view_said and not first
-    state = replace(prev, no_view_polls=polls, no_view_said=prev.no_view_said or say or (first and sure),
+    # At first sight the watcher alerts on the report itself: its "no view" is already said.
+    state = replace(prev, no_view_polls=polls, no_view_said=prev.no_view_said or say or first,
                     misses=misses)
     return state, ((_cluster_gone(snap),) if say else ())
 

@@ -175,8 +175,11 @@ def main(argv: list[str]) -> int:
         print(f"{secs:.2f}")
         return 0
     unmet = [c for c in args.conditions if not holds(c, view)]
-    print(f"labwait: timeout after {secs:.1f} s on {args.node}; unmet: {' '.join(unmet)}"
-          + (f" ({view.error})" if view.error else ""), file=sys.stderr)
+    print(
+        f"labwait: timeout after {secs:.1f} s on {args.node}; unmet: {' '.join(unmet)}"
+        + (f" ({view.error})" if view.error else ""),
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -120,7 +120,12 @@ main() {
       lab_exec "$node" "$@"
       ;;
     status) lab_exec "$node" crm_mon -1 ;;
-    wait) exec python3 "$LAB_DIR/labwait.py" --node "$node" "$@" ;;
+    wait)
+      # Debian's python3 (up.sh installs it); the caller's may be a venv or a pyenv shim.
+      local py=/usr/bin/python3
+      [[ -x $py ]] || py=python3
+      exec "$py" "$LAB_DIR/labwait.py" --node "$node" "$@"
+      ;;
     *) usage ;;
   esac
 }

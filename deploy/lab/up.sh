@@ -451,6 +451,7 @@ main() {
       return
     fi
     log "a lab exists but is not healthy or has other settings: tearing it down first"
+    phase teardown
     bash "$LAB_DIR/down.sh"
   fi
   trap on_exit EXIT
@@ -474,6 +475,9 @@ main() {
   fi
   phase cluster
   labwait --node node1 --timeout 120 healthy
+  # Every node must see it, not only node1 (the others catch up within a poll or two).
+  labwait --node node2 --timeout 30 healthy
+  labwait --node node3 --timeout 30 healthy
   if ((PCSD)); then
     phase pcsd
     wait "$pcsd_job"

@@ -1,0 +1,1 @@
+"""Slack transport: bolt AsyncApp, listeners, Web API client, HTTP and Socket Mode serving."""

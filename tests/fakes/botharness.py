@@ -1,0 +1,69 @@
+"""A running clusterbot against the fake Slack and the demo cluster, for end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bot.demo.cluster import DemoCluster
+from bot.server import Bot, start_bot
+from bot.settings import Settings
+from tests.fakes.signing import events_body, sign, slash_command_body
+from tests.fakes.slack import FakeSlack
+
+SECRET = "test-signing-secret"
+CHANNEL = "C0CHAN"
+
+
+@dataclass
+class Harness:
+    slack: FakeSlack
+    demo: DemoCluster
+    bot: Bot
+    http: aiohttp.ClientSession
+
+    @property
+    def events_url(self) -> str:
+        assert self.bot.http is not None
+        return f"http://127.0.0.1:{self.bot.http.port}/slack/events"
+
+    async def post(self, body: bytes, content_type: str, headers: dict[str, str] | None = None
+                   ) -> tuple[int, str, float]:
+        hdrs = {"Content-Type": content_type, **(headers if headers is not None else sign(SECRET, body))}
+        t0 = time.perf_counter()
+        async with self.http.post(self.events_url, data=body, headers=hdrs) as resp:
+            text = await resp.text()
+            return resp.status, text, time.perf_counter() - t0
+
+    async def slash(self, text: str, user: str = "U0USER", channel: str = CHANNEL,
+                    headers: dict[str, str] | None = None) -> tuple[int, str, float]:
+        url = self.slack.response_url(channel=channel, user=user)
+        body = slash_command_body(text=text, user_id=user, channel_id=channel, response_url=url)
+        return await self.post(body, "application/x-www-form-urlencoded", headers)
+
+    async def event(self, payload: dict[str, Any]) -> tuple[int, str, float]:
+        return await self.post(events_body(payload), "application/json")
+
+
+def demo_settings(slack: FakeSlack, demo: DemoCluster, **extra: Any) -> Settings:
+    return Settings.model_validate({
+        "clusters": (demo.config(),), "slack_bot_token": slack.bot_token,
+        "slack_signing_secret": SECRET, "slack_api_url": slack.api_url,
+        "http_host": "127.0.0.1", "http_port": 0, "connect_timeout_s": 3, "command_timeout_s": 3,
+        **extra})
+
+
+@asynccontextmanager
+async def running_bot(**extra: Any) -> AsyncIterator[Harness]:
+    async with FakeSlack() as slack, DemoCluster() as demo:
+        bot = await start_bot(demo_settings(slack, demo, **extra))
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield Harness(slack, demo, bot, http)
+        finally:
+            await bot.stop()

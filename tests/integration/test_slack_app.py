@@ -1,0 +1,114 @@
+"""The Slack app end to end: signed HTTP in, Web API calls out to the fake Slack, real SSH to
+the demo cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tests.fakes.botharness import CHANNEL, SECRET, running_bot
+from tests.fakes.signing import app_mention_event, sign, slash_command_body
+from tests.fakes.slack import Call
+
+
+def blocks_text(call: Call) -> str:
+    return json.dumps(call.params.get("blocks", [])) + str(call.params.get("text", ""))
+
+
+async def test_status_is_acked_fast_then_updated_in_place() -> None:
+    async with running_bot() as h:
+        status, body, elapsed = await h.slash("status prod-haproxy")
+        assert status == 200 and elapsed < 3.0
+        progress = await h.slack.wait_for("chat.postMessage")
+        assert "gathering status from 3 nodes" in blocks_text(progress)
+        assert progress.params["channel"] == CHANNEL
+        final = await h.slack.wait_for("chat.update", timeout=10)
+        assert final.params["ts"] == progress.response["ts"]
+        text = blocks_text(final)
+        assert "prod-haproxy* is healthy" in text and "virtual_ip_2` \\u2192 node2" in text
+        assert not h.slack.violations
+
+
+async def test_crashed_node_named_in_channel_answer() -> None:
+    async with running_bot() as h:
+        h.demo.sim.crash("node3")
+        await h.slash("status")
+        final = await h.slack.wait_for("chat.update", timeout=10)
+        text = blocks_text(final)
+        assert "node3 is OFFLINE" in text and "/cluster start prod-haproxy node3" in text
+
+
+async def test_powered_off_node_is_named_not_dropped() -> None:
+    async with running_bot() as h:
+        await h.demo.demo_command(("poweroff", "node2"))
+        await h.slash("status prod-haproxy")
+        final = await h.slack.wait_for("chat.update", timeout=15)
+        assert "node2 did not answer" in blocks_text(final)
+
+
+async def test_usage_errors_are_ephemeral_on_the_ack() -> None:
+    async with running_bot() as h:
+        for text, needle in (("frobnicate", "unknown command `frobnicate`"),
+                             ("status nope", "unknown cluster `nope`"),
+                             ("status bad;name", "is not a valid cluster name")):
+            status, body, _ = await h.slash(text)
+            assert status == 200
+            ack = json.loads(body)
+            assert ack["response_type"] == "ephemeral" and needle in ack["text"]
+        assert not [c for c in h.slack.calls if c.method == "chat.postMessage"
+                    and "unknown" in blocks_text(c)]
+
+
+async def test_bad_or_stale_signature_is_refused() -> None:
+    async with running_bot() as h:
+        url = h.slack.response_url(channel=CHANNEL)
+        body = slash_command_body(text="status", response_url=url)
+        forged = {**sign("wrong-secret", body)}
+        status, _, _ = await h.slash("status", headers=forged)
+        assert status == 401
+        stale = sign(SECRET, body, timestamp=int(time.time()) - 600)
+        status, _, _ = await h.post(body, "application/x-www-form-urlencoded", stale)
+        assert status == 401
+        tampered = sign(SECRET, body)
+        status, _, _ = await h.post(body.replace(b"status", b"list"), "application/x-www-form-urlencoded",
+                                    tampered)
+        assert status == 401
+        assert not [c for c in h.slack.calls if c.method.startswith("chat.")]
+
+
+async def test_channel_allowlist_refuses_politely() -> None:
+    async with running_bot(allowed_channels=("C0OPS",)) as h:
+        status, body, _ = await h.slash("status", channel="C0RANDOM")
+        ack: dict[str, Any] = json.loads(body)
+        assert status == 200 and ack["response_type"] == "ephemeral"
+        assert "does not answer in this channel" in ack["text"] and "C0OPS" in ack["text"]
+        await h.slash("list", channel="C0OPS")
+        await h.slack.wait_for("chat.postMessage", lambda c: c.params["channel"] == "C0OPS")
+
+
+async def test_app_mention_answers_in_thread() -> None:
+    async with running_bot() as h:
+        status, _, _ = await h.event(app_mention_event(text="status prod-haproxy", ts="1700000001.000100"))
+        assert status == 200
+        final = await h.slack.wait_for("chat.update", timeout=10)
+        post = next(c for c in h.slack.calls if c.method == "chat.postMessage")
+        assert post.params["thread_ts"] == "1700000001.000100"
+        assert "is healthy" in blocks_text(final)
+
+
+async def test_help_is_ephemeral() -> None:
+    async with running_bot() as h:
+        await h.slash("help status")
+        call = await h.slack.wait_for("response_url")
+        assert call.params["response_type"] == "ephemeral"
+        assert "/cluster status [CLUSTER]" in json.dumps(call.params)
+
+
+async def test_rate_limited_update_is_retried() -> None:
+    async with running_bot() as h:
+        h.slack.rate_limit("chat.update", times=1, retry_after=0)
+        await h.slash("status prod-haproxy")
+        ok = await h.slack.wait_for("chat.update", lambda c: c.ok, timeout=10)
+        assert "is healthy" in blocks_text(ok)
+        assert [c.status for c in h.slack.calls if c.method == "chat.update"] == [429, 200]
