@@ -20,9 +20,12 @@ class AppServices:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Called with every fresh report, so the watcher can learn from on-demand status too.
     on_report: Callable[[ClusterReport], None] | None = None
+    # Per-node answer time of the latest collection (seconds), for benchmarks and metrics.
+    last_durations: dict[str, float] = field(default_factory=dict)
 
     async def collect(self, cluster: ClusterConfig) -> ClusterReport:
         report = await self.collector.collect(cluster)
+        self.last_durations = {r.node: r.duration_s or 0.0 for r in report.results}
         if self.on_report is not None:
             self.on_report(report)
         return report

@@ -76,24 +76,24 @@ class EventKind(StrEnum):
     THRESHOLD_CLEARED = "threshold_cleared"
 
 
-K = EventKind
+_K = EventKind
 # recovery -> the problem it ends; they share Event.key.
 CLEARS: Mapping[EventKind, EventKind] = {
-    K.CLUSTER_REACHABLE: K.CLUSTER_UNREACHABLE, K.QUORUM_REGAINED: K.QUORUM_LOST,
-    K.DC_ELECTED: K.NO_DC, K.MAINTENANCE_OFF: K.MAINTENANCE_ON, K.NODE_ONLINE: K.NODE_OFFLINE,
-    K.NODE_UNSTANDBY: K.NODE_STANDBY, K.NODE_UNMAINTENANCE: K.NODE_MAINTENANCE,
-    K.NODE_CLEAN: K.NODE_UNCLEAN, K.NODE_JOINED: K.NODE_PENDING,
-    K.NODE_REACHABLE: K.NODE_UNREACHABLE, K.NODES_AGREE: K.NODES_DISAGREE,
-    K.DAEMON_ACTIVE: K.DAEMON_INACTIVE, K.VIP_STARTED: K.VIP_STOPPED,
-    K.VIPS_BALANCED: K.VIPS_UNBALANCED, K.CLONE_STARTED: K.CLONE_STOPPED,
-    K.RESOURCE_STARTED: K.RESOURCE_STOPPED, K.RESOURCE_RECOVERED: K.RESOURCE_FAILED,
-    K.RESOURCE_UNBLOCKED: K.RESOURCE_BLOCKED, K.RESOURCE_MANAGED: K.RESOURCE_UNMANAGED,
-    K.FAILED_ACTION_CLEARED: K.FAILED_ACTION, K.THRESHOLD_CLEARED: K.THRESHOLD_REACHED,
+    _K.CLUSTER_REACHABLE: _K.CLUSTER_UNREACHABLE, _K.QUORUM_REGAINED: _K.QUORUM_LOST,
+    _K.DC_ELECTED: _K.NO_DC, _K.MAINTENANCE_OFF: _K.MAINTENANCE_ON, _K.NODE_ONLINE: _K.NODE_OFFLINE,
+    _K.NODE_UNSTANDBY: _K.NODE_STANDBY, _K.NODE_UNMAINTENANCE: _K.NODE_MAINTENANCE,
+    _K.NODE_CLEAN: _K.NODE_UNCLEAN, _K.NODE_JOINED: _K.NODE_PENDING,
+    _K.NODE_REACHABLE: _K.NODE_UNREACHABLE, _K.NODES_AGREE: _K.NODES_DISAGREE,
+    _K.DAEMON_ACTIVE: _K.DAEMON_INACTIVE, _K.VIP_STARTED: _K.VIP_STOPPED,
+    _K.VIPS_BALANCED: _K.VIPS_UNBALANCED, _K.CLONE_STARTED: _K.CLONE_STOPPED,
+    _K.RESOURCE_STARTED: _K.RESOURCE_STOPPED, _K.RESOURCE_RECOVERED: _K.RESOURCE_FAILED,
+    _K.RESOURCE_UNBLOCKED: _K.RESOURCE_BLOCKED, _K.RESOURCE_MANAGED: _K.RESOURCE_UNMANAGED,
+    _K.FAILED_ACTION_CLEARED: _K.FAILED_ACTION, _K.THRESHOLD_CLEARED: _K.THRESHOLD_REACHED,
 }
 # Changes that are neither a problem nor a recovery: the cluster did its job.
-NEUTRAL = frozenset({K.VIP_MOVED, K.DC_CHANGED})
+NEUTRAL = frozenset({_K.VIP_MOVED, _K.DC_CHANGED})
 # Problems that open nothing a later event could close: they happened, once.
-ONE_SHOT = frozenset({K.FENCE_SUCCEEDED, K.FENCE_FAILED})
+ONE_SHOT = frozenset({_K.FENCE_SUCCEEDED, _K.FENCE_FAILED})
 # Whole-cluster causes: everything else in the same poll is a consequence.
 _CLUSTER_CAUSES = ("view", "quorum")
 
@@ -169,7 +169,7 @@ def _quorum(b: Snapshot, a: Snapshot) -> Iterable[Event]:
     if b.quorate is True and a.quorate is False:
         yield _quorum_lost(b, a)
     elif b.quorate is False and a.quorate is True:
-        yield _event(K.QUORUM_REGAINED, Severity.INFO, "cluster",
+        yield _event(_K.QUORUM_REGAINED, Severity.INFO, "cluster",
                      f"quorum regained: partition [{_words(a.members)}]", "quorum",
                      before="without quorum", after="with quorum", nodes=a.members)
 
@@ -179,7 +179,7 @@ def _quorum_lost(b: Snapshot, a: Snapshot) -> Event:
     # The node that just left is the likeliest to come back: start it first.
     lost = [n for n in b.members if n not in a.members] or outside
     missing = f"; {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} not in it" if outside else ""
-    return _event(K.QUORUM_LOST, Severity.CRITICAL, "cluster",
+    return _event(_K.QUORUM_LOST, Severity.CRITICAL, "cluster",
                   f"quorum LOST: partition [{_words(a.members)}] has no quorum{missing}", "quorum",
                   before="with quorum", after="without quorum", nodes=a.members,
                   remedy=Remedy("start", (lost[0],)) if lost else None)
@@ -189,23 +189,23 @@ def _dc(b: Snapshot, a: Snapshot) -> Iterable[Event]:
     if b.dc == a.dc:
         return
     if a.dc is None:
-        yield _event(K.NO_DC, Severity.CRITICAL, "cluster",
+        yield _event(_K.NO_DC, Severity.CRITICAL, "cluster",
                      "no Designated Controller: the cluster cannot make decisions", "dc", before=b.dc)
     elif b.dc is None:
-        yield _event(K.DC_ELECTED, Severity.INFO, "cluster", f"{a.dc} was elected Designated Controller",
+        yield _event(_K.DC_ELECTED, Severity.INFO, "cluster", f"{a.dc} was elected Designated Controller",
                      "dc", after=a.dc, nodes=(a.dc,))
     else:
-        yield _event(K.DC_CHANGED, Severity.INFO, "cluster", f"DC changed {b.dc} → {a.dc}", "dc",
+        yield _event(_K.DC_CHANGED, Severity.INFO, "cluster", f"DC changed {b.dc} → {a.dc}", "dc",
                      before=b.dc, after=a.dc, nodes=(b.dc, a.dc))
 
 
 def _maintenance(b: Snapshot, a: Snapshot) -> Iterable[Event]:
     if a.maintenance and not b.maintenance:
-        yield _event(K.MAINTENANCE_ON, Severity.WARNING, "cluster",
+        yield _event(_K.MAINTENANCE_ON, Severity.WARNING, "cluster",
                      "cluster maintenance-mode ON: Pacemaker manages nothing, no failover",
                      "maintenance", before="off", after="on")
     elif b.maintenance and not a.maintenance:
-        yield _event(K.MAINTENANCE_OFF, Severity.INFO, "cluster",
+        yield _event(_K.MAINTENANCE_OFF, Severity.INFO, "cluster",
                      "cluster maintenance-mode OFF: Pacemaker manages resources again",
                      "maintenance", before="on", after="off")
 
@@ -223,16 +223,16 @@ class _NodeRule:
 
 
 _NODE_RULES = (
-    _NodeRule("online", False, K.NODE_OFFLINE, Severity.WARNING, "went OFFLINE", "is back ONLINE",
+    _NodeRule("online", False, _K.NODE_OFFLINE, Severity.WARNING, "went OFFLINE", "is back ONLINE",
               ("online", "offline"), "start"),
-    _NodeRule("unclean", True, K.NODE_UNCLEAN, Severity.CRITICAL,
+    _NodeRule("unclean", True, _K.NODE_UNCLEAN, Severity.CRITICAL,
               "is UNCLEAN: it must be fenced before its resources can move", "is clean again",
               ("clean", "unclean")),
-    _NodeRule("pending", True, K.NODE_PENDING, Severity.WARNING, "is pending: it has not finished joining",
+    _NodeRule("pending", True, _K.NODE_PENDING, Severity.WARNING, "is pending: it has not finished joining",
               "finished joining", ("member", "pending")),
-    _NodeRule("standby", True, K.NODE_STANDBY, Severity.WARNING, "was put in standby", "left standby",
+    _NodeRule("standby", True, _K.NODE_STANDBY, Severity.WARNING, "was put in standby", "left standby",
               ("active", "standby"), "unstandby"),
-    _NodeRule("maintenance", True, K.NODE_MAINTENANCE, Severity.WARNING,
+    _NodeRule("maintenance", True, _K.NODE_MAINTENANCE, Severity.WARNING,
               "entered maintenance: its resources are unmanaged", "left maintenance",
               ("managed", "maintenance"), "unmaintenance"),
 )
@@ -271,13 +271,13 @@ def _vips(b: Snapshot, a: Snapshot) -> Iterable[Event]:
         group = f"vip:{vip}"
         if not now:
             remedy = Remedy("cleanup", (vip,)) if vip in failed else None
-            yield _event(K.VIP_STOPPED, Severity.CRITICAL, vip, f"{vip} STOPPED (was on {_words(old)})",
+            yield _event(_K.VIP_STOPPED, Severity.CRITICAL, vip, f"{vip} STOPPED (was on {_words(old)})",
                          group, before=_words(old), nodes=old, remedy=remedy)
         elif not old:
-            yield _event(K.VIP_STARTED, Severity.INFO, vip, f"{vip} started on {_words(now)}", group,
+            yield _event(_K.VIP_STARTED, Severity.INFO, vip, f"{vip} started on {_words(now)}", group,
                          after=_words(now), nodes=now)
         else:
-            yield _event(K.VIP_MOVED, Severity.INFO, vip, f"{vip} moved {_words(old)} → {_words(now)}",
+            yield _event(_K.VIP_MOVED, Severity.INFO, vip, f"{vip} moved {_words(old)} → {_words(now)}",
                          group, before=_words(old), after=_words(now), nodes=(*old, *now))
 
 
@@ -286,7 +286,7 @@ def _clones(b: Snapshot, a: Snapshot) -> Iterable[Event]:
     running = dict(a.clones)
     for rid, node in a.clone_gaps:
         if (rid, node) not in old:
-            yield _event(K.CLONE_STOPPED, Severity.WARNING, f"{rid}@{node}", f"{rid} stopped on {node}",
+            yield _event(_K.CLONE_STOPPED, Severity.WARNING, f"{rid}@{node}", f"{rid} stopped on {node}",
                          _resource_group(a, rid), before="running", after="stopped", nodes=(node,),
                          remedy=Remedy("cleanup", (rid, node)))
     for rid, node in b.clone_gaps:
@@ -294,16 +294,16 @@ def _clones(b: Snapshot, a: Snapshot) -> Iterable[Event]:
             back = node in running.get(rid, ())
             text = f"{rid} is running on {node} again" if back else \
                 f"{rid} is no longer expected on {node}: {node} cannot run resources now"
-            yield _event(K.CLONE_STARTED, Severity.INFO, f"{rid}@{node}", text, _resource_group(a, rid),
+            yield _event(_K.CLONE_STARTED, Severity.INFO, f"{rid}@{node}", text, _resource_group(a, rid),
                          before="stopped", after="running" if back else "not expected", nodes=(node,))
 
 
 _FLAGS: tuple[tuple[str, EventKind, Severity, str, str, bool], ...] = (
     # (snapshot field, problem, severity, problem text, recovery text, cleanup helps)
-    ("failed", K.RESOURCE_FAILED, Severity.WARNING, "FAILED", "is no longer failed", True),
-    ("blocked", K.RESOURCE_BLOCKED, Severity.CRITICAL,
+    ("failed", _K.RESOURCE_FAILED, Severity.WARNING, "FAILED", "is no longer failed", True),
+    ("blocked", _K.RESOURCE_BLOCKED, Severity.CRITICAL,
      "is BLOCKED: Pacemaker will not touch it until cleanup", "is no longer blocked", True),
-    ("unmanaged", K.RESOURCE_UNMANAGED, Severity.WARNING,
+    ("unmanaged", _K.RESOURCE_UNMANAGED, Severity.WARNING,
      "is unmanaged: Pacemaker will not recover it", "is managed again", False),
 )
 
@@ -315,7 +315,7 @@ def _flags(b: Snapshot, a: Snapshot) -> Iterable[Event]:
         for rid, nodes in new.items():
             if rid not in old:
                 # A failed VIP is an address not served: as bad as a stopped one.
-                worse = Severity.CRITICAL if problem is K.RESOURCE_FAILED and rid in a.vip_ids else sev
+                worse = Severity.CRITICAL if problem is _K.RESOURCE_FAILED and rid in a.vip_ids else sev
                 where = f" on {_words(nodes)}" if nodes else ""
                 yield _event(problem, worse, rid, f"{rid} {bad}{where}", _resource_group(a, rid),
                              after=_words(nodes), nodes=nodes,
@@ -335,14 +335,14 @@ def _failed_ops(b: Snapshot, a: Snapshot) -> Iterable[Event]:
             yield _failed_op(a, op, was)
     for key, op in old.items():
         if key not in new:
-            yield _event(K.FAILED_ACTION_CLEARED, Severity.INFO, f"{op.resource}@{op.node}",
+            yield _event(_K.FAILED_ACTION_CLEARED, Severity.INFO, f"{op.resource}@{op.node}",
                          f"failed action {_op_name(op)} cleaned up", _resource_group(a, op.resource),
                          before=op.reason, nodes=(op.node,), ident=op.op_key)
 
 
 def _failed_op(a: Snapshot, op: FailedOp, was: FailedOp | None) -> Event:
     what = "failed again" if was else "new failed action"
-    return _event(K.FAILED_ACTION, Severity.WARNING, f"{op.resource}@{op.node}",
+    return _event(_K.FAILED_ACTION, Severity.WARNING, f"{op.resource}@{op.node}",
                   f"{what}: {_op_name(op)} ({op.reason})", _resource_group(a, op.resource),
                   before=was.at if was else None, after=op.at, nodes=(op.node,),
                   remedy=Remedy("cleanup", (op.resource, op.node)), ident=op.op_key)
@@ -357,14 +357,14 @@ def _thresholds(b: Snapshot, a: Snapshot) -> Iterable[Event]:
     new = {(t.resource, t.node) for t in a.thresholds}
     for t in a.thresholds:
         if (t.resource, t.node) not in old:
-            yield _event(K.THRESHOLD_REACHED, Severity.CRITICAL, f"{t.resource}@{t.node}",
+            yield _event(_K.THRESHOLD_REACHED, Severity.CRITICAL, f"{t.resource}@{t.node}",
                          f"{t.resource} failed {t.fail_count} times on {t.node}, reaching "
                          f"migration-threshold {t.limit}: banned there until cleanup",
                          _resource_group(a, t.resource), after=f"{t.fail_count}/{t.limit}",
                          nodes=(t.node,), remedy=Remedy("cleanup", (t.resource, t.node)))
     for t in b.thresholds:
         if (t.resource, t.node) not in new:
-            yield _event(K.THRESHOLD_CLEARED, Severity.INFO, f"{t.resource}@{t.node}",
+            yield _event(_K.THRESHOLD_CLEARED, Severity.INFO, f"{t.resource}@{t.node}",
                          f"fail-count of {t.resource} on {t.node} is below migration-threshold again",
                          _resource_group(a, t.resource), before=f"{t.fail_count}/{t.limit}",
                          nodes=(t.node,))
@@ -380,21 +380,21 @@ def _fences(b: Snapshot, a: Snapshot) -> Iterable[Event]:
 def _fence_event(f: Fence) -> Event:
     ident = f"{f.action}@{f.completed}"
     if f.status == "success":
-        return _event(K.FENCE_SUCCEEDED, Severity.WARNING, f.target, f"{f.target} was fenced ({f.action})",
+        return _event(_K.FENCE_SUCCEEDED, Severity.WARNING, f.target, f"{f.target} was fenced ({f.action})",
                       f"node:{f.target}", after=f.status, nodes=(f.target,), ident=ident)
     why = f": {f.reason}" if f.reason else ""
-    return _event(K.FENCE_FAILED, Severity.CRITICAL, f.target,
+    return _event(_K.FENCE_FAILED, Severity.CRITICAL, f.target,
                   f"fencing ({f.action}) of {f.target} FAILED{why}", f"node:{f.target}",
                   after=f.status, nodes=(f.target,), ident=ident)
 
 
 # Findings diffed as they are: (problem, recovery text, group prefix or None for "cluster").
 _NOTES: Mapping[str, tuple[EventKind, str, str | None]] = {
-    "vip_spread": (K.VIPS_UNBALANCED, "VIPs are one per node again", None),
-    "resource_stopped": (K.RESOURCE_STOPPED, "{} is no longer stopped", "resource"),
-    "split_brain": (K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
-    "out_of_sync": (K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
-    "daemon_inactive": (K.DAEMON_INACTIVE, "cluster daemons are active again on {}", "node"),
+    "vip_spread": (_K.VIPS_UNBALANCED, "VIPs are one per node again", None),
+    "resource_stopped": (_K.RESOURCE_STOPPED, "{} is no longer stopped", "resource"),
+    "split_brain": (_K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
+    "out_of_sync": (_K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
+    "daemon_inactive": (_K.DAEMON_INACTIVE, "cluster daemons are active again on {}", "node"),
 }
 
 
@@ -506,13 +506,13 @@ def _blind(prev: WatchState, snap: Snapshot, misses: tuple[tuple[str, int], ...]
 def _cluster_gone(snap: Snapshot) -> Event:
     why = [f"{n}: {e}" for n, e in snap.unanswered]
     why += [f"{n}: Pacemaker not running" for n in snap.disconnected]
-    return _event(K.CLUSTER_UNREACHABLE, Severity.CRITICAL, "cluster",
+    return _event(_K.CLUSTER_UNREACHABLE, Severity.CRITICAL, "cluster",
                   f"no node could report the status of {snap.cluster} ({'; '.join(why) or 'no nodes'})",
                   "view", before="seen", after="no view", nodes=snap.polled)
 
 
 def _cluster_back(snap: Snapshot) -> Event:
-    return _event(K.CLUSTER_REACHABLE, Severity.INFO, "cluster",
+    return _event(_K.CLUSTER_REACHABLE, Severity.INFO, "cluster",
                   f"{snap.cluster} is reachable again (status from {snap.reference_node})", "view",
                   before="no view", after="seen", nodes=snap.members)
 
@@ -537,13 +537,13 @@ def _unreachable(snap: Snapshot, node: str, count: int) -> Event:
     online = state is not None and state.online
     # Pacemaker says it is down too: the offline event is the alert, this is a detail.
     also = " although Pacemaker reports it online" if online else ""
-    return _event(K.NODE_UNREACHABLE, Severity.WARNING if online else Severity.INFO, node,
+    return _event(_K.NODE_UNREACHABLE, Severity.WARNING if online else Severity.INFO, node,
                   f"{node} did not answer {count} polls in a row{also}: {dict(snap.unanswered)[node]}",
                   f"node:{node}", before="reachable", after="unreachable", nodes=(node,))
 
 
 def _reachable(node: str) -> Event:
-    return _event(K.NODE_REACHABLE, Severity.INFO, node, f"{node} answers again", f"node:{node}",
+    return _event(_K.NODE_REACHABLE, Severity.INFO, node, f"{node} answers again", f"node:{node}",
                   before="unreachable", after="reachable", nodes=(node,))
 
 
@@ -597,9 +597,9 @@ class IncidentDraft:
 
 def _vip_summary(effects: tuple[Event, ...]) -> tuple[str, ...]:
     """VIP consequences belong in the title: moves one by one, stops and starts as one clause."""
-    moved = tuple(e.message for e in effects if e.kind is K.VIP_MOVED)
-    stopped = [e.subject for e in effects if e.kind is K.VIP_STOPPED]
-    started = [e.subject for e in effects if e.kind is K.VIP_STARTED]
+    moved = tuple(e.message for e in effects if e.kind is _K.VIP_MOVED)
+    stopped = [e.subject for e in effects if e.kind is _K.VIP_STOPPED]
+    started = [e.subject for e in effects if e.kind is _K.VIP_STARTED]
     return (*moved, *((f"{', '.join(stopped)} STOPPED",) if stopped else ()),
             *((f"{', '.join(started)} started",) if started else ()))
 

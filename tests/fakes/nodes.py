@@ -54,7 +54,7 @@ class FakeNode:
         if argv[:2] == ["systemctl", "is-active"]:
             return 0, ALL_ACTIVE, ""
         if argv == ["pacemakerd", "--version"]:
-            return 0, "Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project contributors\n", ""
+            return 0, "Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project\n", ""
         if argv[0] != "crm_mon":
             return 127, "", f"bash: {argv[0]}: command not found\n"
         return await self._crm_mon(argv)

@@ -18,7 +18,7 @@ def blocks_text(call: Call) -> str:
 
 async def test_status_is_acked_fast_then_updated_in_place() -> None:
     async with running_bot() as h:
-        status, body, elapsed = await h.slash("status prod-haproxy")
+        status, _, elapsed = await h.slash("status prod-haproxy")
         assert status == 200 and elapsed < 3.0
         progress = await h.slack.wait_for("chat.postMessage")
         assert "gathering status from 3 nodes" in blocks_text(progress)

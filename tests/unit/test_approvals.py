@@ -239,16 +239,18 @@ def test_zero_required_approvals_is_refused() -> None:
 # ---------------------------------------------------------------- random sequences
 
 APPROVERS = frozenset({"U1", "U2", "U3"})  # U1 is also the requester; U4 is nobody
-users = st.sampled_from(["U1", "U2", "U3", "U4"])
-events = st.one_of(
-    st.builds(Approve, users), st.builds(Deny, users), st.builds(Cancel, users), st.just(Expire()),
-    st.just(Start()), st.builds(Finish, st.builds(Result, st.sampled_from([0, 1, None]))),
-    st.builds(Refuse, st.just("moved")),
-)
-steps = st.lists(st.tuples(events, st.integers(0, 400)), max_size=25)  # (event, seconds later)
+# Approvals and starts repeated so that a good share of sequences get as far as RUNNING; the
+# rest cover denials, cancels, strangers, late clicks and refusals.
+events = st.sampled_from([
+    Approve("U2"), Approve("U2"), Approve("U3"), Approve("U3"), Approve("U1"), Approve("U4"),
+    Start(), Start(), Start(), Finish(Result(0)), Finish(Result(1)), Finish(Result(None)),
+    Deny("U2"), Deny("U4"), Cancel("U1"), Cancel("U4"), Expire(), Refuse("moved"),
+])
+later = st.sampled_from([0, 0, 1, 10, 30, 60, 120, 300, 900])  # seconds; TTL_S is 900
+steps = st.lists(st.tuples(events, later), min_size=3, max_size=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(steps=steps, required=st.integers(1, 3), allow_self=st.booleans())
 def test_random_sequences_never_run_twice_or_unapproved(
         steps: list[tuple[Event, int]], required: int, allow_self: bool) -> None:
@@ -285,8 +287,8 @@ def test_fingerprint_is_short_stable_and_order_blind_for_sets() -> None:
                      "target": "virtual_ip_2 Started node2"})
     b = fingerprint({"target": "virtual_ip_2 Started node2", "online": frozenset({"node2", "node1"}),
                      "quorum": "yes", "dc": "node1"})
-    assert a == b == "f6fd1c8b36cba4e6" or (a == b and len(a) == 16)
-    assert all(c in "0123456789abcdef" for c in a)
+    # Pinned: pending requests outlive an upgrade, and a changed hash would refuse them all.
+    assert a == b == "b21bc19cc64d8aaf"
 
 
 def test_fingerprint_sees_what_matters() -> None:
