@@ -189,9 +189,8 @@ class Expired(ApprovalError):
 def transition(req: Request, event: Event, *, now: datetime, is_approver: bool) -> Request:
     """The request after `event`, or ApprovalError with a line fit to show only the clicker.
 
-    `is_approver` says whether the event's user may approve or deny on this cluster (the caller
-    resolves config and user-group membership). Expiry is checked first, so a late click on a
-    PENDING request raises Expired carrying the EXPIRED request instead of approving it.
+    `is_approver`: may the event's user approve or deny on this cluster (config + user groups).
+    A late event on a PENDING request raises Expired carrying the EXPIRED request to persist.
     """
     if req.state is State.PENDING and now >= req.expires_at and not isinstance(event, Expire):
         expired = _moved(req, State.EXPIRED)
@@ -297,7 +296,10 @@ def _when(at: datetime, now: datetime) -> str:
 # ---------------------------------------------------------------- fingerprint
 
 
-def fingerprint(parts: Mapping[str, str | tuple[str, ...] | frozenset[str]]) -> str:
+FingerprintPart: TypeAlias = str | tuple[str, ...] | frozenset[str]
+
+
+def fingerprint(parts: Mapping[str, FingerprintPart]) -> str:
     """A short stable hash of the cluster state a request depends on.
 
     e.g. {"dc": "node1", "quorum": "yes", "online": frozenset(members), "target": "Started node2"}.

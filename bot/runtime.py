@@ -1,18 +1,42 @@
-"""Wiring: Settings -> SSH pool, collector, services. One place builds the shell objects."""
+"""Wiring: Settings -> SSH pool, collector, store, services, watcher. One place builds the shell."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
 from bot.collect import Collector
 from bot.console import BANNER, Console, Extra
+from bot.delivery import Deliverer
+from bot.errors import ConfigError
+from bot.poster import Poster, TextPoster
 from bot.services import AppServices
 from bot.settings import Settings
 from bot.ssh import SshPool
+from bot.store import Store
+from bot.watcher import Watcher
+
+DB_NAME = "clusterbot.sqlite3"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_store(settings: Settings) -> Store:
+    directory = Path(settings.state_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return Store.open(directory / DB_NAME)
+    except OSError as exc:
+        raise ConfigError(f"state_dir {directory}: {exc.strerror}; set CLUSTERBOT_STATE_DIR "
+                          "to a writable directory") from exc
 
 
 @dataclass
@@ -20,13 +44,38 @@ class Runtime:
     settings: Settings
     pool: SshPool
     collector: Collector
+    store: Store
     services: AppServices
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    watcher: Watcher | None = None
+    deliverer: Deliverer | None = None
 
     @classmethod
     async def start(cls, settings: Settings, stack: AsyncExitStack) -> Runtime:
         pool = await stack.enter_async_context(SshPool())
+        store = open_store(settings)
+        stack.callback(store.close)
         collector = Collector(pool, settings)
-        return cls(settings, pool, collector, AppServices(settings, collector))
+        services = AppServices(settings, collector, clock=now)
+        rt = cls(settings, pool, collector, store, services)
+        stack.push_async_callback(rt.stop_tasks)
+        return rt
+
+    def watch(self, poster: Poster, *, fix_button: bool = False) -> Watcher:
+        """Start the watcher and the alert deliverer as background tasks."""
+        self.deliverer = Deliverer(self.store, poster, now,
+                                   max_backoff_s=self.settings.alert_retry_max_s)
+        self.watcher = Watcher(self.settings, self.services.collect, self.store, now,
+                               notify=self.deliverer.wake.set, fix_button=fix_button)
+        self.tasks += [asyncio.create_task(self.watcher.run(), name="watcher"),
+                       asyncio.create_task(self.deliverer.run(), name="deliverer")]
+        return self.watcher
+
+    async def stop_tasks(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
 
 
 class running:
@@ -45,9 +94,12 @@ class running:
 
 
 async def console(settings: Settings, stream: TextIO = sys.stdin,
-                  extras: dict[str, Extra] | None = None, intro: tuple[str, ...] = ()) -> None:
+                  extras: dict[str, Extra] | None = None, intro: tuple[str, ...] = (),
+                  watch: bool = True) -> None:
     async with running(settings) as rt:
         con = Console(rt.services, extras=extras or {}, prompt=stream.isatty())
+        if watch:
+            rt.watch(TextPoster(con.out))
         con.say(BANNER)
         for line in intro if stream.isatty() else ():  # piped input brings its own commands
             con.say(f"> {line}")

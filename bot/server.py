@@ -8,9 +8,11 @@ import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
+from bot.poster import SlackPoster
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack.app import build_app
@@ -38,18 +40,21 @@ class Bot:
             await self.socket.close_async()
         if self.http is not None:
             await self.http.close()
-        await self.app.client.session.close() if self.app.client.session else None
         await self.stack.aclose()
 
 
-async def start_bot(settings: Settings) -> Bot:
+async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
     """Socket Mode when SLACK_APP_TOKEN is set (no inbound port), else HTTP on http_port."""
     stack = AsyncExitStack()
     runtime = await Runtime.start(settings, stack)
-    client = web_client(settings)
+    session = aiohttp.ClientSession()
+    stack.push_async_callback(session.close)
+    client = web_client(settings, session)
     socket_mode = settings.slack_app_token is not None
     app = build_app(settings, runtime.services, client, socket_mode=socket_mode)
     bot = Bot(settings, runtime, app, stack=stack)
+    if watch:
+        runtime.watch(SlackPoster(client))
     if socket_mode:
         assert settings.slack_app_token is not None
         bot.socket = await serve_socket(app, settings.slack_app_token.get_secret_value(), client)

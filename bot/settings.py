@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(64, ge=1, le=1024)  # SSH sessions in flight across clusters
     poll_interval_s: float = Field(5.0, ge=0.2, le=3600)
     unreachable_after: int = Field(3, ge=1, le=100)  # failed polls before "unreachable" alerts
+    alert_retry_max_s: float = Field(60.0, gt=0, le=3600)  # longest wait between alert retries
     state_dir: Path = Path("/var/lib/clusterbot")
     alert_channel: str | None = None
     allowed_channels: tuple[str, ...] = ()

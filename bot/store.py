@@ -189,6 +189,8 @@ class Store:
     # ------------------------------------------------------------ requests
 
     def create_request(self, req: Request) -> None:
+        if req.state is not State.PENDING or req.approvers:  # approvals only ever come via apply
+            raise ValueError(f"a new request must be pending with no approvals, not {req.state}")
         row = _request_row(req)
         with self._write() as c:
             c.execute(f"INSERT INTO requests ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",

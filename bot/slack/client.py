@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -26,9 +27,10 @@ def retry_handlers() -> list[AsyncRetryHandler]:
     ]
 
 
-def web_client(settings: Settings) -> AsyncWebClient:
+def web_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """One client for the bot's life; pass the session it should reuse (and close it yourself)."""
     if settings.slack_bot_token is None:
         raise ConfigError("SLACK_BOT_TOKEN is not set (the xoxb- token from OAuth & Permissions)")
     base = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
     return AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base,
-                          retry_handlers=retry_handlers(), timeout=15)
+                          retry_handlers=retry_handlers(), timeout=15, session=session)

@@ -37,14 +37,7 @@ lab_pids() {
   for n in "${LAB_NODES[@]}"; do pids_in_netns "$(netino_of "$n")"; done
 }
 
-lab_pids_alive() {
-  local n p
-  for n in "${LAB_NODES[@]}"; do
-    p=$(pids_in_netns "$(netino_of "$n")")
-    [[ -n $p ]] && return 0
-  done
-  return 1
-}
+lab_pids_alive() { [[ -n $(lab_pids) ]]; }
 
 stop_processes() {
   local n unit pid deadline pids=()
@@ -138,13 +131,20 @@ main() {
     log "nothing to tear down ($(since "$T0") s)"
     return
   fi
+  local t steps
+  t=$(now)
   stop_processes
+  steps="processes $(since "$t")s"
+  t=$(now)
   remove_namespaces
   rm -f "$LAB_SSH_DROPIN"
   rm -rf "$LAB_STATE"
+  steps+=", namespaces+files $(since "$t")s"
+  t=$(now)
   wait_reaped
+  steps+=", reaping $(since "$t")s"
   verify_clean
-  log "lab down in $(since "$T0") s; no cblab mounts, namespaces, links, files or processes left"
+  log "lab down in $(since "$T0") s ($steps); no cblab mounts, namespaces, links, files or processes left"
 }
 
 main "$@"

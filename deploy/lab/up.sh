@@ -421,6 +421,11 @@ already_up() {
   [[ ${LAB_FRESH:-0} == 1 ]] && return 1
   [[ -f $LAB_STATE/params && $(<"$LAB_STATE/params") == "$PARAMS" ]] || return 1
   [[ -x $PYTHON ]] || return 1
+  local n
+  for n in "${LAB_NODES[@]}"; do # nodectl.sh needs every handle
+    [[ -e /run/netns/$(node_netns "$n") && -e $LAB_NSDIR/$n.mnt && -e $LAB_NSDIR/$n.uts ]] ||
+      return 1
+  done
   labwait --node node1 --timeout 0 healthy && ssh_check 2>/dev/null
 }
 

@@ -46,12 +46,36 @@ class Harness:
         body = slash_command_body(text=text, user_id=user, channel_id=channel, response_url=url)
         return await self.post(body, "application/x-www-form-urlencoded", headers)
 
+    async def restart(self, *, down_while: Any = None) -> None:
+        """Stop the bot, optionally change the cluster while it is down, start a new one on the
+        same state (SQLite) and cluster."""
+        settings = self.bot.settings
+        await self.bot.stop()
+        if down_while is not None:
+            await down_while()
+        self.bot = await start_bot(settings)
+
+    @property
+    def watcher(self) -> Any:
+        assert self.bot.runtime.watcher is not None
+        return self.bot.runtime.watcher
+
+    def roots(self, channel: str = "C0ALERTS") -> list[Any]:
+        return [c for c in self.slack.calls if c.method == "chat.postMessage" and c.ok
+                and c.params.get("channel") == channel and not c.params.get("thread_ts")]
+
     async def event(self, payload: dict[str, Any]) -> tuple[int, str, float]:
         return await self.post(events_body(payload), "application/json")
 
 
+ALERTS = "C0ALERTS"
+
+
 def demo_settings(slack: FakeSlack, demo: DemoCluster, **extra: Any) -> Settings:
+    assert demo.keys is not None
     return Settings.model_validate({
+        "state_dir": demo.keys.directory / "state", "alert_channel": ALERTS, "poll_interval_s": 0.3,
+        "alert_retry_max_s": 0.5,
         "clusters": (demo.config(),), "slack_bot_token": slack.bot_token,
         "slack_signing_secret": SECRET, "slack_api_url": slack.api_url,
         "http_host": "127.0.0.1", "http_port": 0, "connect_timeout_s": 3, "command_timeout_s": 3,
@@ -59,11 +83,12 @@ def demo_settings(slack: FakeSlack, demo: DemoCluster, **extra: Any) -> Settings
 
 
 @asynccontextmanager
-async def running_bot(**extra: Any) -> AsyncIterator[Harness]:
+async def running_bot(watch: bool = True, **extra: Any) -> AsyncIterator[Harness]:
     async with FakeSlack() as slack, DemoCluster() as demo:
-        bot = await start_bot(demo_settings(slack, demo, **extra))
+        bot = await start_bot(demo_settings(slack, demo, **extra), watch=watch)
+        harness = Harness(slack, demo, bot, aiohttp.ClientSession())
         try:
-            async with aiohttp.ClientSession() as http:
-                yield Harness(slack, demo, bot, http)
+            yield harness
         finally:
-            await bot.stop()
+            await harness.http.close()
+            await harness.bot.stop()  # the current bot: restart() replaces it

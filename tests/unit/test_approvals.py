@@ -18,6 +18,7 @@ from bot.approvals import (
     Event,
     Expire,
     Expired,
+    FingerprintPart,
     Finish,
     Refuse,
     Request,
@@ -292,7 +293,8 @@ def test_fingerprint_is_short_stable_and_order_blind_for_sets() -> None:
 
 
 def test_fingerprint_sees_what_matters() -> None:
-    base = {"dc": "node1", "quorum": "yes", "online": frozenset({"node1", "node2"})}
+    base: dict[str, FingerprintPart] = {
+        "dc": "node1", "quorum": "yes", "online": frozenset({"node1", "node2"})}
     moved = [{**base, "dc": "node2"}, {**base, "quorum": "no"},
              {**base, "online": frozenset({"node1"})}, {**base, "target": "Stopped"}]
     prints = {fingerprint(base), *(fingerprint(m) for m in moved)}

@@ -1,0 +1,96 @@
+"""Alerts end to end: the demo cluster over real SSH, the watcher, the fake Slack over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+from tests.fakes.botharness import ALERTS, running_bot
+
+
+def text_of(call: object) -> str:
+    params = call.params  # type: ignore[attr-defined]
+    return json.dumps(params.get("blocks", [])) + str(params.get("text", ""))
+
+
+async def test_kill_a_node_one_incident_then_recovery_in_thread() -> None:
+    async with running_bot() as h:
+        await h.watcher.wait_polls(2)
+        assert h.roots() == []  # healthy at start: nothing to say
+        await h.demo.demo_command(("kill", "node2"))
+        root = await h.slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == ALERTS)
+        text = text_of(root)
+        assert "node2 went OFFLINE" in text and "virtual_ip_2 moved node2 \\u2192 node3" in text
+        await h.watcher.wait_polls(5)
+        assert len(h.roots()) == 1  # one incident, never posted twice
+        await h.demo.demo_command(("heal", "node2"))
+        ts = root.response["ts"]
+        edit = await h.slack.wait_for("chat.update", lambda c: c.params.get("ts") == ts, timeout=20)
+        assert "resolved after" in text_of(edit)
+        replies = [c for c in h.slack.calls if c.method == "chat.postMessage" and c.params.get("thread_ts") == ts]
+        assert any("node2 back ONLINE" in text_of(r) or "ONLINE" in text_of(r) for r in replies)
+        assert any("healthy again" in text_of(r) for r in replies)
+        assert len(h.roots()) == 1 and not h.slack.violations
+
+
+async def test_restart_mid_incident_repeats_nothing() -> None:
+    async with running_bot() as h:
+        await h.demo.demo_command(("kill", "node3"))
+        await h.slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == ALERTS)
+        await h.watcher.wait_polls(2)
+        await h.restart()
+        await h.watcher.wait_polls(4)
+        assert len(h.roots()) == 1
+        await h.demo.demo_command(("heal", "node3"))
+        await h.slack.wait_for("chat.update", lambda c: "resolved after" in text_of(c), timeout=20)
+
+
+async def test_change_while_the_bot_was_down_is_reported() -> None:
+    async with running_bot() as h:
+        await h.watcher.wait_polls(2)
+
+        async def crash() -> None:
+            await h.demo.demo_command(("kill", "node1"))
+
+        await h.restart(down_while=crash)
+        root = await h.slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == ALERTS)
+        assert "node1 went OFFLINE" in text_of(root)
+
+
+async def test_slack_down_alerts_delivered_later_in_order() -> None:
+    async with running_bot() as h:
+        await h.watcher.wait_polls(1)
+        h.slack.set_down(True)
+        await h.demo.demo_command(("kill", "node2"))
+        await h.watcher.wait_polls(3)
+        await h.demo.demo_command(("heal", "node2"))
+        await h.watcher.wait_polls(3)
+        h.slack.set_down(False)
+        edit = await h.slack.wait_for("chat.update", lambda c: c.ok and "resolved after" in text_of(c),
+                                      timeout=90)
+        delivered = [c for c in h.slack.calls if c.ok and c.method in ("chat.postMessage", "chat.update")
+                     and c.params.get("channel") == ALERTS]
+        kinds = [("root" if c.method == "chat.postMessage" and not c.params.get("thread_ts")
+                  else "edit" if c.method == "chat.update" else "reply") for c in delivered]
+        assert kinds[0] == "root" and kinds[-1] == "edit" and "reply" in kinds
+        assert "node2 went OFFLINE" in text_of(delivered[0])
+        assert edit.params["ts"] == delivered[0].response["ts"]
+
+
+async def test_flapping_becomes_one_quiet_incident() -> None:
+    async with running_bot() as h:
+        await h.watcher.wait_polls(1)
+        for _ in range(6):
+            await h.demo.demo_command(("kill", "node2"))
+            await h.watcher.wait_polls(1)
+            await h.demo.demo_command(("heal", "node2"))
+            await h.watcher.wait_polls(1)
+        roots = [text_of(c) for c in h.roots()]
+        flapping = [t for t in roots if "is flapping" in t]
+        assert len(flapping) == 1
+        before = len(h.roots())
+        for _ in range(3):
+            await h.demo.demo_command(("kill", "node2"))
+            await h.watcher.wait_polls(1)
+            await h.demo.demo_command(("heal", "node2"))
+            await h.watcher.wait_polls(1)
+        assert len(h.roots()) == before  # quiet while it keeps flapping

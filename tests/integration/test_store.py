@@ -1,0 +1,381 @@
+"""The SQLite store on a real file: compare-and-set under concurrency, the append-only audit,
+what a restart does to requests, the outbox order, locks, watcher state and incidents."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import bot.store
+from bot.approvals import (
+    Approve,
+    Cancel,
+    Event,
+    Expired,
+    Finish,
+    Request,
+    Result,
+    Start,
+    State,
+    new_request,
+    transition,
+)
+from bot.errors import ApprovalError, ConfigError
+from bot.pacemaker.health import Severity
+from bot.store import INTERRUPTED, IncidentState, Store
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 5, 1, 21, 20, tzinfo=UTC)
+SOON = T0 + timedelta(minutes=1)
+
+
+def make(id: str = "r1", *, cluster: str = "prod-haproxy", required: int = 1,
+         ttl_s: float = 900.0) -> Request:
+    return new_request(
+        id=id, cluster=cluster, action="cleanup", args=("virtual_ip_2",), node="node1",
+        argv=("pcs", "resource", "cleanup", "virtual_ip_2"), requester="U1", channel="C1",
+        reason="virtual_ip_2 failed on node3", prediction="virtual_ip_2 starts on node3",
+        fingerprint="f" * 16, now=T0, ttl_s=ttl_s, required_approvals=required,
+        allow_self_approval=False)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[Store]:
+    with Store.open(path) as s:
+        yield s
+
+
+def approved(store: Store, id: str = "r1", **kw: object) -> Request:
+    store.create_request(make(id, **kw))  # type: ignore[arg-type]
+    return store.apply(id, Approve("U2"), now=SOON, is_approver=True)
+
+
+def events(store: Store) -> list[tuple[str, str | None, str | None]]:
+    return [(e.event, e.state_from, e.state_to) for e in store.audit_all()]
+
+
+# ---------------------------------------------------------------- requests
+
+
+def test_round_trip_and_transition(store: Store) -> None:
+    req = make()
+    store.create_request(req)
+    assert store.get_request("r1") == req
+    assert store.get_request("nope") is None
+    after = store.apply("r1", Approve("U2"), now=SOON, is_approver=True)
+    assert store.get_request("r1") == after
+    assert (after.state, after.version) == (State.APPROVED, 2)
+    assert events(store) == [("request", None, "pending"), ("approve", "pending", "approved")]
+    assert store.audit_tail(1)[0].detail == {"approvals": "1/1"}
+
+
+def test_only_fresh_requests_can_be_created(store: Store) -> None:
+    with pytest.raises(ValueError, match="must be pending"):
+        store.create_request(replace(make(), state=State.APPROVED, approvers=("U2",)))
+    assert store.get_request("r1") is None
+
+
+def test_message_ts_is_kept_across_transitions(store: Store) -> None:
+    store.create_request(make())
+    store.set_message_ts("r1", "1714598400.000100")
+    after = store.apply("r1", Approve("U2"), now=SOON, is_approver=True)
+    assert after.message_ts == "1714598400.000100"
+    assert store.get_request("r1") == after
+
+
+def test_refused_clicks_are_audited(store: Store) -> None:
+    store.create_request(make())
+    with pytest.raises(ApprovalError, match="not an approver for prod-haproxy"):
+        store.apply("r1", Approve("U9"), now=SOON, is_approver=False)
+    with pytest.raises(ApprovalError, match="no longer exists"):
+        store.apply("gone", Approve("U2"), now=SOON, is_approver=True)
+    tail = store.audit_tail(2)
+    assert [(e.actor, e.request_id, e.state_to) for e in tail] == [
+        ("U9", "r1", "pending"), ("U2", "gone", None)]
+    assert tail[0].detail == {"refused": "you are not an approver for prod-haproxy"}
+    assert store.get_request("r1") == make()  # unchanged, version too
+
+
+def test_late_click_is_persisted_as_expired(store: Store) -> None:
+    store.create_request(make())
+    with pytest.raises(Expired, match="expired at 21:35 UTC"):
+        store.apply("r1", Approve("U2"), now=T0 + timedelta(hours=1), is_approver=True)
+    req = store.get_request("r1")
+    assert req is not None and req.state is State.EXPIRED and req.approvers == ()
+    last = store.audit_tail(1)[0]
+    assert (last.event, last.actor, last.state_to) == ("expire", "clusterbot", "expired")
+    assert last.detail == {"late": "approve", "by": "U2"}
+
+
+# ---------------------------------------------------------------- compare-and-set
+
+
+async def test_twenty_concurrent_starts_from_tasks_one_wins(store: Store) -> None:
+    approved(store)
+
+    async def start() -> Request:
+        await asyncio.sleep(0)  # all twenty are scheduled before any runs
+        return store.apply("r1", Start(), now=SOON, is_approver=False)
+
+    outcomes = await asyncio.gather(*(start() for _ in range(20)), return_exceptions=True)
+    assert_one_start(store, outcomes)
+
+
+def test_twenty_starts_from_four_threads_with_own_connections_one_wins(store: Store, path: Path) -> None:
+    approved(store)
+    barrier = threading.Barrier(4)
+
+    def worker(_: int) -> list[Request | BaseException]:
+        with Store.open(path) as mine:
+            barrier.wait()  # release all four together for the most contention
+            return [_try(lambda: mine.apply("r1", Start(), now=SOON, is_approver=False))
+                    for _ in range(5)]
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = [o for batch in pool.map(worker, range(4)) for o in batch]
+    assert_one_start(store, outcomes)
+
+
+async def test_starts_from_threads_via_asyncio(store: Store, path: Path) -> None:
+    approved(store)
+
+    def start() -> Request | BaseException:
+        with Store.open(path) as mine:
+            return _try(lambda: mine.apply("r1", Start(), now=SOON, is_approver=False))
+
+    outcomes = await asyncio.gather(*(asyncio.to_thread(start) for _ in range(20)))
+    assert_one_start(store, list(outcomes))
+
+
+def _try(call: Callable[[], Request]) -> Request | BaseException:
+    try:
+        return call()
+    except ApprovalError as exc:
+        return exc
+
+
+def assert_one_start(store: Store, outcomes: list[Request | BaseException]) -> None:
+    wins = [o for o in outcomes if isinstance(o, Request)]
+    losses = [o for o in outcomes if not isinstance(o, Request)]
+    assert len(wins) == 1 and wins[0].state is State.RUNNING
+    assert len(losses) == len(outcomes) - 1
+    assert all(isinstance(e, ApprovalError) for e in losses), losses
+    assert [e for e in events(store) if e[0] == "start"] == [("start", "approved", "running")]
+    holder = store.lock_holder("prod-haproxy")
+    assert holder is not None and holder.request_id == "r1"
+
+
+def interleave(monkeypatch: pytest.MonkeyPatch, path: Path, event: Event) -> None:
+    """Make the next transition lose its compare-and-set: another connection writes first."""
+    calls = 0
+
+    def racing(req: Request, ev: Event, *, now: datetime, is_approver: bool) -> Request:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            with Store.open(path) as other:
+                other.apply(req.id, event, now=now, is_approver=True)
+        return transition(req, ev, now=now, is_approver=is_approver)
+
+    monkeypatch.setattr(bot.store, "transition", racing)
+
+
+def test_lost_cas_retries_on_the_fresh_row(store: Store, path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    store.create_request(make(required=2))
+    interleave(monkeypatch, path, Approve("U3"))
+    after = store.apply("r1", Approve("U2"), now=SOON, is_approver=True)
+    # Neither approval is lost: the retry applied U2's on top of U3's.
+    assert (after.state, after.approvers, after.version) == (State.APPROVED, ("U3", "U2"), 3)
+
+
+def test_lost_cas_on_start_refuses_the_second(store: Store, path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    approved(store)
+    interleave(monkeypatch, path, Start())
+    with pytest.raises(ApprovalError, match="already running"):
+        store.apply("r1", Start(), now=SOON, is_approver=False)
+    assert [e for e in events(store) if e[0] == "start"] == [("start", "approved", "running")]
+
+
+# ---------------------------------------------------------------- audit
+
+
+def test_audit_is_append_only(store: Store, path: Path) -> None:
+    store.append_audit(now=T0, actor="U9", event="forged_payload", detail={"why": "bad signature"})
+    with closing(sqlite3.connect(path)) as raw:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            raw.execute("UPDATE audit SET actor = 'U1'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            raw.execute("DELETE FROM audit")
+    assert [e.actor for e in store.audit_all()] == ["U9"]
+
+
+def test_audit_all_pages_through_everything(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bot.store, "AUDIT_PAGE", 3)
+    for i in range(8):
+        store.append_audit(now=T0, actor=f"U{i}", event="x")
+    assert [e.actor for e in store.audit_all()] == [f"U{i}" for i in range(8)]
+    assert [e.actor for e in store.audit_tail(2)] == ["U6", "U7"]
+    assert store.audit_tail(1)[0].to_dict()["at"] == "2024-05-01T21:20:00.000000+00:00"
+
+
+# ---------------------------------------------------------------- restart
+
+
+def test_restart_resumes_pending_expires_due_and_fails_running(path: Path) -> None:
+    with Store.open(path) as s:
+        s.create_request(make("waiting", ttl_s=3600))
+        s.create_request(make("stale", ttl_s=60))
+        approved(s, "busy", cluster="prod-db")
+        s.apply("busy", Start(), now=SOON, is_approver=False)
+    later = T0 + timedelta(minutes=5)
+    with Store.open(path) as s:  # the bot's startup sequence
+        assert [r.id for r in s.expire_due(later)] == ["stale"]
+        failed = s.fail_interrupted(later)
+        assert [(r.id, r.state, r.note) for r in failed] == [("busy", State.FAILED, INTERRUPTED)]
+        assert failed[0].result == Result(exit_status=None)
+        assert s.lock_holder("prod-db") is None
+        assert [r.id for r in s.pending_requests()] == ["waiting"]
+        assert s.running_requests() == []
+        assert s.apply("waiting", Approve("U2"), now=later, is_approver=True).state is State.APPROVED
+        assert s.audit_tail(1)[0].event == "approve"
+
+
+# ---------------------------------------------------------------- locks
+
+
+def test_lock_contention(store: Store) -> None:
+    assert store.try_lock("prod-haproxy", "a", T0)
+    assert not store.try_lock("prod-haproxy", "b", T0)
+    assert not store.try_lock("prod-haproxy", "a", T0)  # not re-entrant: fail closed
+    assert store.try_lock("prod-db", "b", T0)
+    assert not store.unlock("prod-haproxy", "b")  # only the holder may unlock
+    assert store.unlock("prod-haproxy", "a")
+    assert store.try_lock("prod-haproxy", "b", T0)
+
+
+def test_start_is_refused_while_another_remediation_holds_the_lock(store: Store) -> None:
+    approved(store)
+    assert store.try_lock("prod-haproxy", "other", T0)
+    with pytest.raises(ApprovalError, match=r"another remediation \(other\) is running"):
+        store.apply("r1", Start(), now=SOON, is_approver=False)
+    req = store.get_request("r1")
+    assert req is not None and req.state is State.APPROVED  # the START rolled back whole
+    assert store.unlock("prod-haproxy", "other")
+    store.apply("r1", Start(), now=SOON, is_approver=False)
+    store.apply("r1", Finish(Result(0, "ok")), now=SOON, is_approver=False)
+    assert store.lock_holder("prod-haproxy") is None  # released with the FINISH
+
+
+def test_lock_taken_by_the_runner_before_start_is_reused_and_freed_on_cancel(store: Store) -> None:
+    approved(store)
+    assert store.try_lock("prod-haproxy", "r1", T0)
+    store.apply("r1", Cancel("U1"), now=SOON, is_approver=False)
+    assert store.lock_holder("prod-haproxy") is None
+
+
+def test_break_stale_locks(store: Store) -> None:
+    store.try_lock("prod-haproxy", "a", T0)
+    assert store.break_stale_locks(T0 + timedelta(minutes=10), older_than_s=3600) == []
+    broken = store.break_stale_locks(T0 + timedelta(hours=2), older_than_s=3600)
+    assert [(lk.cluster, lk.request_id, lk.locked_at) for lk in broken] == [("prod-haproxy", "a", T0)]
+    assert store.lock_holder("prod-haproxy") is None
+    last = store.audit_tail(1)[0]
+    assert (last.event, last.request_id, last.cluster) == ("lock_broken", "a", "prod-haproxy")
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def test_outbox_order_survives_restart_and_retries_block_later_items(path: Path) -> None:
+    with Store.open(path) as s:
+        ids = [s.enqueue("post", {"channel": "C1", "text": f"m{i}"}, now=T0) for i in range(5)]
+        first = s.due(T0, limit=10)
+        assert [i.id for i in first] == ids
+        s.mark_failed(ids[0], next_attempt_at=T0 + timedelta(seconds=30))
+        assert s.due(T0 + timedelta(seconds=10), limit=10) == []  # nothing overtakes m0
+    with Store.open(path) as s:
+        retry = s.due(T0 + timedelta(seconds=30), limit=2)
+        assert [(i.id, i.attempts, i.payload["text"]) for i in retry] == [
+            (ids[0], 1, "m0"), (ids[1], 0, "m1")]
+        s.mark_delivered(ids[0], "1714598400.000100", now=T0)
+        s.mark_delivered(ids[1], "1714598400.000200", now=T0)
+    with Store.open(path) as s:
+        assert [i.payload["text"] for i in s.due(T0 + timedelta(minutes=1), limit=10)] == ["m2", "m3", "m4"]
+
+
+# ---------------------------------------------------------------- watch state and incidents
+
+
+def test_watch_state_round_trip(path: Path) -> None:
+    with Store.open(path) as s:
+        assert s.load_watch_state("prod-haproxy") is None
+        s.save_watch_state("prod-haproxy", '{"dc": "node1"}')
+        s.save_watch_state("prod-haproxy", '{"dc": "node2"}')
+        with pytest.raises(ValueError):
+            s.save_watch_state("prod-haproxy", "{not json")
+    with Store.open(path) as s:
+        assert s.load_watch_state("prod-haproxy") == '{"dc": "node2"}'
+        assert s.load_watch_state("prod-db") is None
+
+
+def test_incident_lifecycle(store: Store) -> None:
+    inc = store.open_incident(cluster="prod-haproxy", key="node_offline:node3", now=T0,
+                              severity=Severity.CRITICAL, title="node3 is offline", channel="C1",
+                              payload={"nodes": ["node3"]})
+    again = store.open_incident(cluster="prod-haproxy", key="node_offline:node3", now=SOON,
+                                severity=Severity.WARNING, title="changed", channel="C1")
+    assert again == inc and inc.state is IncidentState.OPEN and inc.payload == {"nodes": ["node3"]}
+    updated = store.update_incident(inc.id, thread_ts="1714598400.000100", last_posted_at=SOON)
+    assert (updated.thread_ts, updated.last_posted_at, updated.title) == (
+        "1714598400.000100", SOON, "node3 is offline")
+    assert store.find_open_incident("prod-haproxy", "node_offline:node3") == updated
+    assert store.open_incidents("prod-haproxy") == [updated]
+    resolved = store.resolve_incident(inc.id, now=SOON)
+    assert (resolved.state, resolved.resolved_at) == (IncidentState.RESOLVED, SOON)
+    assert store.find_open_incident("prod-haproxy", "node_offline:node3") is None
+    reopened = store.open_incident(cluster="prod-haproxy", key="node_offline:node3", now=SOON,
+                                   severity=Severity.CRITICAL, title="node3 is offline again",
+                                   channel="C1")
+    assert reopened.id != inc.id
+
+
+# ---------------------------------------------------------------- opening
+
+
+def test_memory_database() -> None:
+    with Store.open(":memory:") as s:
+        s.create_request(make())
+        assert s.get_request("r1") == make()
+
+
+def test_newer_schema_is_refused(path: Path) -> None:
+    Store.open(path).close()
+    with closing(sqlite3.connect(path)) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    with pytest.raises(ConfigError, match="schema version 99 is newer"):
+        Store.open(path)
+
+
+def test_reopen_keeps_schema_and_wal(path: Path) -> None:
+    Store.open(path).close()
+    with Store.open(path) as s, closing(sqlite3.connect(path)) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == bot.store.SCHEMA_VERSION
+        s.create_request(make())
