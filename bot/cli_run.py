@@ -53,6 +53,8 @@ async def _demo(slack: bool) -> None:
         print(f"demo: a simulated 3-node cluster {demo.name!r} answers over SSH on 127.0.0.1 "
               f"ports {', '.join(str(s.port) for s in demo.servers.values())}")
         print(f"demo: break it with {USAGE}")
+        print("demo: fix it with e.g. /cluster cleanup prod-haproxy virtual_ip_2; approvers are alice "
+              "and bob: /as alice, then /approve ID")
         if slack:
             from bot.server import run_forever
 

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--connect", action="store_true", help="connect to every node and check it")
     _config_arg(c)
     c.set_defaults(handler=check_config_command)
+    a = sub.add_parser("audit", help="print the audit log (append-only) from the state directory")
+    a.add_argument("--jsonl", action="store_true", help="one JSON object per line (for export)")
+    a.add_argument("-n", type=int, default=0, help="only the last N entries")
+    _config_arg(a)
+    a.set_defaults(handler=audit_command)
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -100,3 +105,19 @@ async def _check_node(pool: SshPool, settings: Settings, cluster: ClusterConfig,
     return NodeCheck(cluster.name, node, ok, detail)
 
 
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    import json
+
+    from bot.runtime import open_store
+    from bot.services import audit_line
+
+    store = open_store(load_settings(args.config))
+    try:
+        entries = store.audit_tail(args.n) if args.n else list(store.audit_all())
+        for e in entries:
+            print(json.dumps(e.to_dict(), sort_keys=True) if args.jsonl else audit_line(e))
+    finally:
+        store.close()
+    return EXIT_OK

@@ -40,12 +40,12 @@ class TextPoster:
 
     async def post(self, channel: str, doc: Doc, thread_ts: str | None = None) -> str:
         ts = f"{next(self._ids)}"
-        prefix = f"  ↳ [alert {thread_ts}] " if thread_ts else f"[alert {ts} in {channel}] "
+        prefix = f"  ↳ [in thread {thread_ts}] " if thread_ts else f"[#{channel} message {ts}] "
         self._write(prefix + to_text(doc).replace("\n", "\n    "))
         return ts
 
     async def update(self, channel: str, ts: str, doc: Doc) -> None:
-        self._write(f"[alert {ts} edited] " + to_text(doc).replace("\n", "\n    "))
+        self._write(f"[message {ts} edited] " + to_text(doc).replace("\n", "\n    "))
 
     def _write(self, text: str) -> None:
         self.out.write(text + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from bot.console import BANNER, Console, Extra
 from bot.delivery import Deliverer
 from bot.errors import ConfigError
 from bot.poster import Poster, TextPoster
+from bot.remediation import Remediation
 from bot.services import AppServices
 from bot.settings import Settings
 from bot.ssh import SshPool
@@ -56,7 +58,7 @@ class Runtime:
         store = open_store(settings)
         stack.callback(store.close)
         collector = Collector(pool, settings)
-        services = AppServices(settings, collector, clock=now)
+        services = AppServices(settings, collector, clock=now, store=store)
         rt = cls(settings, pool, collector, store, services)
         stack.push_async_callback(rt.stop_tasks)
         return rt
@@ -71,11 +73,37 @@ class Runtime:
                        asyncio.create_task(self.deliverer.run(), name="deliverer")]
         return self.watcher
 
+    async def approvals(self, poster: Poster, *, default_channel: str = "console",
+                        members_of: Callable[[str], Awaitable[set[str]]] | None = None) -> Remediation:
+        """Enable approval-gated remediation; resume what a restart interrupted."""
+        extra = {"members_of": members_of} if members_of is not None else {}
+        rem = Remediation(self.settings, self.store, self.services.collect, self.collector.run, poster,
+                          now, default_channel=default_channel, **extra)
+        self.services.remediation = rem
+        await rem.resume()
+        self.tasks.append(asyncio.create_task(rem.run_sweeper(), name="approval-sweeper"))
+        return rem
+
     async def stop_tasks(self) -> None:
+        if self.services.remediation is not None:
+            await self.services.remediation.wait_idle()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+
+
+def decision_commands(rem: Remediation, con: Console) -> dict[str, Extra]:
+    """/approve ID, /deny ID, /cancel ID: the console's buttons, as the current /as user."""
+    def make(verb: str) -> Extra:
+        async def decide(args: tuple[str, ...]) -> str:
+            if len(args) != 1:
+                return f"usage: /{verb} REQUEST_ID"
+            said = await rem.decide(args[0], con.user, verb)
+            await asyncio.sleep(0)  # let the approved request's runner start before the prompt
+            return f"refused: {said}" if said else f"{verb}: recorded"
+        return decide
+    return {f"/{verb}": make(verb) for verb in ("approve", "deny", "cancel")}
 
 
 class running:
@@ -98,8 +126,11 @@ async def console(settings: Settings, stream: TextIO = sys.stdin,
                   watch: bool = True) -> None:
     async with running(settings) as rt:
         con = Console(rt.services, extras=extras or {}, prompt=stream.isatty())
+        poster = TextPoster(con.out)
         if watch:
-            rt.watch(TextPoster(con.out))
+            rt.watch(poster)
+        rem = await rt.approvals(poster)
+        con.extras.update(decision_commands(rem, con))
         con.say(BANNER)
         for line in intro if stream.isatty() else ():  # piped input brings its own commands
             con.say(f"> {line}")

@@ -15,8 +15,10 @@ from slack_bolt.async_app import AsyncApp
 from bot.poster import SlackPoster
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.slack import decisions
 from bot.slack.app import build_app
 from bot.slack.client import web_client
+from bot.slack.decisions import group_resolver
 from bot.slack.serve import HttpServer, serve_http, serve_socket
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,12 @@ async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
     socket_mode = settings.slack_app_token is not None
     app = build_app(settings, runtime.services, client, socket_mode=socket_mode)
     bot = Bot(settings, runtime, app, stack=stack)
+    poster = SlackPoster(client)
+    rem = await runtime.approvals(poster, default_channel=settings.alert_channel or "",
+                                  members_of=group_resolver(client))
+    decisions.register(app, rem, runtime.store)
     if watch:
-        runtime.watch(SlackPoster(client))
+        runtime.watch(poster, fix_button=True)
     if socket_mode:
         assert settings.slack_app_token is not None
         bot.socket = await serve_socket(app, settings.slack_app_token.get_secret_value(), client)

@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 from bot.collect import Collector
 from bot.errors import NotAllowed
 from bot.pacemaker.merge import ClusterReport
+from bot.remediation import Remediation
+from bot.render.doc import Doc, Section
 from bot.settings import ClusterConfig, Settings
+from bot.store import AuditEntry, Store
 from commands.spec import CommandSpec, Invocation, Reply
 
 
@@ -33,8 +36,25 @@ class AppServices:
     def now(self) -> datetime:
         return self.clock()
 
+    remediation: Remediation | None = None
+    store: Store | None = None
+
     async def request_approval(self, inv: Invocation, spec: CommandSpec) -> Reply:
-        raise NotAllowed(f"`{spec.name}` needs approval, and approvals are not configured")
+        if self.remediation is None:
+            raise NotAllowed(f"`{spec.name}` needs approval, and approvals are not running here")
+        return await self.remediation.request(inv, spec)
 
     async def audit_tail(self, n: int) -> Reply:
-        raise NotAllowed("the audit log is not configured")
+        if self.store is None:
+            raise NotAllowed("the audit log is not available here")
+        entries = self.store.audit_tail(n)
+        lines = [audit_line(e) for e in entries] or ["the audit log is empty"]
+        return Reply(Doc(verdict=f":scroll: last {len(entries)} audit entries",
+                         fallback="audit log", sections=(Section(None, tuple(lines)),)), ephemeral=True)
+
+
+def audit_line(e: AuditEntry) -> str:
+    change = f" {e.state_from}→{e.state_to}" if e.state_to else ""
+    what = f" `{e.request_id}`" if e.request_id else ""
+    return f"{e.at:%Y-%m-%d %H:%M:%S} · <@{e.actor}> · {e.event}{what}{change}" + (
+        f" · {e.cluster}" if e.cluster else "")

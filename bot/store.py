@@ -203,6 +203,12 @@ class Store:
         row = self._conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
         return None if row is None else _request_from(row)
 
+    def find_request_by_message(self, channel: str, ts: str) -> Request | None:
+        """The request whose root message is (channel, ts): thread replies decide through it."""
+        row = self._conn.execute("SELECT * FROM requests WHERE channel = ? AND message_ts = ?",
+                                 (channel, ts)).fetchone()
+        return None if row is None else _request_from(row)
+
     def set_message_ts(self, request_id: str, ts: str) -> None:
         """Not a transition, so no version bump: `apply` never writes message_ts."""
         self._conn.execute("UPDATE requests SET message_ts = ? WHERE id = ?", (ts, request_id))

@@ -7,7 +7,19 @@ approval gate apply the same way everywhere.
 from __future__ import annotations
 
 from bot.errors import NotAllowed
-from commands import clusters, help, status
+from commands import (
+    audit,
+    cleanup,
+    clear,
+    clusters,
+    help,
+    move,
+    resync,
+    standby,
+    start,
+    status,
+    unstandby,
+)
 from commands.common import cluster_named
 from commands.spec import ArgKind, CommandSpec, Invocation, Reply, Services, UsageError
 
@@ -15,6 +27,15 @@ REGISTRY: tuple[CommandSpec, ...] = (
     status.SPEC,
     clusters.SPEC,
     help.SPEC,
+    audit.SPEC,
+    # The remediation catalogue: each runs only after approval in the thread.
+    cleanup.SPEC,
+    resync.SPEC,
+    standby.SPEC,
+    unstandby.SPEC,
+    move.SPEC,
+    clear.SPEC,
+    start.SPEC,
 )
 
 MAX_WORDS = 8  # no command takes more; longer input is refused before any parsing

@@ -17,6 +17,7 @@ from bot.demo.sshd import KeyMaterial, LoopbackSshServer
 from bot.settings import ClusterConfig, NodeConfig
 
 DEMO_USER = "clusterbot"
+DEMO_APPROVERS = ("alice", "bob")  # try `/as alice` then `/approve ID` in the demo console
 NODES = ("node1", "node2", "node3")
 VIPS = ("virtual_ip_1", "virtual_ip_2", "virtual_ip_3")
 USAGE = ("/demo kill NODE | poweroff NODE | heal NODE | fail RESOURCE [NODE] | break RESOURCE | "
@@ -57,7 +58,8 @@ class DemoCluster:
         return ClusterConfig.model_validate({
             "name": self.name, "nodes": nodes, "ssh_user": DEMO_USER,
             "ssh_key": self.keys.client_key_path, "known_hosts": self.keys.known_hosts,
-            "sudo": True, "vips": VIPS, "everywhere": ("loadbalancer-clone",), **extra})
+            "sudo": True, "vips": VIPS, "everywhere": ("loadbalancer-clone",),
+            "approvers": DEMO_APPROVERS, **extra})
 
     async def demo_command(self, args: tuple[str, ...]) -> str:
         """`/demo ...`: break and heal the simulated cluster."""

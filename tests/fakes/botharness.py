@@ -13,7 +13,7 @@ import aiohttp
 from bot.demo.cluster import DemoCluster
 from bot.server import Bot, start_bot
 from bot.settings import Settings
-from tests.fakes.signing import events_body, sign, slash_command_body
+from tests.fakes.signing import block_actions_body, events_body, sign, slash_command_body
 from tests.fakes.slack import FakeSlack
 
 SECRET = "test-signing-secret"
@@ -64,6 +64,23 @@ class Harness:
         return [c for c in self.slack.calls if c.method == "chat.postMessage" and c.ok
                 and c.params.get("channel") == channel and not c.params.get("thread_ts")]
 
+    async def click(self, action_id: str, value: str, user: str, message_ts: str = "1.0",
+                    channel: str = CHANNEL) -> tuple[int, str, float]:
+        url = self.slack.response_url(channel=channel, user=user, message_ts=message_ts, kind="actions")
+        body = block_actions_body(action_id=action_id, value=value, user_id=user, channel_id=channel,
+                                  message_ts=message_ts, response_url=url)
+        return await self.post(body, "application/x-www-form-urlencoded")
+
+    @property
+    def remediation(self) -> Any:
+        rem = self.bot.runtime.services.remediation
+        assert rem is not None
+        return rem
+
+    def node_commands(self, needle: str) -> list[str]:
+        """Commands that reached the demo nodes' SSH servers and contain needle."""
+        return [c for s in self.demo.servers.values() for c in s.commands if needle in c]
+
     async def event(self, payload: dict[str, Any]) -> tuple[int, str, float]:
         return await self.post(events_body(payload), "application/json")
 
@@ -71,21 +88,23 @@ class Harness:
 ALERTS = "C0ALERTS"
 
 
-def demo_settings(slack: FakeSlack, demo: DemoCluster, **extra: Any) -> Settings:
+def demo_settings(slack: FakeSlack, demo: DemoCluster, cluster: dict[str, Any] | None = None,
+                  **extra: Any) -> Settings:
     assert demo.keys is not None
     return Settings.model_validate({
         "state_dir": demo.keys.directory / "state", "alert_channel": ALERTS, "poll_interval_s": 0.3,
         "alert_retry_max_s": 0.5,
-        "clusters": (demo.config(),), "slack_bot_token": slack.bot_token,
+        "clusters": (demo.config(**(cluster or {})),), "slack_bot_token": slack.bot_token,
         "slack_signing_secret": SECRET, "slack_api_url": slack.api_url,
         "http_host": "127.0.0.1", "http_port": 0, "connect_timeout_s": 3, "command_timeout_s": 3,
         **extra})
 
 
 @asynccontextmanager
-async def running_bot(watch: bool = True, **extra: Any) -> AsyncIterator[Harness]:
+async def running_bot(watch: bool = True, cluster: dict[str, Any] | None = None,
+                      **extra: Any) -> AsyncIterator[Harness]:
     async with FakeSlack() as slack, DemoCluster() as demo:
-        bot = await start_bot(demo_settings(slack, demo, **extra), watch=watch)
+        bot = await start_bot(demo_settings(slack, demo, cluster, **extra), watch=watch)
         harness = Harness(slack, demo, bot, aiohttp.ClientSession())
         try:
             yield harness

@@ -1,0 +1,329 @@
+"""Approval-gated remediation: request, approve, re-check, run once, verify, audit.
+
+Every decision reloads the request from the store and goes through the store's atomic
+transition, so a double click, two approvers racing, a Slack retry or a forged payload can never
+run a command twice, or at all without the approvals. The button payload is only an id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot.approvals import (
+    Approve,
+    Cancel,
+    Deny,
+    Expired,
+    Finish,
+    Refuse,
+    Request,
+    Result,
+    Start,
+    State,
+    fingerprint,
+    new_request,
+)
+from bot.errors import ApprovalError, NotAllowed, SshError
+from bot.pacemaker.merge import ClusterReport
+from bot.poster import Poster
+from bot.remedies import Action, Plan, Refused, fingerprint_parts, plan
+from bot.render.approvals import SEP, commands, note_doc, output_doc, request_doc
+from bot.render.status import remedy_command, status_doc
+from bot.settings import ClusterConfig, Settings
+from bot.ssh import Completed
+from bot.store import Store
+from commands.spec import CommandSpec, Invocation, Reply
+
+log = logging.getLogger(__name__)
+Collect = Callable[[ClusterConfig], Awaitable[ClusterReport]]
+Run = Callable[[ClusterConfig, str, tuple[str, ...], float | None], Awaitable[Completed]]
+RUN_TIMEOUT_S = 120.0  # systemctl restart corosync takes ~6 s; pcs commands a few seconds
+
+
+async def _no_groups(group: str) -> set[str]:
+    return set()
+
+
+@dataclass
+class Remediation:
+    settings: Settings
+    store: Store
+    collect: Collect
+    run: Run
+    poster: Poster
+    clock: Callable[[], datetime]
+    members_of: Callable[[str], Awaitable[set[str]]] = _no_groups
+    new_id: Callable[[], str] = lambda: secrets.token_hex(8)
+    verify_timeout_s: float = 45.0
+    default_channel: str = "console"
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -- request -----------------------------------------------------------------------------
+
+    async def request(self, inv: Invocation, spec: CommandSpec) -> Reply:
+        cluster = self._cluster(inv.args[0])
+        action = spec.action
+        assert isinstance(action, Action)
+        report = await self.collect(cluster)
+        try:
+            p = plan(action, inv.args[1:], report, cluster.templates)
+        except Refused as err:
+            raise NotAllowed(f"`{spec.name}` refused: {err.message}") from err
+        req = self._new(inv, cluster, p, report, await self._predict(cluster, action, p))
+        self.store.create_request(req)
+        ts = await self.poster.post(req.channel, self._doc(req))
+        self.store.set_message_ts(req.id, ts)
+        return Reply(note_doc(f":lock: request `{req.id}` posted: it runs after "
+                              f"{req.required_approvals} approval(s)"), ephemeral=True, request_id=req.id)
+
+    def _new(self, inv: Invocation, cluster: ClusterConfig, p: Plan, report: ClusterReport,
+             prediction: str | None) -> Request:
+        argv: list[str] = []
+        for cmd in p.commands:
+            argv += [*([SEP] if argv else []), *cmd]
+        return new_request(
+            id=self.new_id(), cluster=cluster.name, action=p.action, args=inv.args[1:], node=p.node,
+            argv=tuple(argv), requester=inv.user, channel=inv.channel or self.default_channel,
+            reason=p.reason, prediction=prediction,
+            fingerprint=fingerprint(fingerprint_parts(report, p.target)), now=self.clock(),
+            ttl_s=self.settings.approval_ttl_s, required_approvals=cluster.approvals_required,
+            allow_self_approval=cluster.allow_self_approval)
+
+    async def _predict(self, cluster: ClusterConfig, action: Action, p: Plan) -> str | None:
+        """Ask Pacemaker itself (crm_simulate on the live CIB) where it can tell."""
+        if not action.predicts:
+            return None
+        if action.name == "move":
+            return f"{p.target.resource} would run on {p.target.node} (a location constraint forces it)"
+        argv = ("crm_simulate", "--live-check", "--simulate")
+        if action.name == "standby" and p.target.node:
+            argv += ("--node-down", p.target.node)  # placement as if the node could not run anything
+        try:
+            done = await self.run(cluster, p.node, argv, 30.0)
+        except SshError as err:
+            return f"unavailable ({err.kind})"
+        moves = _transition_summary(done.stdout)
+        if done.exit_status != 0:
+            return f"unavailable (crm_simulate exited {done.exit_status})"
+        return "; ".join(moves) if moves else "no resource would move"
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    async def decide(self, request_id: str, user: str, verb: str) -> str | None:
+        """A click or a thread reply. Returns a line for the clicker alone, or None."""
+        req = self.store.get_request(request_id)
+        if req is None:
+            self.store.append_audit(now=self.clock(), actor=user, event=f"{verb}-unknown",
+                                    detail={"request_id": request_id[:64]})
+            return "no such request (it may be from another clusterbot)"
+        cluster = self._cluster(req.cluster)
+        event = {"approve": Approve, "deny": Deny, "cancel": Cancel}[verb](user)
+        try:
+            new = self.store.apply(req.id, event, now=self.clock(),
+                                   is_approver=await self.is_approver(cluster, user))
+        except Expired as err:
+            await self._edit(err.request)
+            return str(err)
+        except ApprovalError as err:
+            return str(err)
+        await self._edit(new)
+        await self._thread(new, f"<@{user}> {verb}d ({len(new.approvers)}/{new.required_approvals})"
+                           if verb == "approve" else f"<@{user}> {verb}ed" if verb == "cancel"
+                           else f"<@{user}> denied")
+        if new.state is State.APPROVED:
+            self._spawn(new)
+        return None
+
+    async def is_approver(self, cluster: ClusterConfig, user: str) -> bool:
+        allowed = cluster.approvers or self.settings.approvers
+        if user in allowed:
+            return True
+        for group in (g for g in allowed if g.startswith("S")):
+            if user in await self.members_of(group):
+                return True
+        return False
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def _spawn(self, req: Request) -> None:
+        task = asyncio.create_task(self.execute(req.id), name=f"remedy:{req.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        """Wait for running remediations (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def execute(self, request_id: str) -> None:
+        req = self.store.get_request(request_id)
+        if req is None or req.state is not State.APPROVED:
+            return
+        cluster = self._cluster(req.cluster)
+        report = await self.collect(cluster)
+        problem = self._recheck(req, cluster, report)
+        if problem:
+            await self._finish_refused(req, problem)
+            return
+        try:
+            running = self.store.apply(req.id, Start(), now=self.clock(), is_approver=False)
+        except ApprovalError as err:
+            await self._thread(req, f":no_entry: not run: {err}")
+            return
+        await self._edit(running)
+        result = await self._run_all(cluster, running)
+        done = self.store.apply(req.id, Finish(result), now=self.clock(), is_approver=False)
+        await self._edit(done)
+        await self._post(done, output_doc(done, result))
+        if result.ok:
+            await self._verify(cluster, done)
+
+    def _recheck(self, req: Request, cluster: ClusterConfig, report: ClusterReport) -> str | None:
+        """The approval is bound to the state it was asked for; anything that matters moved?"""
+        action = self._action(req.action)
+        try:
+            p = plan(action, req.args, report, cluster.templates)
+        except Refused as err:
+            return f"{err.message}; ask again if still needed"
+        now = fingerprint(fingerprint_parts(report, p.target))
+        if now != req.fingerprint:
+            return ("the cluster changed since the request (DC, quorum, membership, configuration "
+                    "or the target's state); ask again if still needed")
+        if commands(req.argv) != list(p.commands) or p.node != req.node:
+            return "the command or the node to run it on would now differ; ask again"
+        return None
+
+    async def _run_all(self, cluster: ClusterConfig, req: Request) -> Result:
+        started = time.perf_counter()
+        out, err, status = [], [], 0
+        for argv in commands(req.argv):
+            try:
+                done = await self.run(cluster, req.node, argv, RUN_TIMEOUT_S)
+            except SshError as exc:
+                return Result(None, "".join(out), "".join(err) + str(exc), time.perf_counter() - started)
+            out.append(done.stdout)
+            err.append(done.stderr)
+            status = done.exit_status
+            if status != 0:
+                break  # resync: never restart pcsd after a failed corosync restart
+        return Result(status, "".join(out), "".join(err), time.perf_counter() - started)
+
+    async def _verify(self, cluster: ClusterConfig, req: Request) -> None:
+        """Re-collect until the action shows its effect (bounded), then post the fresh status."""
+        action = self._action(req.action)
+        deadline = time.monotonic() + self.verify_timeout_s
+        while True:
+            report = await self.collect(cluster)
+            view = report.reference
+            p_target = plan_target(action, req, view)
+            pending = action.verify(view, report, p_target) if view and p_target else "no view"
+            if pending is None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0)  # re-poll interval while Pacemaker converges, bounded above
+        verdict = (":white_check_mark: verified: the change took effect" if pending is None
+                   else f":warning: not verified after {self.verify_timeout_s:.0f}s: {pending}")
+        undo = f" · undo with `{remedy_command(req.cluster, _undo(action, req))}`" if action.undo else ""
+        await self._thread(req, verdict + undo)
+        await self._post(req, status_doc(report, cluster.expectations))
+
+    async def _finish_refused(self, req: Request, why: str) -> None:
+        done = self.store.apply(req.id, Refuse(why), now=self.clock(), is_approver=False)
+        await self._edit(done)
+        await self._thread(done, f":no_entry: refused before running: {why}")
+
+    # -- sweeping and restart ------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        for req in self.store.expire_due(self.clock()):
+            await self._edit(req)
+
+    async def resume(self) -> None:
+        """At start: expire what expired, fail what was running, re-check what was approved."""
+        await self.sweep()
+        for req in self.store.fail_interrupted(self.clock()):
+            await self._edit(req)
+            await self._thread(req, ":warning: clusterbot restarted while this was running; "
+                                    "its outcome is unknown: check the cluster")
+        for req in self.store.approved_requests():
+            self._spawn(req)
+
+    async def run_sweeper(self, every_s: float = 5.0) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("approval sweep failed")
+            await asyncio.sleep(every_s)  # a periodic timer, not a synchronisation
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def _doc(self, req: Request):  # type: ignore[no-untyped-def]
+        cluster = self._cluster(req.cluster)
+        return request_doc(req, sudo=cluster.sudo, approvers=cluster.approvers or self.settings.approvers,
+                           now=self.clock())
+
+    async def _edit(self, req: Request) -> None:
+        if req.message_ts:
+            await self.poster.update(req.channel, req.message_ts, self._doc(req))
+
+    async def _thread(self, req: Request, text: str) -> None:
+        await self._post(req, note_doc(text))
+
+    async def _post(self, req: Request, doc) -> None:  # type: ignore[no-untyped-def]
+        await self.poster.post(req.channel, doc, thread_ts=req.message_ts)
+
+    def _cluster(self, name: str) -> ClusterConfig:
+        cluster = self.settings.cluster(name)
+        if cluster is None:
+            raise NotAllowed(f"unknown cluster `{name}`")
+        return cluster
+
+    @staticmethod
+    def _action(name: str) -> Action:
+        from commands import lookup
+
+        spec = lookup(name)
+        if spec is None or not isinstance(spec.action, Action):
+            raise ApprovalError(f"`{name}` is not in the remediation catalogue")
+        return spec.action
+
+
+def plan_target(action: Action, req: Request, view):  # type: ignore[no-untyped-def]
+    from bot.remedies import Target, target_of
+
+    if view is None:
+        return None
+    try:
+        return target_of(action.name, req.args, view)
+    except Refused:
+        return Target()
+
+
+def _undo(action: Action, req: Request):  # type: ignore[no-untyped-def]
+    from bot.pacemaker.health import Remedy
+
+    args = req.args if action.undo != "clear" else req.args[:1]
+    return Remedy(action.undo or "", args)
+
+
+def _transition_summary(stdout: str) -> list[str]:
+    """crm_simulate's "Transition Summary:" lines, e.g. `* Move virtual_ip_2 ( node2 -> node3 )`."""
+    lines = stdout.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.startswith("Transition Summary"))
+    except StopIteration:
+        return []
+    out = []
+    for line in lines[start + 1:]:
+        text = line.strip()
+        if not text:
+            break
+        if text.startswith("*"):
+            out.append(" ".join(text.lstrip("* ").split()))
+    return out

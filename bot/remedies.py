@@ -1,0 +1,285 @@
+"""The remediation catalogue, pure: what each action runs, where, when it is unsafe, how to verify.
+
+Arguments reach argv only through fixed templates after strict validation against the live
+status; argv is later shell-quoted element by element (bot/ssh.build_command). No chat text is
+ever interpreted by a shell.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bot.pacemaker.health import Remedy, eligible_nodes
+from bot.pacemaker.merge import ClusterReport
+from bot.pacemaker.model import NodeView, ResourceKind
+
+Argv = tuple[str, ...]
+_PLACEHOLDER = re.compile(r"\{(resource|node)(\?)?\}")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,62}$")
+
+
+class Refused(Exception):
+    """The action may not run now; `message` says why in one line (shown to the requester)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    resource: str | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str  # template key, overridable per cluster (ClusterConfig.templates)
+    argv: Argv  # may contain {resource} {node}; {x?} drops the element when x is absent
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    action: str
+    target: Target
+    node: str  # where the commands run
+    commands: tuple[Argv, ...]
+    reason: str
+    undo: Remedy | None
+
+
+Check = Callable[[NodeView, ClusterReport, Target], str | None]  # refusal text or None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    name: str
+    steps: tuple[Step, ...]
+    runs_on: str  # "target": the named node; "dc": the DC or another healthy node
+    checks: tuple[Check, ...]
+    verify: Check  # None once the action had its effect
+    undo: str | None = None  # the action that reverses it
+    predicts: bool = False  # ask crm_simulate what Pacemaker would do
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def target_of(action: str, args: tuple[str, ...], view: NodeView) -> Target:
+    """Sort the positional words into resource and node by what exists in the live status."""
+    resource = node = None
+    for word in args:
+        if not _NAME.fullmatch(word):
+            raise Refused(f"{word[:40]!r} is not a valid Pacemaker name")
+        if view.node(word) is not None and node is None:
+            node = word
+        elif view.resource(word) is not None and resource is None:
+            resource = word
+        else:
+            raise Refused(f"`{word}` is not a node or resource of this cluster right now")
+    return Target(resource, node)
+
+
+def expand(step: Step, target: Target, templates: Mapping[str, Argv]) -> Argv:
+    argv = templates.get(step.name, step.argv)
+    out = []
+    for element in argv:
+        names = _PLACEHOLDER.findall(element)
+        values = {n: getattr(target, n) for n, _ in names}
+        if any(values[n] is None and not optional for n, optional in names):
+            raise Refused(f"`{step.name}` needs a {' and '.join(n for n, _ in names)}")
+        if any(v is None for v in values.values()):
+            continue  # an optional element whose value is absent
+        out.append(_PLACEHOLDER.sub(lambda m, v=values: str(v[m.group(1)]), element))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _majority(view: NodeView) -> int:
+    members = [n for n in view.nodes if n.type.value == "member"]
+    return len(members) // 2 + 1
+
+
+def _online(view: NodeView) -> list[str]:
+    return [n.name for n in view.nodes if n.online and n.type.value == "member"]
+
+
+def no_fencing(view: NodeView, _: ClusterReport, __: Target) -> str | None:
+    pending = [e.target for e in view.fence_history if e.status == "pending"]
+    return f"fencing of {', '.join(pending)} is in progress: wait for it" if pending else None
+
+
+def needs_node(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    return None if t.node else "name the node"
+
+
+def needs_resource(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    return None if t.resource else "name the resource"
+
+
+def keeps_quorum(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    """Restarting corosync on a node takes it out of the membership for a while."""
+    online = _online(view)
+    if t.node in online and len(online) - 1 < _majority(view):
+        return (f"restarting corosync on {t.node} would lose quorum ({len(online)} of "
+                f"{len(view.nodes)} nodes online, {_majority(view)} needed)")
+    return None
+
+
+def keeps_two_healthy(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    left = [n for n in eligible_nodes(view) if n != t.node]
+    if len(left) < 2:
+        return f"standby of {t.node} would leave {len(left)} healthy node(s); the runbook wants 2"
+    return None
+
+
+def not_standby(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    node = view.node(t.node or "")
+    return f"{t.node} is already in standby" if node and node.standby else None
+
+
+def is_standby(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    node = view.node(t.node or "")
+    return None if node and node.standby else f"{t.node} is not in standby"
+
+
+def is_offline(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    node = view.node(t.node or "")
+    return None if node and not node.online else f"{t.node} is already online"
+
+
+def reachable(_: NodeView, report: ClusterReport, t: Target) -> str | None:
+    result = report.result(t.node or "")
+    if result is None:
+        return f"{t.node} is not a configured node, clusterbot cannot reach it"
+    return None if result.view is not None else f"{t.node} does not answer over SSH: {result.error}"
+
+
+def has_something_to_clean(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    ids = {t.resource, *(i.id for i in view.instances_of(t.resource))} if t.resource else None
+
+    def mine(rid: str, node: str | None = None) -> bool:
+        return (ids is None or rid in ids) and (t.node is None or node is None or node == t.node)
+
+    dirty = (any(mine(f.resource, f.node) for f in view.failures)
+             or any(mine(h.resource, h.node) and h.fail_count for h in view.history)
+             or any(mine(i.id) and (i.failed or i.blocked) for i in view.instances))
+    what = t.resource or "any resource"
+    return None if dirty else f"nothing to clean up: no failures or fail-counts for {what}"
+
+
+def movable(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    res = view.resource(t.resource or "")
+    if res is None or res.kind is not ResourceKind.PRIMITIVE:
+        return f"{t.resource} is not a primitive resource: only primitives (like VIPs) move"
+    if t.node not in eligible_nodes(view):
+        return f"{t.node} cannot run resources now (offline, standby or without quorum)"
+    if t.node in view.running_on(t.resource or ""):
+        return f"{t.resource} already runs on {t.node}"
+    return None
+
+
+def always(_: NodeView, __: ClusterReport, ___: Target) -> str | None:
+    return None
+
+
+# ---------------------------------------------------------------- verification
+
+
+def cleaned(view: NodeView, report: ClusterReport, t: Target) -> str | None:
+    return None if has_something_to_clean(view, report, t) else "failures are still there"
+
+
+def node_in_sync(view: NodeView, report: ClusterReport, t: Target) -> str | None:
+    node = view.node(t.node or "")
+    if node is None or not node.online:
+        return f"{t.node} is not back online yet"
+    odd = [f for f in report.findings if f.subject == t.node and f.code in
+           ("out_of_sync", "split_brain", "daemon_inactive", "node_unreachable", "pacemaker_down")]
+    return odd[0].message if odd else None
+
+
+def verify_standby(view: NodeView, r: ClusterReport, t: Target) -> str | None:
+    return is_standby(view, r, t)
+
+
+def verify_unstandby(view: NodeView, r: ClusterReport, t: Target) -> str | None:
+    return not_standby(view, r, t)
+
+
+def verify_moved(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    where = view.running_on(t.resource or "")
+    return None if t.node in where else f"{t.resource} runs on {', '.join(where) or 'no node'}"
+
+
+def verify_online(view: NodeView, _: ClusterReport, t: Target) -> str | None:
+    node = view.node(t.node or "")
+    return None if node and node.online else f"{t.node} is not online yet"
+
+
+# ---------------------------------------------------------------- planning
+
+
+def refusal(action: Action, view: NodeView, report: ClusterReport, target: Target) -> str | None:
+    return next((msg for check in action.checks if (msg := check(view, report, target))), None)
+
+
+def plan(action: Action, args: tuple[str, ...], report: ClusterReport,
+         templates: Mapping[str, Argv] = {}) -> Plan:
+    """Validate against the live status and build the exact commands, or raise Refused."""
+    view = report.reference
+    if view is None:
+        raise Refused("no node answered: clusterbot cannot judge whether this is safe")
+    target = target_of(action.name, args, view)
+    why = refusal(action, view, report, target)
+    if why:
+        raise Refused(why)
+    runs_on = target.node if action.runs_on == "target" else _runner(view, report, target)
+    commands = tuple(expand(s, target, templates) for s in action.steps)
+    undo_args = tuple(a for a in (target.resource, target.node) if a)
+    undo = Remedy(action.undo, undo_args if action.undo != "clear" else (target.resource or "",)) \
+        if action.undo else None
+    return Plan(action.name, target, runs_on or "", commands, _reason(action, report, target), undo)
+
+
+def _runner(view: NodeView, report: ClusterReport, target: Target) -> str:
+    """The DC if it answers over SSH, else another healthy node that does (not the target)."""
+    answering = {r.node for r in report.results if r.ok}
+    order = [view.dc, *eligible_nodes(view), *(n.name for n in view.nodes if n.online)]
+    for name in order:
+        if name and name in answering and name != target.node:
+            return name
+    for name in order:
+        if name and name in answering:
+            return name
+    raise Refused("no healthy node answers over SSH to run the command on")
+
+
+def _reason(action: Action, report: ClusterReport, target: Target) -> str:
+    subjects = {target.node, target.resource}
+    for f in report.findings:
+        if f.remedy is not None and f.remedy.action == action.name and (
+                f.subject in subjects or f.subject.split("@")[0] in subjects):
+            return f.message
+    return "requested by hand (no current finding asks for it)"
+
+
+def fingerprint_parts(report: ClusterReport, target: Target) -> dict[str, str | tuple[str, ...]]:
+    """What an approval is bound to: DC, quorum, membership, last change, the target's state."""
+    view = report.reference
+    if view is None:
+        return {"view": "none"}
+    change = view.summary.last_change
+    node = view.node(target.node or "")
+    return {
+        "dc": view.dc or "", "quorum": str(view.quorate),
+        "online": tuple(sorted(_online(view))),
+        "last_change": change.time.isoformat() if change and change.time else "",
+        "node": f"online={node.online},standby={node.standby},maintenance={node.maintenance}"
+        if node else "",
+        "resource": ",".join(view.running_on(target.resource)) if target.resource else "",
+    }

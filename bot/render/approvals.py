@@ -1,0 +1,103 @@
+"""Approval requests -> Docs: the root message (edited at every change) and thread posts."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime
+
+from bot.approvals import Request, Result, State
+from bot.render.doc import Button, Doc, Section
+
+APPROVE, DENY, CANCEL = "clusterbot:approve", "clusterbot:deny", "clusterbot:cancel"
+SEP = "&&"  # separates the commands of a multi-step action inside Request.argv
+MAX_OUTPUT = 1200  # characters of stdout/stderr shown per stream
+
+_STATE_LINE = {
+    State.PENDING: ":hourglass_flowing_sand: *PENDING* approval",
+    State.APPROVED: ":white_check_mark: *APPROVED*, about to run",
+    State.RUNNING: ":arrows_counterclockwise: *RUNNING*",
+    State.SUCCEEDED: ":white_check_mark: *SUCCEEDED*",
+    State.FAILED: ":x: *FAILED*",
+    State.DENIED: ":no_entry: *DENIED*",
+    State.EXPIRED: ":hourglass_flowing_sand: *EXPIRED* (never approved)",
+    State.CANCELLED: ":no_entry: *CANCELLED*",
+    State.REFUSED: ":no_entry: *REFUSED* before running",
+}
+
+
+def commands(argv: tuple[str, ...]) -> list[tuple[str, ...]]:
+    out: list[list[str]] = [[]]
+    for word in argv:
+        if word == SEP:
+            out.append([])
+        else:
+            out[-1].append(word)
+    return [tuple(c) for c in out if c]
+
+
+def command_line(argv: tuple[str, ...], sudo: bool) -> str:
+    prefix = "sudo -n " if sudo else ""
+    return " && ".join(prefix + shlex.join(c) for c in commands(argv))
+
+
+def request_doc(req: Request, *, sudo: bool, approvers: tuple[str, ...], now: datetime) -> Doc:
+    who = f"<@{req.requester}>"
+    title = f":lock: `{req.action} {' '.join(req.args)}` on *{req.cluster}*, requested by {who}"
+    lines = [
+        f"*Command:* `{command_line(req.argv, sudo)}` on *{req.node}*",
+        f"*Why:* {req.reason}",
+        f"*Pacemaker predicts:* {req.prediction}" if req.prediction else "*Prediction:* none available",
+        f"*Status:* {_status(req)}",
+    ]
+    if req.state is State.PENDING:
+        lines.append(f"*Approvals:* {len(req.approvers)}/{req.required_approvals} from "
+                     f"{_mentions(approvers)} · expires {req.expires_at:%H:%M} UTC "
+                     f"(in {max(int((req.expires_at - now).total_seconds() // 60), 0)} min)")
+    buttons = ()
+    if req.state is State.PENDING:
+        buttons = (Button("Approve", APPROVE, req.id, "primary"), Button("Deny", DENY, req.id, "danger"),
+                   Button("Cancel", CANCEL, req.id))
+    return Doc(verdict=title, fallback=f"{req.cluster}: {req.action} {' '.join(req.args)} "
+                                        f"requested ({req.state.value})",
+               sections=(Section(None, tuple(lines)),), buttons=buttons,
+               context=(f"request {req.id} · state fingerprint {req.fingerprint} · "
+                        "reply `approve`, `deny` or `cancel` in this thread",))
+
+
+def _status(req: Request) -> str:
+    line = _STATE_LINE[req.state]
+    if req.decided_by and req.state in (State.APPROVED, State.DENIED, State.CANCELLED):
+        line += f" by <@{req.decided_by}>"
+    if req.approvers and req.state is not State.PENDING:
+        line += f" · approved by {', '.join(f'<@{u}>' for u in req.approvers)}"
+    if req.note:
+        line += f" · {req.note}"
+    if req.result is not None and req.result.exit_status is not None:
+        line += f" · exit {req.result.exit_status} in {req.result.duration_s:.1f}s"
+    return line
+
+
+def _mentions(ids: tuple[str, ...]) -> str:
+    if not ids:
+        return "nobody (no approvers configured)"
+    return ", ".join(f"<!subteam^{i}>" if i.startswith("S") else f"<@{i}>" for i in ids)
+
+
+def output_doc(req: Request, result: Result) -> Doc:
+    head = (f":white_check_mark: exited 0 in {result.duration_s:.1f}s" if result.ok
+            else f":x: exited {result.exit_status} in {result.duration_s:.1f}s")
+    lines = []
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+        if text.strip():
+            lines.append(f"*{name}:*\n```{_clip(text)}```")
+    return Doc(verdict=f"{head}: `{req.action} {' '.join(req.args)}` on {req.node}",
+               fallback=f"{req.action} exited {result.exit_status}", sections=(Section(None, tuple(lines)),))
+
+
+def _clip(text: str) -> str:
+    text = text.strip().replace("```", "'''")
+    return text if len(text) <= MAX_OUTPUT else text[:MAX_OUTPUT] + "\n…(truncated)"
+
+
+def note_doc(text: str) -> Doc:
+    return Doc(verdict=text, fallback=text.replace("*", ""))

@@ -1,0 +1,112 @@
+"""Approval listeners: Approve/Deny/Cancel buttons, `approve`/`deny`/`cancel` thread replies, and the
+"Request fix" button on alerts. Payloads carry only ids; everything else comes from the store."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import ClusterbotError
+from bot.remediation import Remediation
+from bot.render.alerts import FIX_ACTION
+from bot.store import Store
+from commands import lookup, resolve
+from commands.spec import Invocation, Source, UsageError
+
+log = logging.getLogger(__name__)
+DECISION = re.compile(r"^clusterbot:(approve|deny|cancel)$")
+VERBS = ("approve", "deny", "cancel")
+GROUP_CACHE_S = 60.0
+
+
+def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
+    @app.action(DECISION)
+    async def on_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        action = body.get("actions", [{}])[0]
+        verb = str(action.get("action_id", "")).split(":")[-1]
+        user, channel = _who(body)
+        said = await rem.decide(str(action.get("value", ""))[:64], user, verb)
+        if said:
+            await _private(client, channel, user, f":no_entry: {said}")
+
+    @app.action(FIX_ACTION)
+    async def on_fix(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user, channel = _who(body)
+        said = await request_fix(rem, store, str(body.get("actions", [{}])[0].get("value", "")), user)
+        if said:
+            await _private(client, channel, user, said)
+
+    @app.event("message")
+    async def on_message(event: dict[str, Any], client: AsyncWebClient) -> None:
+        verb = str(event.get("text", "")).strip().lower().rstrip(".!")
+        thread, channel = event.get("thread_ts"), event.get("channel")
+        if verb not in VERBS or not thread or not channel or event.get("bot_id") or event.get("subtype"):
+            return  # ordinary conversation
+        req = store.find_request_by_message(str(channel), str(thread))
+        if req is None:
+            return
+        user = str(event.get("user", ""))
+        said = await rem.decide(req.id, user, verb)
+        if said:
+            await _private(client, str(channel), user, f":no_entry: {said}", thread=str(thread))
+
+
+async def request_fix(rem: Remediation, store: Store, value: str, user: str) -> str | None:
+    """The alert's button: file the incident's suggested remedy as a request by the clicker."""
+    incident = store.get_incident(int(value)) if value.isdigit() else None
+    remedy = incident.payload.get("remedy") if incident else None
+    if incident is None or not isinstance(remedy, str):
+        return ":warning: this alert has no fix to request (any more)"
+    words = remedy.split()
+    spec = lookup(words[0])
+    if spec is None or not spec.needs_approval:
+        return f":warning: `{remedy}` is not in the remediation catalogue"
+    inv = Invocation(words[0], (incident.cluster, *words[1:]), user=user, channel=incident.channel,
+                     source=Source.BUTTON)
+    try:
+        resolve(inv)
+        await rem.request(inv, spec)
+    except UsageError as err:
+        return f":warning: {err.message}"
+    except ClusterbotError as err:
+        return f":no_entry: {err}"
+    return None
+
+
+def _who(body: dict[str, Any]) -> tuple[str, str]:
+    return str(body.get("user", {}).get("id", "")), str(body.get("channel", {}).get("id", ""))
+
+
+async def _private(client: AsyncWebClient, channel: str, user: str, text: str,
+                   thread: str | None = None) -> None:
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread)
+    except SlackApiError as err:
+        log.warning("could not tell %s privately: %s", user, err.response.get("error"))
+
+
+def group_resolver(client: AsyncWebClient):  # type: ignore[no-untyped-def]
+    """members_of(S...) through usergroups.users.list, cached for a minute."""
+    cache: dict[str, tuple[float, set[str]]] = {}
+
+    async def members_of(group: str) -> set[str]:
+        hit = cache.get(group)
+        if hit and time.monotonic() - hit[0] < GROUP_CACHE_S:
+            return hit[1]
+        try:
+            resp = await client.usergroups_users_list(usergroup=group)
+        except SlackApiError as err:
+            log.warning("cannot read user group %s: %s", group, err.response.get("error"))
+            return set()
+        users = {str(u) for u in resp.get("users", [])}
+        cache[group] = (time.monotonic(), users)
+        return users
+    return members_of

@@ -1,0 +1,15 @@
+"""`/cluster clear CLUSTER RESOURCE`: remove move/ban constraints (`pcs resource clear`)."""
+
+from bot.remedies import Action, Step, always, needs_resource, no_fencing
+from commands.common import RESOURCE, remediation
+
+ACTION = Action(
+    "clear",
+    steps=(Step("clear", ("pcs", "resource", "clear", "{resource}")),),
+    runs_on="dc",
+    checks=(needs_resource, no_fencing),
+    verify=always,
+    predicts=True,
+)
+SPEC = remediation(ACTION, "Remove the constraints `move` left, so the resource goes back to where "
+                   "Pacemaker prefers it.", RESOURCE)
