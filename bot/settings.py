@@ -56,6 +56,10 @@ class Commands(_Strict):
     crm_mon_legacy: Argv = ("crm_mon", "-1", "-r", "-X")
     daemons: Argv = ("systemctl", "is-active", "corosync", "pacemaker", "pcsd")
     version: Argv = ("pacemakerd", "--version")
+    # Corosync's own view, asked of every node. Proxmox VE: ("pvecm", "status") prints the same
+    # quorum/membership text (hex node ids, IP addresses) and is what its admins know.
+    quorum: Argv = ("corosync-quorumtool", "-s")
+    links: Argv = ("corosync-cfgtool", "-s")
 
 
 class ClusterConfig(_Strict):
@@ -115,6 +119,8 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(5.0, ge=0.2, le=3600)
     unreachable_after: int = Field(3, ge=1, le=100)  # failed polls before "unreachable" alerts
     alert_retry_max_s: float = Field(60.0, gt=0, le=3600)  # longest wait between alert retries
+    flap_limit: int = Field(4, ge=2, le=10000)  # toggles within flap_window_s that make "flapping"
+    flap_window_s: float = Field(600.0, gt=0)
     state_dir: Path = Path("/var/lib/clusterbot")
     alert_channel: str | None = None
     allowed_channels: tuple[str, ...] = ()

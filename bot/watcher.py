@@ -34,7 +34,7 @@ from bot.settings import ClusterConfig, Settings
 from bot.store import Incident, Store
 
 log = logging.getLogger(__name__)
-JITTER = 0.1  # +-10% of the poll interval, so many clusters do not poll in lockstep
+JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per cluster
 INITIAL_KEY = "initial"
 
 
@@ -49,6 +49,7 @@ class Watcher:
     monotonic: Callable[[], float] = time.monotonic
     _states: dict[str, WatchState | None] = field(default_factory=dict)
     _flaps: dict[str, Flapping] = field(default_factory=dict)
+    _saved: dict[str, str] = field(default_factory=dict)
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _polled: asyncio.Condition = field(default_factory=asyncio.Condition)
     polls: int = 0
@@ -69,19 +70,28 @@ class Watcher:
         return True
 
     async def _loop(self, cluster: ClusterConfig) -> None:
+        """Poll on a fixed cadence with a random phase per cluster: clusters do not poll in
+        lockstep, yet the gap between two polls stays the interval (so alert lag stays bounded
+        by interval + processing), whatever a poll costs."""
         wake = self._wake.setdefault(cluster.name, asyncio.Event())
         interval = self.settings.poll_interval_s
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        first = True
         while True:
             wake.clear()
             try:
                 await self.poll(cluster)
             except Exception:  # one bad poll must never stop the watch
                 log.exception("poll of %s failed", cluster.name)
-            pause = interval * random.uniform(1 - JITTER, 1 + JITTER)
-            # asyncio.timeout, not wait_for: 3.11's wait_for can get stuck when cancelled.
+            next_at += interval * (random.uniform(JITTER, 1.0) if first else 1.0)
+            first = False
+            next_at = max(next_at, loop.time())  # a slow poll must not cause a burst of catch-ups
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
+                async with asyncio.timeout_at(next_at):
                     await wake.wait()
+            if wake.is_set():
+                next_at = loop.time()  # pushed: poll now, then keep the cadence from here
 
     # -- one poll --------------------------------------------------------------------------
 
@@ -106,7 +116,10 @@ class Watcher:
         state, events = step(prev, report, cluster.expectations,
                              unreachable_after=self.settings.unreachable_after)
         self._states[cluster.name] = state
-        self.store.save_watch_state(cluster.name, _dump(state))
+        dumped = _dump(state)
+        if dumped != self._saved.get(cluster.name):  # an fsync per poll is wasted when nothing changed
+            self.store.save_watch_state(cluster.name, dumped)
+            self._saved[cluster.name] = dumped
         if first and not report.healthy:
             self._open_initial(cluster, report)
         drafts = incidents(events)
@@ -196,7 +209,8 @@ class Watcher:
 
     def _quiet_for_flapping(self, cluster: ClusterConfig, draft: IncidentDraft) -> bool:
         now = self.monotonic()
-        flaps = self._flaps.get(cluster.name, Flapping()).record(draft.key, now)
+        fresh = Flapping(limit=self.settings.flap_limit, window=self.settings.flap_window_s)
+        flaps = self._flaps.get(cluster.name, fresh).record(draft.key, now)
         self._flaps[cluster.name] = flaps
         if not flaps.is_flapping(draft.key, now):
             return False
