@@ -30,6 +30,7 @@ from bot.approvals import (
     new_request,
 )
 from bot.errors import ApprovalError, NotAllowed, SshError
+from bot.metrics import Metrics
 from bot.pacemaker.merge import ClusterReport
 from bot.poster import Poster
 from bot.remedies import Action, Plan, Refused, fingerprint_parts, plan
@@ -62,6 +63,7 @@ class Remediation:
     new_id: Callable[[], str] = lambda: secrets.token_hex(8)
     verify_timeout_s: float = 45.0
     default_channel: str = "console"
+    metrics: Metrics | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- request -----------------------------------------------------------------------------
@@ -269,6 +271,8 @@ class Remediation:
                            now=self.clock())
 
     async def _edit(self, req: Request) -> None:
+        if self.metrics is not None and req.state.terminal:
+            self.metrics.approval_final(req.state.value)
         if req.message_ts:
             await self.poster.update(req.channel, req.message_ts, self._doc(req))
 

@@ -16,6 +16,7 @@ from bot.collect import Collector
 from bot.console import BANNER, Console, Extra
 from bot.delivery import Deliverer
 from bot.errors import ConfigError
+from bot.metrics import Metrics
 from bot.poster import Poster, TextPoster
 from bot.remediation import Remediation
 from bot.services import AppServices
@@ -63,22 +64,23 @@ class Runtime:
         stack.push_async_callback(rt.stop_tasks)
         return rt
 
-    def watch(self, poster: Poster, *, fix_button: bool = False) -> Watcher:
+    def watch(self, poster: Poster, *, fix_button: bool = False, metrics: Metrics | None = None) -> Watcher:
         """Start the watcher and the alert deliverer as background tasks."""
         self.deliverer = Deliverer(self.store, poster, now,
                                    max_backoff_s=self.settings.alert_retry_max_s)
         self.watcher = Watcher(self.settings, self.services.collect, self.store, now,
-                               notify=self.deliverer.wake.set, fix_button=fix_button)
+                               notify=self.deliverer.wake.set, fix_button=fix_button, metrics=metrics)
         self.tasks += [asyncio.create_task(self.watcher.run(), name="watcher"),
                        asyncio.create_task(self.deliverer.run(), name="deliverer")]
         return self.watcher
 
     async def approvals(self, poster: Poster, *, default_channel: str = "console",
-                        members_of: Callable[[str], Awaitable[set[str]]] | None = None) -> Remediation:
+                        members_of: Callable[[str], Awaitable[set[str]]] | None = None,
+                        metrics: Metrics | None = None) -> Remediation:
         """Enable approval-gated remediation; resume what a restart interrupted."""
         extra = {"members_of": members_of} if members_of is not None else {}
         rem = Remediation(self.settings, self.store, self.services.collect, self.collector.run, poster,
-                          now, default_channel=default_channel, **extra)
+                          now, default_channel=default_channel, metrics=metrics, **extra)
         self.services.remediation = rem
         await rem.resume()
         self.tasks.append(asyncio.create_task(rem.run_sweeper(), name="approval-sweeper"))

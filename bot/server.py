@@ -7,13 +7,17 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
+from bot.metrics import Metrics
+from bot.ops_http import ops_routes, serve_ops, sqlite_writable
 from bot.poster import SlackPoster
-from bot.runtime import Runtime
+from bot.runtime import DB_NAME, Runtime
 from bot.settings import Settings
 from bot.slack import decisions
 from bot.slack.app import build_app
@@ -31,6 +35,8 @@ class Bot:
     app: AsyncApp
     http: HttpServer | None = None
     socket: AsyncSocketModeHandler | None = None
+    ops: HttpServer | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @property
@@ -38,6 +44,8 @@ class Bot:
         return "socket" if self.socket is not None else "http"
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.close()
         if self.socket is not None:
             await self.socket.close_async()
         if self.http is not None:
@@ -49,24 +57,50 @@ async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
     """Socket Mode when SLACK_APP_TOKEN is set (no inbound port), else HTTP on http_port."""
     stack = AsyncExitStack()
     runtime = await Runtime.start(settings, stack)
+    metrics = Metrics()
+    metrics.watch_pool(lambda: runtime.pool.stats)
     session = aiohttp.ClientSession()
     stack.push_async_callback(session.close)
-    client = web_client(settings, session)
+    client = web_client(settings, session, metrics=metrics)
     socket_mode = settings.slack_app_token is not None
     app = build_app(settings, runtime.services, client, socket_mode=socket_mode)
-    bot = Bot(settings, runtime, app, stack=stack)
+    bot = Bot(settings, runtime, app, stack=stack, metrics=metrics)
     poster = SlackPoster(client)
     rem = await runtime.approvals(poster, default_channel=settings.alert_channel or "",
-                                  members_of=group_resolver(client))
+                                  members_of=group_resolver(client), metrics=metrics)
     decisions.register(app, rem, runtime.store)
     if watch:
-        runtime.watch(poster, fix_button=True)
+        runtime.watch(poster, fix_button=True, metrics=metrics)
+    deps = _ops_deps(bot)
     if socket_mode:
         assert settings.slack_app_token is not None
         bot.socket = await serve_socket(app, settings.slack_app_token.get_secret_value(), client)
     else:
-        bot.http = await serve_http(app, settings.http_host, settings.http_port)
+        # /metrics names clusters and nodes: it stays off the public Slack port when a separate
+        # metrics_port is configured.
+        public = ops_routes(**deps) if settings.metrics_port is None else ops_routes(
+            **{**deps, "metrics": None})
+        bot.http = await serve_http(app, settings.http_host, settings.http_port, extra_routes=public)
+    if settings.metrics_port is not None:
+        bot.ops = await serve_ops(settings.http_host, settings.metrics_port, ops_routes(**deps))
+    elif socket_mode and settings.push_secret is not None:
+        log.warning("push_secret is set but Socket Mode has no HTTP port: set metrics_port for /push")
     return bot
+
+
+def _ops_deps(bot: Bot) -> dict[str, Any]:
+    """What /healthz, /readyz, /metrics and /push need from the running bot."""
+    settings, runtime = bot.settings, bot.runtime
+
+    async def slack_ok() -> bool:  # HTTP mode has no connection to lose
+        return await bot.socket.client.is_connected() if bot.socket is not None else True
+
+    def wake(cluster: str) -> bool:
+        return runtime.watcher is not None and runtime.watcher.wake(cluster)
+
+    secret = settings.push_secret.get_secret_value() if settings.push_secret else None
+    return {"metrics": bot.metrics, "slack_connected": slack_ok, "wake": wake, "push_secret": secret,
+            "store_writable": sqlite_writable(Path(settings.state_dir) / DB_NAME)}
 
 
 async def run_forever(settings: Settings) -> None:

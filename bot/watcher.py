@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.delivery import doc_json
+from bot.metrics import Metrics
 from bot.pacemaker.diff import Flapping, IncidentDraft, WatchState, incidents, step
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
@@ -47,6 +48,7 @@ class Watcher:
     notify: Callable[[], None] = lambda: None  # wakes the deliverer after enqueueing
     fix_button: bool = False
     monotonic: Callable[[], float] = time.monotonic
+    metrics: Metrics | None = None
     _states: dict[str, WatchState | None] = field(default_factory=dict)
     _flaps: dict[str, Flapping] = field(default_factory=dict)
     _saved: dict[str, str] = field(default_factory=dict)
@@ -96,7 +98,10 @@ class Watcher:
     # -- one poll --------------------------------------------------------------------------
 
     async def poll(self, cluster: ClusterConfig) -> tuple[IncidentDraft, ...]:
+        started = self.monotonic()
         report: ClusterReport = await self.collect(cluster)
+        if self.metrics is not None:
+            self.metrics.record_poll(report, self.monotonic() - started)
         drafts = self.observe(cluster, report)
         self.polls += 1
         async with self._polled:
@@ -165,6 +170,7 @@ class Watcher:
             cluster=cluster.name, key=draft.key, severity=draft.severity, title=draft.title,
             channel=self._channel(cluster), now=self.clock(), payload={"open": list(draft.opens),
                                                                       "remedy": _remedy(draft)})
+        self._opened_metric(cluster, inc)
         doc = incident_doc(cluster.name, draft, incident_id=inc.id, mention=cluster.mention,
                            fix_button=self.fix_button)
         self._enqueue("root", cluster, inc, doc)
@@ -191,6 +197,8 @@ class Watcher:
     def _resolve(self, cluster: ClusterConfig, inc: Incident, report: ClusterReport | None) -> None:
         now = self.clock()
         done = self.store.resolve_incident(inc.id, now=now)
+        if self.metrics is not None:
+            self.metrics.incident_resolved(cluster.name)
         lasted = now - done.opened_at
         self._enqueue("reply", cluster, done, recovery_doc(cluster.name, report, lasted))
         self._enqueue("edit", cluster, done, resolved_doc(cluster.name, done.title, done.severity, lasted))
@@ -203,7 +211,12 @@ class Watcher:
                                        title="unhealthy when clusterbot started watching",
                                        channel=self._channel(cluster), now=self.clock(),
                                        payload={"open": []})
+        self._opened_metric(cluster, inc)
         self._enqueue("root", cluster, inc, initial_doc(report))
+
+    def _opened_metric(self, cluster: ClusterConfig, inc: Incident) -> None:
+        if self.metrics is not None:
+            self.metrics.incident_opened(cluster.name, inc.severity)
 
     # -- flapping --------------------------------------------------------------------------
 
