@@ -2,6 +2,12 @@
 
 One node's failure (unreachable, slow, host key, sudo, garbage) becomes a typed NodeResult;
 it never hides the other nodes' answers.
+
+Per node, all commands run at once: crm_mon and the daemons as before, plus Corosync's own
+quorum (`corosync-quorumtool -s`) and link (`corosync-cfgtool -s`) views. For a Pacemaker
+cluster crm_mon decides the node's fate and Corosync trouble is only reported; for a
+corosync-only cluster (kind = "corosync": Proxmox VE, ...) there is no crm_mon and the quorum
+view is the node's answer.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
+from bot.corosync.model import LinkStatus, NodeCorosync, QuorumStatus
+from bot.corosync.parse import parse_cfgtool, parse_quorum
 from bot.errors import ParseError, SshError
 from bot.pacemaker.daemons import Daemons, parse_is_active
 from bot.pacemaker.merge import ClusterReport, NodeResult, merge
@@ -23,6 +32,12 @@ from bot.ssh import Completed, SshPool, SshTarget
 
 log = logging.getLogger(__name__)
 _NOT_FOUND = 127
+# A corosync-only cluster has no pacemaker or pcsd to ask about, unless the config names units.
+COROSYNC_DAEMONS = ("systemctl", "is-active", "corosync")
+# What the Corosync tools print (stderr, exit 1) when corosync is not running on the node.
+_COROSYNC_DOWN = ("Cannot initialize CMAP service", "Cannot initialize QUORUM service",
+                  "Cannot initialise CFG service", "Could not initialize corosync")
+T = TypeVar("T")
 
 
 def target_for(cluster: ClusterConfig, node: NodeConfig, settings: Settings) -> SshTarget:
@@ -53,7 +68,7 @@ class Collector:
 
     async def collect(self, cluster: ClusterConfig) -> ClusterReport:
         results = await asyncio.gather(*(self._node(cluster, n) for n in cluster.nodes))
-        return merge(cluster.name, results, cluster.expectations, self.now())
+        return merge(cluster.name, results, cluster.expectations, self.now(), kind=cluster.kind)
 
     async def collect_many(self, clusters: Iterable[ClusterConfig]) -> list[ClusterReport]:
         """Sweep many clusters at once; the global semaphore bounds SSH sessions in flight."""
@@ -72,17 +87,31 @@ class Collector:
     async def _node(self, cluster: ClusterConfig, node: NodeConfig) -> NodeResult:
         started = time.perf_counter()
         target = target_for(cluster, node, self.settings)
+        view: NodeView | None = None
         try:
-            view, daemons = await asyncio.gather(
-                self._crm_mon(cluster, target), self._daemons(cluster, target))
+            if cluster.kind == "corosync":
+                daemons, (quorum, links) = await asyncio.gather(
+                    self._daemons(cluster, target), self._corosync(cluster, target, decisive=True))
+            else:
+                view, daemons, (quorum, links) = await asyncio.gather(
+                    self._crm_mon(cluster, target), self._daemons(cluster, target),
+                    self._corosync(cluster, target, decisive=False))
         except SshError as err:
             return NodeResult(node.name, error=_strip(err, node.name), error_kind=err.kind,
                               duration_s=time.perf_counter() - started)
         except ParseError as err:
             return NodeResult(node.name, error=str(err), error_kind="parse",
                               duration_s=time.perf_counter() - started)
+        if cluster.kind == "corosync" and quorum.value is None and not quorum.down:
+            # No quorum view and no "corosync is down" either (garbage, tool missing): like a
+            # crm_mon without XML, the node gave no answer we can use.
+            return NodeResult(node.name, error=quorum.error, error_kind=quorum.kind,
+                              duration_s=time.perf_counter() - started)
+        failed = quorum if quorum.value is None else links
         return NodeResult(node.name, view=view, daemons=daemons,
-                          duration_s=time.perf_counter() - started)
+                          duration_s=time.perf_counter() - started,
+                          corosync=NodeCorosync(quorum.value, links.value),
+                          corosync_error=failed.error, corosync_error_kind=failed.kind)
 
     async def _exec(self, target: SshTarget, argv: tuple[str, ...]) -> Completed:
         async with self._limit:
@@ -103,18 +132,83 @@ class Collector:
             return await self._crm_mon(cluster, target)
         raise ParseError(_no_xml(done))
 
-    async def _daemons(self, cluster: ClusterConfig, target: SshTarget) -> Daemons | None:
-        argv = cluster.commands.daemons
+    async def _corosync(self, cluster: ClusterConfig, target: SshTarget, *, decisive: bool,
+                        ) -> tuple[_Answer[QuorumStatus], _Answer[LinkStatus]]:
+        """Both Corosync views at once. `decisive`: the quorum view is the node's answer, so
+        failing to reach the node fails it; otherwise Corosync trouble is only reported."""
+        cmds = cluster.commands
+        quorum, links = await asyncio.gather(
+            self._tool(target, cmds.quorum, parse_quorum, decisive),
+            self._tool(target, cmds.links, parse_cfgtool, False))
+        return quorum, links
+
+    async def _tool(self, target: SshTarget, argv: tuple[str, ...], parse_text: Callable[[str], T],
+                    decisive: bool) -> _Answer[T]:
         try:
             done = await self._exec(target, argv)
         except SshError as err:
-            if err.kind in ("timeout", "command_failed"):
-                return None  # daemon state is a nice-to-have; crm_mon decides the node's fate
+            if decisive:
+                raise
+            # e.g. sudoers written for crm_mon only: Pacemaker's answer must not be lost to it.
+            return _Answer(error=f"{argv[0]}: {_strip(err, target.node)}", kind=err.kind)
+        return _read_tool(done, parse_text)
+
+    async def _daemons(self, cluster: ClusterConfig, target: SshTarget) -> Daemons | None:
+        argv = _daemons_argv(cluster)
+        try:
+            done = await self._exec(target, argv)
+        except SshError as err:
+            # Daemon state is a nice-to-have; crm_mon (or the quorum view) decides the node's fate.
+            # A sudoers file without this exact unit list refuses it alone: say why, carry on.
+            if err.kind in ("timeout", "command_failed", "sudo"):
+                if err.kind == "sudo":
+                    log.debug("%s: daemon states unavailable: %s", target.node, err)
+                return None
             raise
         if done.exit_status == _NOT_FOUND:
             return Daemons(systemd=False)
         return parse_is_active(tuple(a for a in argv[2:] if not a.startswith("-")),
                                done.stdout, done.stderr)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer(Generic[T]):
+    """One Corosync tool's parsed output, or why there is none."""
+
+    value: T | None = None
+    error: str | None = None
+    kind: str | None = None  # down, not_found, parse, or an SshError kind
+
+    @property
+    def down(self) -> bool:
+        return self.kind == "down"
+
+
+def _read_tool(done: Completed, parse_text: Callable[[str], T]) -> _Answer[T]:
+    """Parse stdout whenever there is some: quorumtool exits 2 when not quorate (1 when corosync
+    is down) and still prints the full view; only the text says what happened."""
+    tool = done.argv[0]
+    error: str | None = None
+    if done.stdout.strip():
+        try:
+            return _Answer(parse_text(done.stdout))
+        except ParseError as err:
+            error = str(err)
+    text = done.stderr + done.stdout
+    marker = next((m for m in _COROSYNC_DOWN if m in text), None)
+    if marker is not None:
+        return _Answer(error=f"corosync is not running ({marker})", kind="down")
+    if done.exit_status == _NOT_FOUND:
+        return _Answer(error=f"{tool} not found", kind="not_found")
+    detail = (done.stderr.strip() or "no output").splitlines()[0][:200]
+    return _Answer(error=error or f"{tool} exited {done.exit_status}: {detail}", kind="parse")
+
+
+def _daemons_argv(cluster: ClusterConfig) -> tuple[str, ...]:
+    """The configured command; a corosync-only cluster that configured none asks for corosync."""
+    if cluster.kind == "corosync" and "daemons" not in cluster.commands.model_fields_set:
+        return COROSYNC_DAEMONS
+    return cluster.commands.daemons
 
 
 def _strip(err: SshError, node: str) -> str:

@@ -52,7 +52,7 @@ def status_command(args: argparse.Namespace) -> int:
     clusters = pick_clusters(settings, args.clusters)
     reports = asyncio.run(_collect(settings, clusters))
     print(format_reports(reports, args.format, lambda n: settings.cluster(n).expectations))  # type: ignore[union-attr]
-    reached = all(r.reference is not None and not r.unreachable for r in reports)
+    reached = all(r.has_view and not r.unreachable for r in reports)
     return EXIT_OK if reached and all(r.healthy for r in reports) else EXIT_UNHEALTHY
 
 

@@ -72,6 +72,9 @@ class Remediation:
         cluster = self._cluster(inv.args[0])
         action = spec.action
         assert isinstance(action, Action)
+        if cluster.kind != "pacemaker":
+            raise NotAllowed(f"`{spec.name}` works on Pacemaker clusters; {cluster.name} is corosync-only "
+                             "(restart corosync on the node by hand: `systemctl restart corosync`)")
         report = await self.collect(cluster)
         try:
             p = plan(action, inv.args[1:], report, cluster.templates)

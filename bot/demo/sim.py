@@ -277,7 +277,8 @@ class Simulator:
             clone_nodes=tuple(n for n in members if n in self._clone_on),
             online=members,
             partitions=tuple(tuple(n for n in self.nodes if n in p) for p in self._parts),
-            quorate=primary is not None and self._quorate(primary),
+            # Corosync's quorum: a quorate partition exists even where no Pacemaker runs.
+            quorate=any(self._quorate(p) for p in self._parts),
             dc=self._dcs.get(primary) if primary else None,
             maintenance_mode=self._maintenance_mode,
             failures=self._failures(members),
@@ -375,6 +376,7 @@ class Simulator:
             "crm_mon": self._cmd_crm_mon,
             "crm_resource": self._cmd_crm_resource,
             "corosync-quorumtool": self._cmd_quorumtool,
+            "corosync-cfgtool": self._cmd_cfgtool,
             "systemctl": self._cmd_systemctl,
             "pcs": self._cmd_pcs,
         }
@@ -543,6 +545,30 @@ class Simulator:
             local = " (local)" if m == node else ""
             lines.append(f"{self._id(m):>10} {1:>10} {m}{local}")
         return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------ corosync-cfgtool
+
+    def _cmd_cfgtool(self, node: str, argv: list[str]) -> Completed:
+        if argv[1:] != ["-s"]:
+            return _unsupported(argv)
+        if self._partition_of(node) is None:
+            return _err("Could not initialize corosync configuration API error 2\n")
+        return _ok(self._cfgtool_text(node))
+
+    def _cfgtool_text(self, node: str) -> str:
+        """Corosync 3.1.7 knet, one udp link (lab-corosync-3 captures, tabs and padding included)."""
+        lines = [f"Local node ID {self._id(node)}, transport knet", "LINK ID 0 udp",
+                 f"\taddr\t= {self._address(node)}", "\tstatus:"]
+        for peer in self.nodes:
+            # knet keeps a link up while both corosyncs run and see each other: a crashed or
+            # cut-off (desynced) peer is disconnected.
+            state = "localhost" if peer == node else (
+                "connected" if self._partition_of(peer) == self._partition_of(node) else "disconnected")
+            lines.append(f"\t\tnodeid: {self._id(peer):>10}:\t{state}")
+        return "\n".join(lines) + "\n"
+
+    def _address(self, node: str) -> str:
+        return f"10.224.77.{10 + self._id(node)}"  # the lab's ring0 addresses
 
     # ------------------------------------------------------------ systemctl
 

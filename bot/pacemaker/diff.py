@@ -10,9 +10,11 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from bot.corosync.summary import LinkDown
 from bot.pacemaker.health import Expectations, Remedy, Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.snapshot import (
+    CorosyncState,
     FailedOp,
     Fence,
     Note,
@@ -74,6 +76,12 @@ class EventKind(StrEnum):
     FAILED_ACTION_CLEARED = "failed_action_cleared"
     THRESHOLD_REACHED = "threshold_reached"
     THRESHOLD_CLEARED = "threshold_cleared"
+    COROSYNC_QUORUM_LOST = "corosync_quorum_lost"
+    COROSYNC_QUORUM_REGAINED = "corosync_quorum_regained"
+    MEMBER_LOST = "member_lost"
+    MEMBER_BACK = "member_back"
+    LINK_DOWN = "link_down"
+    LINK_UP = "link_up"
 
 
 _K = EventKind
@@ -89,6 +97,8 @@ CLEARS: Mapping[EventKind, EventKind] = {
     _K.RESOURCE_STARTED: _K.RESOURCE_STOPPED, _K.RESOURCE_RECOVERED: _K.RESOURCE_FAILED,
     _K.RESOURCE_UNBLOCKED: _K.RESOURCE_BLOCKED, _K.RESOURCE_MANAGED: _K.RESOURCE_UNMANAGED,
     _K.FAILED_ACTION_CLEARED: _K.FAILED_ACTION, _K.THRESHOLD_CLEARED: _K.THRESHOLD_REACHED,
+    _K.COROSYNC_QUORUM_REGAINED: _K.COROSYNC_QUORUM_LOST, _K.MEMBER_BACK: _K.MEMBER_LOST,
+    _K.LINK_UP: _K.LINK_DOWN,
 }
 # Changes that are neither a problem nor a recovery: the cluster did its job.
 NEUTRAL = frozenset({_K.VIP_MOVED, _K.DC_CHANGED})
@@ -395,6 +405,7 @@ _NOTES: Mapping[str, tuple[EventKind, str, str | None]] = {
     "split_brain": (_K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
     "out_of_sync": (_K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
     "daemon_inactive": (_K.DAEMON_INACTIVE, "cluster daemons are active again on {}", "node"),
+    "corosync_membership_mismatch": (_K.NODES_DISAGREE, "{} agrees with the cluster again", "node"),
 }
 
 
@@ -438,9 +449,81 @@ def _note_nodes(snap: Snapshot, note: Note) -> tuple[str, ...]:
     return ()
 
 
+# ---------------------------------------------------------------- Corosync
+# Grouped like their Pacemaker counterparts ("quorum", "node:NODE"), so in a Pacemaker cluster
+# a node's crash is one incident carrying both "went OFFLINE" and "left the membership".
+
+
+def _corosync(b: Snapshot, a: Snapshot) -> tuple[CorosyncState, CorosyncState] | None:
+    # None on either side: nothing known to compare (first poll after an upgrade, tools failing).
+    return (b.corosync, a.corosync) if b.corosync is not None and a.corosync is not None else None
+
+
+def _corosync_quorum(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    pair = _corosync(b, a)
+    if pair is None or pair[0].quorate == pair[1].quorate:
+        return
+    before, after = pair
+    if (b.quorate, a.quorate) == (before.quorate, after.quorate):
+        return  # Pacemaker's quorum is Corosync's: _quorum already said it
+    members = _words(after.names)
+    if after.quorate:
+        yield _event(_K.COROSYNC_QUORUM_REGAINED, Severity.INFO, "cluster",
+                     f"Corosync quorum regained: [{members}] has {after.votes}", "quorum",
+                     before="without quorum", after="with quorum", nodes=after.names)
+        return
+    lost = [name for i, name in before.members if i not in dict(after.members)]
+    yield _event(_K.COROSYNC_QUORUM_LOST, Severity.CRITICAL, "cluster",
+                 f"Corosync quorum LOST: partition [{members}] has {after.votes}", "quorum",
+                 before="with quorum", after="without quorum", nodes=after.names,
+                 remedy=Remedy("start", (lost[0],)) if lost else None)
+
+
+def _members(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    pair = _corosync(b, a)
+    if pair is None:
+        return
+    before, after = pair
+    was, now = dict(before.members), dict(after.members)
+    unanswered = dict(a.unanswered)
+    for nodeid, name in before.members:
+        if nodeid not in now:
+            why = (": corosync is not running there" if name in after.down
+                   else f": it does not answer ({unanswered[name]})" if name in unanswered else "")
+            yield _event(_K.MEMBER_LOST, Severity.WARNING, name,
+                         f"{name} left the Corosync membership{why} · {after.votes}",
+                         f"node:{name}", before="member", after="not a member", nodes=(name,),
+                         remedy=Remedy("start", (name,)))
+    for nodeid, name in after.members:
+        if nodeid not in was:
+            yield _event(_K.MEMBER_BACK, Severity.INFO, name,
+                         f"{name} is back in the Corosync membership · {after.votes}", f"node:{name}",
+                         before="not a member", after="member", nodes=(name,))
+
+
+def _links(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    pair = _corosync(b, a)
+    if pair is None:
+        return
+    old, new = set(pair[0].links_down), set(pair[1].links_down)
+    for link in pair[1].links_down:
+        if link not in old:
+            yield _event(_K.LINK_DOWN, Severity.WARNING, link.label,
+                         f"Corosync {link.label} is down: redundancy lost", f"link:{link.label}",
+                         before="up", after="down", nodes=_link_nodes(link))
+    for link in pair[0].links_down:
+        if link not in new:
+            yield _event(_K.LINK_UP, Severity.INFO, link.label, f"Corosync {link.label} is up again",
+                         f"link:{link.label}", before="down", after="up", nodes=_link_nodes(link))
+
+
+def _link_nodes(link: LinkDown) -> tuple[str, ...]:
+    return (link.a,) if link.b is None else (link.a, link.b)
+
+
 _RULES: tuple[Callable[[Snapshot, Snapshot], Iterable[Event]], ...] = (
-    _quorum, _dc, _maintenance, _nodes, _notes, _fences, _vips, _clones, _flags, _failed_ops,
-    _thresholds,
+    _quorum, _corosync_quorum, _dc, _maintenance, _nodes, _members, _notes, _links, _fences, _vips,
+    _clones, _flags, _failed_ops, _thresholds,
 )
 
 
@@ -505,7 +588,8 @@ def _blind(prev: WatchState, snap: Snapshot, misses: tuple[tuple[str, int], ...]
 
 def _cluster_gone(snap: Snapshot) -> Event:
     why = [f"{n}: {e}" for n, e in snap.unanswered]
-    why += [f"{n}: Pacemaker not running" for n in snap.disconnected]
+    stack = "corosync" if snap.kind == "corosync" else "Pacemaker"
+    why += [f"{n}: {stack} not running" for n in snap.disconnected]
     return _event(_K.CLUSTER_UNREACHABLE, Severity.CRITICAL, "cluster",
                   f"no node could report the status of {snap.cluster} ({'; '.join(why) or 'no nodes'})",
                   "view", before="seen", after="no view", nodes=snap.polled)
@@ -534,9 +618,10 @@ def _verdicts(declared: tuple[str, ...], misses: tuple[tuple[str, int], ...], sn
 
 def _unreachable(snap: Snapshot, node: str, count: int) -> Event:
     state = snap.node(node)
-    online = state is not None and state.online
-    # Pacemaker says it is down too: the offline event is the alert, this is a detail.
-    also = " although Pacemaker reports it online" if online else ""
+    stack = "Corosync counts it as a member" if snap.kind == "corosync" else "Pacemaker reports it online"
+    online = (state is not None and state.online) or (snap.kind == "corosync" and node in snap.members)
+    # Pacemaker (or Corosync) says it is down too: the offline event is the alert, this a detail.
+    also = f" although {stack}" if online else ""
     return _event(_K.NODE_UNREACHABLE, Severity.WARNING if online else Severity.INFO, node,
                   f"{node} did not answer {count} polls in a row{also}: {dict(snap.unanswered)[node]}",
                   f"node:{node}", before="reachable", after="unreachable", nodes=(node,))

@@ -2,6 +2,10 @@
 
 `pcs status` shows one node's opinion; a node that sees a different DC, quorum or membership
 than the rest is the runbook's "node out of sync with the rest of the cluster".
+
+The Corosync layer (quorum, membership, links) is judged alongside: for a Pacemaker cluster its
+findings join the Pacemaker ones; a corosync-only cluster (Proxmox VE, ...) has no Pacemaker
+view at all and is judged by Corosync alone.
 """
 
 from __future__ import annotations
@@ -9,12 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Literal
 
+from bot.corosync import health as corosync_health
+from bot.corosync.model import NodeCorosync
+from bot.corosync.summary import CorosyncSummary, summarize
 from bot.pacemaker.daemons import Daemons
 from bot.pacemaker.health import Expectations, Finding, Remedy, Severity, evaluate, worst
 from bot.pacemaker.model import NodeView
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Kind = Literal["pacemaker", "corosync"]
+# Corosync findings that restate what a Pacemaker finding about the same node already says
+# (its partition, its membership): one finding per node and cause, like node_offline.
+_MEMBERSHIP_CODES = frozenset({"corosync_not_quorate", "corosync_membership_mismatch"})
+_PCMK_NODE_CODES = frozenset({"out_of_sync", "split_brain", "node_offline", "pacemaker_down",
+                              "node_unreachable", "node_unclean"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +41,25 @@ class NodeResult:
     error_kind: str | None = None  # stable label: unreachable, timeout, host_key, parse, ...
     daemons: Daemons | None = None
     duration_s: float | None = None
+    corosync: NodeCorosync | None = None  # None: not asked, or no SSH answer at all
+    corosync_error: str | None = None  # one human line: why the quorum (or link) view is missing
+    corosync_error_kind: str | None = None  # down (corosync not running), not_found, parse, timeout...
+
+    @property
+    def answered(self) -> bool:
+        """The node answered over SSH (a crm_mon view, or its Corosync tools ran)."""
+        return self.view is not None or self.corosync is not None
 
     @property
     def ok(self) -> bool:
-        return self.view is not None and self.view.connected
+        if self.view is not None:
+            return self.view.connected
+        # Corosync-only clusters: the node's own quorum view is its answer.
+        return self.error is None and self.corosync is not None and self.corosync.quorum is not None
+
+    @property
+    def corosync_down(self) -> bool:
+        return self.corosync_error_kind == "down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +71,30 @@ class ClusterReport:
     findings: tuple[Finding, ...]
     collected_at: datetime | None = None
     collected: bool = True  # False for a saved crm_mon file: no SSH, no configured node list
+    kind: Kind = "pacemaker"  # "corosync": no Pacemaker; `reference` is always None
+    corosync: CorosyncSummary | None = None  # None when no node was asked about Corosync
 
     @property
     def severity(self) -> Severity | None:
         return worst(self.findings)
 
     @property
+    def has_view(self) -> bool:
+        """Some node told us what the cluster looks like: Pacemaker's view, or for a
+        corosync-only cluster a Corosync quorum view."""
+        if self.kind == "corosync":
+            return self.corosync is not None and self.corosync.quorum is not None
+        return self.reference is not None
+
+    @property
     def healthy(self) -> bool:
         """No warnings or worse: INFO findings (fencing disabled, ...) do not count."""
         sev = self.severity
-        return self.reference is not None and (sev is None or sev is Severity.INFO)
+        return self.has_view and (sev is None or sev is Severity.INFO)
 
     @property
     def unreachable(self) -> tuple[NodeResult, ...]:
-        return tuple(r for r in self.results if r.view is None)
+        return tuple(r for r in self.results if not r.answered)
 
     def result(self, node: str) -> NodeResult | None:
         return next((r for r in self.results if r.node == node), None)
@@ -66,9 +105,16 @@ def merge(
     results: Iterable[NodeResult],
     expect: Expectations = Expectations(),
     collected_at: datetime | None = None,
+    *,
+    kind: Kind = "pacemaker",
 ) -> ClusterReport:
     res = tuple(results)
+    if kind == "corosync":
+        summary = _summary(res, None)
+        found = _corosync_only(res, summary)
+        return ClusterReport(cluster, res, None, None, found, collected_at, kind=kind, corosync=summary)
     ref_node, ref = _reference(res)
+    summary = _summary(res, ref)
     base: list[Finding] = list(evaluate(ref, expect)) if ref else [_nobody(res)]
     extra = [*_disagreements(res, ref_node, ref), *_reachability(res, ref), *_daemon_findings(res, ref)]
     unique: dict[tuple[str, str], Finding] = {}
@@ -76,8 +122,60 @@ def merge(
         unique.setdefault(f.key, f)  # rules run cause-first: the first one said wins
     for f in extra:
         unique[f.key] = f  # the multi-node evidence refines a single view's finding
+    said = {f.subject for f in unique.values() if f.code in _PCMK_NODE_CODES}
+    for f in _corosync_findings(res):
+        if not (f.code in _MEMBERSHIP_CODES and f.subject in said):
+            unique.setdefault(f.key, f)  # Pacemaker said it first: its finding stays
     ordered = sorted(unique.values(), key=lambda f: -f.severity)
-    return ClusterReport(cluster, res, ref, ref_node, tuple(ordered), collected_at)
+    return ClusterReport(cluster, res, ref, ref_node, tuple(ordered), collected_at, corosync=summary)
+
+
+# ---------------------------------------------------------------- the Corosync layer
+
+
+def _summary(results: tuple[NodeResult, ...], ref: NodeView | None) -> CorosyncSummary | None:
+    """None when no node was asked (a saved crm_mon file, callers without Corosync data)."""
+    if all(r.corosync is None and r.corosync_error is None for r in results):
+        return None
+    # Pacemaker's node ids are Corosync's: they name a node whose Corosync cannot.
+    known = {int(n.id): n.name for n in ref.nodes if n.id and n.id.isdigit()} if ref else {}
+    return summarize({r.node: r.corosync for r in results}, known)
+
+
+def _corosync_findings(results: tuple[NodeResult, ...]) -> tuple[Finding, ...]:
+    return corosync_health.evaluate({r.node: r.corosync for r in results})
+
+
+def _corosync_only(results: tuple[NodeResult, ...], summary: CorosyncSummary | None) -> tuple[Finding, ...]:
+    """A cluster without Pacemaker: Corosync's rules, who answered, whose Corosync is down."""
+    has_view = summary is not None and summary.quorum is not None
+    members = set(summary.members) if summary else set()
+    found: list[Finding] = [] if has_view else [_nobody_corosync(results)]
+    found += _corosync_findings(results)
+    for r in results:
+        if not r.answered:
+            member = r.node in members
+            also = " although Corosync counts it as a member" if member else ""
+            found.append(Finding(Severity.WARNING if member or not has_view else Severity.INFO,
+                                 "node_unreachable", r.node,
+                                 f"{r.node} did not answer{also}: {r.error or 'no answer'}"))
+        elif r.corosync_down:
+            found.append(Finding(Severity.WARNING if has_view else Severity.CRITICAL, "corosync_down",
+                                 r.node, f"{r.node}: {r.corosync_error or 'corosync is not running'}",
+                                 Remedy("start", (r.node,))))
+    down = {r.node for r in results if r.corosync_down}
+    found += _daemon_findings(results, None, skip=down)
+    unique: dict[tuple[str, str], Finding] = {}
+    for f in found:
+        unique.setdefault(f.key, f)
+    return tuple(sorted(unique.values(), key=lambda f: -f.severity))
+
+
+def _nobody_corosync(results: tuple[NodeResult, ...]) -> Finding:
+    if not results:
+        return Finding(Severity.CRITICAL, "no_nodes", "cluster", "no nodes configured")
+    return Finding(Severity.CRITICAL, "no_view", "cluster",
+                   f"no node could report the Corosync status ({len(results)} tried)")
 
 
 def _reference(results: tuple[NodeResult, ...]) -> tuple[str | None, NodeView | None]:
@@ -164,9 +262,10 @@ def _reason(view: NodeView) -> str:
     return view.status.errors[-1] if view.status.errors else (view.status.message or "not connected")
 
 
-def _daemon_findings(results: tuple[NodeResult, ...], ref: NodeView | None) -> Iterable[Finding]:
+def _daemon_findings(results: tuple[NodeResult, ...], ref: NodeView | None,
+                     skip: frozenset[str] | set[str] = frozenset()) -> Iterable[Finding]:
     for r in results:
-        if r.daemons is None or not r.daemons.systemd:
+        if r.daemons is None or not r.daemons.systemd or r.node in skip:
             continue
         down = r.daemons.inactive
         if not down or (r.view is not None and not r.view.connected):

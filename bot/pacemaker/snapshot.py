@@ -1,6 +1,11 @@
 """A compact, JSON-able summary of one ClusterReport: exactly what the diff engine compares.
 
-Pure: `snapshot(report, expect)` reads the reference view and the report's findings, nothing else.
+Pure: `snapshot(report, expect)` reads the reference view, the Corosync summary and the report's
+findings, nothing else.
+
+Format history: version 1 grew `kind` and `corosync` (Corosync quorum, members, links down) with
+defaults, so states stored before read as "no Corosync data yet" and the first diff against
+them reports no Corosync change. Only a change that old data cannot be read as bumps the version.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from bot.corosync.summary import LinkDown
 from bot.pacemaker.health import Expectations, Finding, eligible_nodes, everywhere_of, vips_of
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.model import Instance, Node, NodeView
 
 SNAPSHOT_VERSION = 1
 # Findings diffed as they are: the rule that raised them already knows the subtle cases.
-NOTE_CODES = ("vip_spread", "resource_stopped", "split_brain", "out_of_sync", "daemon_inactive")
+NOTE_CODES = ("vip_spread", "resource_stopped", "split_brain", "out_of_sync", "daemon_inactive",
+              "corosync_membership_mismatch")
 
 Placement = tuple[str, tuple[str, ...]]  # resource id -> the nodes it is on, sorted
 
@@ -77,6 +84,34 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class CorosyncState:
+    """Corosync as the reference quorum view sees it. Members are keyed by node id: a name can
+    change between polls (a node's own answer names it, else Corosync's label does)."""
+
+    quorate: bool
+    members: tuple[tuple[int, str], ...] = ()  # (node id, name), by id
+    reference_node: str | None = None
+    total_votes: int | None = None
+    expected_votes: int | None = None
+    quorum: int | None = None  # votes needed
+    down: tuple[str, ...] = ()  # answered over SSH, but corosync is not running there
+    # Links down between two members (redundancy lost) and faulty rings; a link to a node that
+    # left is the member-lost event's business, not its own.
+    links_down: tuple[LinkDown, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(name for _, name in self.members))
+
+    @property
+    def votes(self) -> str:
+        if self.total_votes is None or self.expected_votes is None:
+            return f"{len(self.members)} members"
+        need = f", {self.quorum} needed" if self.quorum is not None else ""
+        return f"{self.total_votes} of {self.expected_votes} votes{need}"
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     cluster: str
     has_view: bool = False
@@ -97,11 +132,16 @@ class Snapshot:
     notes: tuple[Note, ...] = ()
     polled: tuple[str, ...] = ()  # every node asked, in configured order
     unanswered: tuple[tuple[str, str], ...] = ()  # (node, why): no answer over SSH at all
-    disconnected: tuple[str, ...] = ()  # answered, but crm_mon could not reach Pacemaker
+    disconnected: tuple[str, ...] = ()  # answered, but crm_mon could not reach Pacemaker (kind
+    # "corosync": answered, but corosync is not running)
+    kind: str = "pacemaker"  # "corosync": no Pacemaker fields; `corosync` is the view
+    corosync: CorosyncState | None = None  # None: no quorum view this poll (or not collected)
 
     @property
     def members(self) -> tuple[str, ...]:
-        """The reference partition: the nodes it sees online."""
+        """The reference partition: the nodes it sees online (corosync-only: its members)."""
+        if self.kind == "corosync":
+            return self.corosync.names if self.corosync else ()
         return tuple(n.name for n in self.nodes if n.online)
 
     @property
@@ -123,7 +163,13 @@ class Snapshot:
 def snapshot(report: ClusterReport, expect: Expectations = Expectations()) -> Snapshot:
     """What the diff engine needs from one poll; without a reference view only who answered."""
     polled, unanswered, disconnected = _reachability(report)
+    corosync = _corosync(report)
     view = report.reference
+    if report.kind == "corosync":
+        ref = report.corosync.reference_node if report.corosync else None
+        return Snapshot(report.cluster, corosync is not None, ref, polled=polled, unanswered=unanswered,
+                        disconnected=_down(report), kind="corosync",
+                        corosync=corosync, notes=_notes(report))
     if view is None:
         return Snapshot(report.cluster, polled=polled, unanswered=unanswered, disconnected=disconnected)
     clones, gaps = _clones(view, expect)
@@ -135,9 +181,13 @@ def snapshot(report: ClusterReport, expect: Expectations = Expectations()) -> Sn
         vips=tuple((v, view.running_on(v)) for v in vips_of(view, expect)),
         clones=clones, clone_gaps=gaps, failed=failed, blocked=blocked, unmanaged=unmanaged,
         failed_ops=_failed_ops(view), thresholds=_thresholds(view), fences=_fences(view),
-        notes=tuple(_note(f) for f in report.findings if f.code in NOTE_CODES),
-        polled=polled, unanswered=unanswered, disconnected=disconnected,
+        notes=_notes(report), polled=polled, unanswered=unanswered, disconnected=disconnected,
+        corosync=corosync,
     )
+
+
+def _notes(report: ClusterReport) -> tuple[Note, ...]:
+    return tuple(_note(f) for f in report.findings if f.code in NOTE_CODES)
 
 
 def _reachability(
@@ -146,9 +196,31 @@ def _reachability(
     results = report.results
     return (
         tuple(r.node for r in results),
-        tuple((r.node, r.error or r.error_kind or "no answer") for r in results if r.view is None),
+        tuple((r.node, r.error or r.error_kind or "no answer") for r in results if not r.answered),
         tuple(r.node for r in results if r.view is not None and not r.view.connected),
     )
+
+
+def _corosync(report: ClusterReport) -> CorosyncState | None:
+    summary = report.corosync
+    if summary is None or summary.quorum is None:
+        return None
+    q = summary.quorum
+    vq = q.votequorum
+    return CorosyncState(
+        quorate=q.quorate,
+        members=tuple(sorted((m.nodeid, summary.name(m.nodeid)) for m in q.members)),
+        reference_node=summary.reference_node,
+        total_votes=vq.total_votes if vq else None,
+        expected_votes=vq.expected_votes if vq else None,
+        quorum=vq.quorum if vq else None,
+        down=_down(report),
+        links_down=summary.redundancy_lost,
+    )
+
+
+def _down(report: ClusterReport) -> tuple[str, ...]:
+    return tuple(r.node for r in report.results if r.corosync_down)
 
 
 def _node_state(n: Node) -> NodeState:

@@ -1,14 +1,20 @@
-"""ClusterReport -> Doc: verdict, VIP placement, nodes, clones, other resources, problems.
+"""ClusterReport -> Doc: verdict, VIP placement, nodes, Corosync, clones, other resources, problems.
 
 Lists are capped so a 32-node, 1000-resource cluster still fits one Slack message; what is
 cut is summarised ("and 960 more resources, all started").
+
+A corosync-only cluster (Proxmox VE, ...) has no Pacemaker view: its status is the Corosync
+verdict, members, links, problems and daemons.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from bot.corosync.model import Member, QuorumStatus
+from bot.corosync.summary import CorosyncSummary, LinkDown
 from bot.pacemaker.health import (
     Expectations,
     Finding,
@@ -26,6 +32,8 @@ MAX_NODE_LINES = 24
 MAX_VIP_LINES = 16
 MAX_RESOURCE_LINES = 40
 MAX_FINDING_LINES = 20
+MAX_NAMES = 8  # node names listed in one line before "and N more"
+_DIGITS = re.compile(r"(\d+)")
 
 SEVERITY_EMOJI = {
     Severity.CRITICAL: ":red_circle:",
@@ -44,9 +52,11 @@ def remedy_command(cluster: str, remedy: Remedy) -> str:
 def status_doc(report: ClusterReport, expect: Expectations = Expectations()) -> Doc:
     view = report.reference
     sections: list[Section] = []
-    if view is not None:  # without any view, the findings name every node and why it failed
+    if report.kind == "corosync":
+        sections += _corosync_main_sections(report)
+    elif view is not None:  # without any view, the findings name every node and why it failed
         sections += [_vip_section(view, expect), _node_section(report, view)]
-        sections += [s for s in (_clone_section(view, expect),
+        sections += [s for s in (corosync_section(report), _clone_section(view, expect),
                                  _other_section(view, expect)) if s]
     sections += [s for s in (_problem_section(report), _daemon_section(report)) if s]
     return Doc(
@@ -62,9 +72,14 @@ def verdict(report: ClusterReport) -> str:
     """One line, emoji first: the answer to "is it OK?"."""
     name = f"*{report.cluster}*"
     view = report.reference
-    if view is None:
+    if report.kind == "corosync":
+        if report.corosync is None or report.corosync.quorum is None:
+            return f"{SEVERITY_EMOJI[Severity.CRITICAL]} {name}: no node could report Corosync status"
+        facts = _corosync_facts(report, report.corosync, report.corosync.quorum)
+    elif view is None:
         return f"{SEVERITY_EMOJI[Severity.CRITICAL]} {name}: no node could report status"
-    facts = _facts(report, view)
+    else:
+        facts = _facts(report, view)
     if report.healthy:
         return f"{OK_EMOJI} {name} is healthy · {facts}"
     sev = report.severity or Severity.INFO
@@ -86,10 +101,22 @@ def _fallback(report: ClusterReport) -> str:
     return plain.split(" ", 1)[1] if plain.startswith(":") else plain
 
 
+def _corosync_facts(report: ClusterReport, summary: CorosyncSummary, q: QuorumStatus) -> str:
+    quorum = "quorate" if q.quorate else "NO QUORUM"
+    known = len({*summary.members, *(r.node for r in report.results)})
+    vq = q.votequorum
+    votes = f" · {vq.total_votes}/{vq.expected_votes} votes" if vq else ""
+    return f"Corosync {quorum} · {len(q.members)}/{known} members{votes}"
+
+
 def _context(report: ClusterReport) -> tuple[str, ...]:
-    answered = sum(1 for r in report.results if r.view is not None)
+    answered = sum(1 for r in report.results if r.answered)
     parts = [f"{answered}/{len(report.results)} nodes answered" if report.collected
              else "from saved crm_mon output"]
+    if report.kind == "corosync" and report.corosync is not None and report.corosync.reference_node:
+        parts.insert(0, f"reference: {report.corosync.reference_node}'s view")
+        if report.corosync.transport:
+            parts.append(f"Corosync {report.corosync.transport}")
     view = report.reference
     if view is not None and report.collected:
         parts.insert(0, f"reference: {report.reference_node}'s view")
@@ -246,6 +273,164 @@ def _daemon_line(unit: str, states: Iterable[tuple[str, str]]) -> str:
         return f":white_check_mark: {unit}: active on {len(states)}/{len(states)}"
     return f":warning: {unit}: {'; '.join(bad)}"
 
+
+# ---------------------------------------------------------------- Corosync
+
+
+def corosync_section(report: ClusterReport) -> Section | None:
+    """Compact, for a Pacemaker cluster: one line when all is fine, else what is not."""
+    summary = report.corosync
+    if summary is None:
+        return None
+    q = summary.quorum
+    if q is None:
+        lines = [":grey_question: no node gave a Corosync quorum view", *_tool_errors(report)]
+        return Section("Corosync", _cap(lines))
+    lines = [_quorum_line(summary, q)]
+    trouble = [*_tool_errors(report), *_view_differences(report, summary, q), *_link_lines(summary)]
+    if not trouble and _votes_ok(q):
+        return Section("Corosync", (lines[0] + _links_ok(summary),))
+    return Section("Corosync", _cap(lines + trouble))
+
+
+def _corosync_main_sections(report: ClusterReport) -> list[Section]:
+    """A corosync-only cluster: members (each with its own view), then links."""
+    summary = report.corosync
+    if summary is None or summary.quorum is None:
+        return []  # the problems section names every node and why it gave no view
+    q = summary.quorum
+    members = Section("Members", _cap([_quorum_line(summary, q), *_member_lines(report, summary, q)]))
+    links = _link_lines(summary) or ([f":white_check_mark:{_links_ok(summary).removeprefix(' ·')}"]
+                                     if summary.link_ids else [])
+    return [members, *([Section("Links", _cap(links))] if links else [])]
+
+
+def _cap(lines: Sequence[str]) -> tuple[str, ...]:
+    shown, more = _capped(lines, MAX_NODE_LINES, "")
+    return (*shown, f"…and {len(lines) - len(shown)} more") if more is not None else shown
+
+
+def _votes_ok(q: QuorumStatus) -> bool:
+    vq = q.votequorum
+    return q.quorate and (vq is None or vq.total_votes >= vq.expected_votes)
+
+
+def _quorum_line(summary: CorosyncSummary, q: QuorumStatus) -> str:
+    mark = OK_EMOJI if _votes_ok(q) else (SEVERITY_EMOJI[Severity.WARNING] if q.quorate
+                                          else SEVERITY_EMOJI[Severity.CRITICAL])
+    state = "quorate" if q.quorate else "*NOT quorate*"
+    vq = q.votequorum
+    votes = f" · {vq.total_votes}/{vq.expected_votes} votes ({vq.quorum} needed)" if vq else ""
+    if vq is not None and vq.flags:
+        extra = [f for f in vq.flags if f != "Quorate"]
+        votes += f" · {' '.join(extra)}" if extra else ""
+    return f"{mark} {state}{votes} · members: {_some(summary.members)}"
+
+
+def _some(names: Iterable[str], cap: int = MAX_NAMES) -> str:
+    """`a, b, c` in natural order (nodeid 2 before nodeid 10), at most `cap` of them."""
+    ordered = sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in _DIGITS.split(n)])
+    more = f" and {len(ordered) - cap} more" if len(ordered) > cap else ""
+    return ", ".join(ordered[:cap]) + more
+
+
+def _links_ok(summary: CorosyncSummary) -> str:
+    if not summary.link_ids:
+        return ""
+    n = len(summary.link_ids)
+    return f" · {'all ' if n > 1 else ''}{n} link{'s' if n > 1 else ''} connected"
+
+
+def _tool_errors(report: ClusterReport) -> list[str]:
+    lines = []
+    for r in report.results:
+        if not r.answered or r.corosync_error is None:
+            continue  # no SSH answer at all: the node's own line or finding says so
+        mark = ":x:" if r.corosync_down else ":grey_question:"
+        lines.append(f"{mark} {r.node}: {r.corosync_error}")
+    return lines
+
+
+def _own_view(r: NodeResult | None) -> QuorumStatus | None:
+    return r.corosync.quorum if r is not None and r.corosync is not None else None
+
+
+def _view_differences(report: ClusterReport, summary: CorosyncSummary, ref: QuorumStatus) -> list[str]:
+    """Nodes whose own Corosync view is not the reference's: the runbook's out-of-sync node."""
+    lines = []
+    for r in report.results:
+        q = _own_view(r)
+        if q is not None and (q.member_ids != ref.member_ids or q.quorate != ref.quorate):
+            lines.append(f"{SEVERITY_EMOJI[Severity.WARNING]} {r.node} sees {_view_text(summary, q)}")
+    return lines
+
+
+def _view_text(summary: CorosyncSummary, q: QuorumStatus) -> str:
+    members = _some(summary.name(m.nodeid) for m in q.members)
+    return f"[{members}], {'quorate' if q.quorate else 'NOT quorate'}"
+
+
+def _member_lines(report: ClusterReport, summary: CorosyncSummary, ref: QuorumStatus) -> list[str]:
+    members = {summary.name(m.nodeid): m for m in ref.members}
+    names = [*(r.node for r in report.results), *(n for n in members if report.result(n) is None)]
+    lines = [_member_line(n, members.get(n), report.result(n), summary, ref) for n in names]
+    if ref.qdevice is not None:
+        mark = ":white_check_mark:" if ref.qdevice.votes else ":warning:"
+        lines.append(f"{mark} quorum device {ref.qdevice.name} · {ref.qdevice.votes} vote(s)")
+    # Members needing attention first, so the cap never hides a problem.
+    return sorted(lines, key=lambda line: line.startswith(":white_check_mark:"))
+
+
+def _member_line(name: str, m: Member | None, result: NodeResult | None, summary: CorosyncSummary,
+                 ref: QuorumStatus) -> str:
+    """One configured node (or unconfigured member): in the membership or not, and its own view."""
+    head = f"{name} · {_member_text(m)}"
+    bad = ":warning:" if m else ":x:"
+    if result is None:
+        return f":grey_question: {head} · not configured for clusterbot"
+    if not result.answered:
+        return f"{bad} {head} · ssh: {result.error or 'no answer'}"
+    own = _own_view(result)
+    if own is None:
+        return f"{bad} {head} · {result.corosync_error or 'no quorum view'}"
+    if own.member_ids != ref.member_ids or own.quorate != ref.quorate:
+        return f"{bad} {head} · own view: {_view_text(summary, own)}"
+    if m is None:  # agrees with the reference yet is not in it: its own id is not listed
+        return f"{bad} {head}"
+    # The `(local)` row of its own answer: this is really that node, under that id.
+    local = " (local)" if own.local is not None and own.local.nodeid == m.nodeid else ""
+    return f":white_check_mark: {head}{local}"
+
+
+def _member_text(m: Member | None) -> str:
+    if m is None:
+        return "*not a member*"
+    votes = "" if m.votes is None else f" · {m.votes} vote{'' if m.votes == 1 else 's'}"
+    return f"nodeid {m.nodeid}{votes}"
+
+
+def _link_lines(summary: CorosyncSummary) -> list[str]:
+    """Links with a disconnected pair: lost redundancy (both ends members) warns; a link to a
+    node that left the membership is only its consequence, named by that node."""
+    members = set(summary.members)
+    lines = []
+    for link in summary.link_ids:
+        downs = [lk for lk in summary.links_down if lk.link == link]
+        lost = [lk for lk in downs if lk.members]
+        gone = sorted({end for lk in downs if not lk.members for end in (lk.a, lk.b)
+                       if end is not None and end not in members})
+        if lost:
+            lines.append(f"{SEVERITY_EMOJI[Severity.WARNING]} {_lost_text(link, lost)}: redundancy lost")
+        if gone:
+            lines.append(f":black_circle: link {link} to {_some(gone)}: disconnected (not a member)")
+    return lines
+
+
+def _lost_text(link: int, lost: list[LinkDown]) -> str:
+    rings = [lk.a for lk in lost if lk.b is None]
+    pairs = [f"{lk.a}↔{lk.b}" for lk in lost if lk.b is not None]
+    return "; ".join([*([f"ring {link} on {_some(rings)} FAULTY"] if rings else []),
+                      *([f"link {link} {_some(pairs)} down"] if pairs else [])])
 
 
 def overview_doc(reports: Sequence[ClusterReport]) -> Doc:

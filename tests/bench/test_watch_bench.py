@@ -9,7 +9,6 @@ import asyncio
 import io
 import json
 import resource
-import statistics
 import time
 from pathlib import Path
 
@@ -75,3 +74,26 @@ async def test_bench_watch_100_clusters(tmp_path: Path) -> None:
     print(f"\nBENCH watching 100 clusters x 3 nodes at 5 s: {cpu / wall * 100:.1f}% of one core "
           f"(CPU {cpu:.1f} s over {wall:.1f} s), RSS {rss:.0f} MB (targets < 5%, < 150 MB)")
     await asyncio.sleep(0)
+
+
+async def test_bench_push_lag() -> None:
+    from tests.integration.test_ops import PUSH, ops_url, push_headers
+
+    body = json.dumps({"cluster": "prod-haproxy", "event": {"kind": "node"}}).encode()
+    async with running_bot(poll_interval_s=60.0, flap_limit=10000, metrics_port=0, push_secret=PUSH) as h:
+        await h.watcher.wait_polls(1)
+        lags = []
+        for i in range(SAMPLES):
+            node = ("node1", "node2", "node3")[i % 3]
+            for verb, needle in (("kill", "went OFFLINE"), ("heal", "resolved after")):
+                mark = len(h.slack.calls)
+                t0 = time.perf_counter()
+                await h.demo.demo_command((verb, node))
+                async with h.http.post(ops_url(h, "/push"), data=body, headers=push_headers(body)) as resp:
+                    assert resp.status == 202
+                await h.slack.wait_for("chat.postMessage" if verb == "kill" else "chat.update",
+                                       lambda c, n=needle: n in json.dumps(c.params), since=mark, timeout=10)
+                if verb == "kill":
+                    lags.append(time.perf_counter() - t0)
+    print(f"\nBENCH push lag (alert agent POST -> alert at Slack), {SAMPLES} crashes, poll 60 s: "
+          f"p50 {pct(lags, .5) * 1000:.0f} ms, p95 {pct(lags, .95) * 1000:.0f} ms (target <= 500 ms)")

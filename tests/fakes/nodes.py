@@ -2,6 +2,10 @@
 
 Each node serves one scenario's capture for its own point of view (or a scripted misbehaviour),
 so the collector runs against a genuine SSH handshake and genuine Pacemaker output.
+
+Corosync: `corosync-quorumtool -s` answers with the scenario's own capture and exit code;
+`corosync-cfgtool -s` with the lab-corosync-3 capture of the same situation (the Pacemaker lab
+recorded no cfgtool output), picked by which nodes' corosync is down in the scenario.
 """
 
 from __future__ import annotations
@@ -16,16 +20,48 @@ from pathlib import Path
 
 from bot.demo.sshd import KeyMaterial, LoopbackSshServer
 from bot.settings import ClusterConfig, NodeConfig, Settings
-from tests.conftest import PCMK
+from tests.conftest import FIXTURES, PCMK
 
 USER = "clusterbot"
 ALL_ACTIVE = "active\nactive\nactive\n"
 LEGACY_XML = (PCMK.parent / "crm_mon" / "legacy-1.1.xml").read_text()
+LAB = FIXTURES / "corosync" / "lab-corosync-3"
+LAB_NODES = ("node1", "node2", "node3")
+# Which lab-corosync-3 scenario shows the same corosync nodes down as a Pacemaker scenario.
+LAB_BY_DOWN = {frozenset(): "healthy", frozenset({"node3"}): "node3_down",
+               frozenset({"node2", "node3"}): "node2_node3_down"}
 
 
 def _rc(scenario: str, node: str, kind: str) -> int:
     meta = json.loads((PCMK / scenario / "meta.json").read_text())
     return next(o["rc"] for o in meta["outputs"] if o["node"] == node and o["kind"] == kind)
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def quorumtool_answer(scenario: str, node: str) -> tuple[int, str, str]:
+    """What `corosync-quorumtool -s` really answered on that node in that scenario."""
+    base = PCMK / scenario / f"{node}.quorumtool.txt"
+    return (_rc(scenario, node, "quorumtool.txt"), _text(base),
+            _text(base.with_name(base.name + ".stderr")))
+
+
+def corosync_down(scenario: str) -> frozenset[str]:
+    meta = json.loads((PCMK / scenario / "meta.json").read_text())
+    return frozenset(o["node"] for o in meta["outputs"]
+                     if o["kind"] == "quorumtool.txt" and "CMAP" in o["stderr"])
+
+
+def cfgtool_answer(scenario: str, node: str) -> tuple[int, str, str]:
+    """`corosync-cfgtool -s` from the lab capture with the same corosync nodes down."""
+    lab = LAB_BY_DOWN[corosync_down(scenario)]
+    meta = json.loads((LAB / "meta.json").read_text())
+    out = next(o for o in meta["outputs"]
+               if o["scenario"] == lab and o["node"] == node and o["kind"] == "cfgtool")
+    stderr = out["stderr"] + "\n" if out["stderr"] else ""
+    return out["rc"], (LAB / out["file"]).read_text(), stderr
 
 
 def capture_answer(scenario: str, node: str) -> tuple[int, str, str]:
@@ -40,7 +76,9 @@ def capture_answer(scenario: str, node: str) -> tuple[int, str, str]:
 class FakeNode:
     name: str
     scenario: str = "a_healthy"
-    mode: str = "capture"  # capture | garbage | legacy | sudo_refused | slow | exit102
+    # capture | garbage | legacy | sudo_refused | slow | exit102 | corosync_sudo_refused (sudoers
+    # written for crm_mon and systemctl only)
+    mode: str = "capture"
     release: asyncio.Event = field(default_factory=asyncio.Event)  # frees a "slow" node
     as_node: str | None = None  # serve another node's capture (a node that disagrees)
     server: LoopbackSshServer | None = None
@@ -48,13 +86,19 @@ class FakeNode:
     async def handle(self, command: str, username: str) -> tuple[int, str, str]:
         argv = shlex.split(command)
         if argv[:2] == ["sudo", "-n"]:
-            if self.mode == "sudo_refused":
+            if self.mode == "sudo_refused" or (
+                    self.mode == "corosync_sudo_refused" and argv[2:3] and argv[2].startswith("corosync-")):
                 return 1, "", "sudo: a password is required\n"
             argv = argv[2:]
         if argv[:2] == ["systemctl", "is-active"]:
             return 0, ALL_ACTIVE, ""
         if argv == ["pacemakerd", "--version"]:
             return 0, "Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project\n", ""
+        # Only the lab's node names have Corosync captures; other names lack the tools.
+        if argv == ["corosync-quorumtool", "-s"] and self.name in LAB_NODES:
+            return quorumtool_answer(self.scenario, self.name)
+        if argv == ["corosync-cfgtool", "-s"] and self.name in LAB_NODES:
+            return cfgtool_answer(self.scenario, self.name)
         if argv[0] != "crm_mon":
             return 127, "", f"bash: {argv[0]}: command not found\n"
         return await self._crm_mon(argv)
@@ -89,17 +133,17 @@ class FakeCluster:
 def cluster_config(name: str, servers: dict[str, LoopbackSshServer], keys: KeyMaterial,
                    **extra: object) -> ClusterConfig:
     nodes = tuple(NodeConfig(name=n, host="127.0.0.1", port=s.port) for n, s in servers.items())
+    pacemaker = {"vips": ("virtual_ip_1", "virtual_ip_2", "virtual_ip_3"),
+                 "everywhere": ("loadbalancer-clone",)} if extra.get("kind") != "corosync" else {}
     return ClusterConfig.model_validate({
         "name": name, "nodes": nodes, "ssh_user": USER, "ssh_key": keys.client_key_path,
-        "known_hosts": keys.known_hosts, "sudo": True,
-        "vips": ("virtual_ip_1", "virtual_ip_2", "virtual_ip_3"),
-        "everywhere": ("loadbalancer-clone",), **extra})
+        "known_hosts": keys.known_hosts, "sudo": True, **pacemaker, **extra})
 
 
 @asynccontextmanager
 async def fake_cluster(tmp: Path, scenario: str = "a_healthy", name: str = "prod-haproxy",
                        names: tuple[str, ...] = ("node1", "node2", "node3"),
-                       **settings: object) -> AsyncIterator[FakeCluster]:
+                       kind: str = "pacemaker", **settings: object) -> AsyncIterator[FakeCluster]:
     keys = KeyMaterial.create(tmp / name)
     nodes = {n: FakeNode(n, scenario) for n in names}
     async with AsyncExitStack() as stack:
@@ -108,7 +152,7 @@ async def fake_cluster(tmp: Path, scenario: str = "a_healthy", name: str = "prod
                 node.handle, authorized_key=keys.public_key, username=USER, name=node.name))
         keys.write_known_hosts([n.server for n in nodes.values() if n.server])
         servers = {n: node.server for n, node in nodes.items() if node.server}
-        config = cluster_config(name, servers, keys)
+        config = cluster_config(name, servers, keys, kind=kind)
         opts = {"connect_timeout_s": 2.0, "command_timeout_s": 2.0, **settings}
         yield FakeCluster(nodes, keys, config, Settings(clusters=(config,), **opts))
         for node in nodes.values():
