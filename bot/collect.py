@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bot.corosync.model import LinkStatus, NodeCorosync, QuorumStatus
 from bot.corosync.parse import parse_cfgtool, parse_quorum
@@ -62,13 +63,26 @@ class Collector:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     _limit: asyncio.Semaphore = field(init=False)
     _legacy: set[tuple[str, str]] = field(default_factory=set, init=False)
+    # Watching is mostly asking "still the same?": remember the last answers per node, so an
+    # unchanged cluster costs one crm_mon per node and no parsing, merging or diffing.
+    _details: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict, init=False)
+    _views: dict[tuple[str, str], tuple[str, NodeView]] = field(default_factory=dict, init=False)
+    _reports: dict[str, tuple[tuple[NodeResult, ...], ClusterReport]] = field(default_factory=dict,
+                                                                               init=False)
 
     def __post_init__(self) -> None:
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
 
-    async def collect(self, cluster: ClusterConfig) -> ClusterReport:
-        results = await asyncio.gather(*(self._node(cluster, n) for n in cluster.nodes))
-        return merge(cluster.name, results, cluster.expectations, self.now(), kind=cluster.kind)
+    async def collect(self, cluster: ClusterConfig, *, detail: bool = True) -> ClusterReport:
+        """Every node's answer, merged. `detail=False` (the watcher, most polls) reuses the
+        daemons and Corosync link answers of the last detailed poll and runs crm_mon only."""
+        results = tuple(await asyncio.gather(*(self._node(cluster, n, detail) for n in cluster.nodes)))
+        last = self._reports.get(cluster.name)
+        if last is not None and all(a is b for a, b in zip(last[0], results, strict=True)):
+            return last[1]  # nothing new from any node: the very same report
+        report = merge(cluster.name, results, cluster.expectations, self.now(), kind=cluster.kind)
+        self._reports[cluster.name] = (results, report)
+        return report
 
     async def collect_many(self, clusters: Iterable[ClusterConfig]) -> list[ClusterReport]:
         """Sweep many clusters at once; the global semaphore bounds SSH sessions in flight."""
@@ -84,7 +98,32 @@ class Collector:
             return await self.pool.run(target_for(cluster, conf, self.settings), argv,
                                        timeout_s=timeout_s or self.settings.command_timeout_s)
 
-    async def _node(self, cluster: ClusterConfig, node: NodeConfig) -> NodeResult:
+    async def _node(self, cluster: ClusterConfig, node: NodeConfig, detail: bool = True) -> NodeResult:
+        key = (cluster.name, node.name)
+        cached = None if detail or cluster.kind == "corosync" else self._details.get(key)
+        if cached is not None:
+            return await self._crm_mon_only(cluster, node, cached)
+        result = await self._full(cluster, node)
+        if result.view is not None or result.corosync is not None:
+            self._details[key] = (result,)
+        return result
+
+    async def _crm_mon_only(self, cluster: ClusterConfig, node: NodeConfig,
+                            cached: tuple[Any, ...]) -> NodeResult:
+        """crm_mon alone; if its answer changed, the node's details are refreshed too, so a
+        change is seen whole (Pacemaker and Corosync) in the poll that first shows it."""
+        last: NodeResult = cached[0]
+        try:
+            view = await self._crm_mon(cluster, target_for(cluster, node, self.settings))
+        except (SshError, ParseError):
+            view = None
+        if view is not None and view is last.view:
+            return last  # identical answer: keep the identical result (and so the report)
+        result = await self._full(cluster, node)
+        self._details[(cluster.name, node.name)] = (result,)
+        return result
+
+    async def _full(self, cluster: ClusterConfig, node: NodeConfig) -> NodeResult:
         started = time.perf_counter()
         target = target_for(cluster, node, self.settings)
         view: NodeView | None = None
@@ -123,7 +162,7 @@ class Collector:
         argv = cmds.crm_mon_legacy if key in self._legacy else cmds.crm_mon
         done = await self._exec(target, argv)
         if _looks_like_xml(done.stdout):
-            return parse(done.stdout)
+            return self._parse_cached(key, done.stdout)
         if key not in self._legacy and _unknown_option(done):
             # Pacemaker 1.1 / 2.0.0-2.0.2 has no --output-as: remember and use crm_mon -X.
             log.info("%s: crm_mon has no --output-as, falling back to %s", target.node,
@@ -131,6 +170,16 @@ class Collector:
             self._legacy.add(key)
             return await self._crm_mon(cluster, target)
         raise ParseError(_no_xml(done))
+
+    def _parse_cached(self, key: tuple[str, str], xml: str) -> NodeView:
+        """Parse, unless the answer equals the last one but for its timestamps."""
+        stable = _VOLATILE.sub("", xml)
+        hit = self._views.get(key)
+        if hit is not None and hit[0] == stable:
+            return hit[1]
+        view = parse(xml)
+        self._views[key] = (stable, view)
+        return view
 
     async def _corosync(self, cluster: ClusterConfig, target: SshTarget, *, decisive: bool,
                         ) -> tuple[_Answer[QuorumStatus], _Answer[LinkStatus]]:
@@ -209,6 +258,10 @@ def _daemons_argv(cluster: ClusterConfig) -> tuple[str, ...]:
     if cluster.kind == "corosync" and "daemons" not in cluster.commands.model_fields_set:
         return COROSYNC_DAEMONS
     return cluster.commands.daemons
+
+
+# crm_mon stamps every answer with the time it was asked; nothing else changes by itself.
+_VOLATILE = re.compile(r'(<last_update time="[^"]*"|last_updated="[^"]*")')
 
 
 def _strip(err: SshError, node: str) -> str:

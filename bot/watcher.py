@@ -42,7 +42,7 @@ INITIAL_KEY = "initial"
 @dataclass
 class Watcher:
     settings: Settings
-    collect: Callable[[ClusterConfig], Any]  # async (cluster) -> ClusterReport
+    collect: Callable[..., Any]  # async (cluster, *, detail) -> ClusterReport
     store: Store
     clock: Callable[[], datetime]
     notify: Callable[[], None] = lambda: None  # wakes the deliverer after enqueueing
@@ -52,6 +52,8 @@ class Watcher:
     _states: dict[str, WatchState | None] = field(default_factory=dict)
     _flaps: dict[str, Flapping] = field(default_factory=dict)
     _saved: dict[str, str] = field(default_factory=dict)
+    _counts: dict[str, int] = field(default_factory=dict)
+    _last: dict[str, ClusterReport] = field(default_factory=dict)
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _polled: asyncio.Condition = field(default_factory=asyncio.Condition)
     polls: int = 0
@@ -99,10 +101,15 @@ class Watcher:
 
     async def poll(self, cluster: ClusterConfig) -> tuple[IncidentDraft, ...]:
         started = self.monotonic()
-        report: ClusterReport = await self.collect(cluster)
+        count = self._counts[cluster.name] = self._counts.get(cluster.name, -1) + 1
+        report: ClusterReport = await self.collect(
+            cluster, detail=count % self.settings.detail_every == 0)
         if self.metrics is not None:
             self.metrics.record_poll(report, self.monotonic() - started)
-        drafts = self.observe(cluster, report)
+        # The collector hands back the very same report when no node said anything new.
+        same = report is self._last.get(cluster.name)
+        self._last[cluster.name] = report
+        drafts = () if same else self.observe(cluster, report)
         self.polls += 1
         async with self._polled:
             self._polled.notify_all()
