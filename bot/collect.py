@@ -69,20 +69,47 @@ class Collector:
     _views: dict[tuple[str, str], tuple[str, NodeView]] = field(default_factory=dict, init=False)
     _reports: dict[str, tuple[tuple[NodeResult, ...], ClusterReport]] = field(default_factory=dict,
                                                                                init=False)
+    _turns: dict[str, int] = field(default_factory=dict, init=False)
+    _ages: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
 
     async def collect(self, cluster: ClusterConfig, *, detail: bool = True) -> ClusterReport:
-        """Every node's answer, merged. `detail=False` (the watcher, most polls) reuses the
-        daemons and Corosync link answers of the last detailed poll and runs crm_mon only."""
-        results = tuple(await asyncio.gather(*(self._node(cluster, n, detail) for n in cluster.nodes)))
+        """Every node's answer, merged. `detail=False` (the watcher, most polls) asks crm_mon of
+        one node in turn and reuses the rest of the last answers; any change that node shows
+        brings a full poll of every node at once."""
         last = self._reports.get(cluster.name)
+        if not detail and last is not None and not self.settings.poll_every_node:
+            light = await self._light(cluster, last[0])
+            if light is not None:
+                return light
+        results = tuple(await asyncio.gather(*(self._node(cluster, n, detail) for n in cluster.nodes)))
         if last is not None and all(a is b for a, b in zip(last[0], results, strict=True)):
             return last[1]  # nothing new from any node: the very same report
         report = merge(cluster.name, results, cluster.expectations, self.now(), kind=cluster.kind)
         self._reports[cluster.name] = (results, report)
         return report
+
+    async def _light(self, cluster: ClusterConfig, last: tuple[NodeResult, ...]) -> ClusterReport | None:
+        """One node, in turn: crm_mon, and every `detail_every`-th time its details too.
+        Returns the last report if that node said nothing new, else None (poll everyone)."""
+        turn = self._turns[cluster.name] = (self._turns.get(cluster.name, -1) + 1) % len(cluster.nodes)
+        node = cluster.nodes[turn]
+        key = (cluster.name, node.name)
+        cached = self._details.get(key)
+        if cached is None or last[turn] is not cached[0]:
+            return None
+        age = self._ages[key] = self._ages.get(key, 0) + 1
+        if age >= self.settings.detail_every:
+            self._ages[key] = 0
+            fresh = await self._full(cluster, node)
+            return self._reports[cluster.name][1] if _same(fresh, cached[0]) else None
+        try:
+            view = await self._crm_mon(cluster, target_for(cluster, node, self.settings))
+        except (SshError, ParseError):
+            return None
+        return self._reports[cluster.name][1] if view is cached[0].view else None
 
     async def collect_many(self, clusters: Iterable[ClusterConfig]) -> list[ClusterReport]:
         """Sweep many clusters at once; the global semaphore bounds SSH sessions in flight."""
@@ -262,6 +289,12 @@ def _daemons_argv(cluster: ClusterConfig) -> tuple[str, ...]:
 
 # crm_mon stamps every answer with the time it was asked; nothing else changes by itself.
 _VOLATILE = re.compile(r'(<last_update time="[^"]*"|last_updated="[^"]*")')
+
+
+def _same(a: NodeResult, b: NodeResult) -> bool:
+    """The same answer (the view compared by identity: the parse cache keeps it identical)."""
+    return (a.view is b.view and a.daemons == b.daemons and a.corosync == b.corosync
+            and a.error == b.error and a.corosync_error == b.corosync_error)
 
 
 def _strip(err: SshError, node: str) -> str:

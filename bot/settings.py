@@ -118,9 +118,12 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(64, ge=1, le=1024)  # SSH sessions in flight across clusters
     poll_interval_s: float = Field(5.0, ge=0.2, le=3600)
     unreachable_after: int = Field(3, ge=1, le=100)  # failed polls before "unreachable" alerts
+    poll_every_node: bool = Field(False, description=(
+        "Watcher: ask every node's crm_mon on every poll. Off: between detailed polls one node a "
+        "poll in turn (any change it shows brings a full poll at once); scales to many clusters."))
     detail_every: int = Field(6, ge=1, le=1000, description=(
-        "The watcher asks daemons and Corosync every Nth poll (and whenever crm_mon's answer "
-        "changes); crm_mon every poll."))
+        "Watcher: every Nth time a node is asked, its daemons and Corosync views are asked too "
+        "(and always when its crm_mon answer changes)."))
     alert_retry_max_s: float = Field(60.0, gt=0, le=3600)  # longest wait between alert retries
     flap_limit: int = Field(4, ge=2, le=10000)  # toggles within flap_window_s that make "flapping"
     flap_window_s: float = Field(600.0, gt=0, description="The window flap_limit counts toggles in.")

@@ -52,7 +52,6 @@ class Watcher:
     _states: dict[str, WatchState | None] = field(default_factory=dict)
     _flaps: dict[str, Flapping] = field(default_factory=dict)
     _saved: dict[str, str] = field(default_factory=dict)
-    _counts: dict[str, int] = field(default_factory=dict)
     _last: dict[str, ClusterReport] = field(default_factory=dict)
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _polled: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -101,9 +100,8 @@ class Watcher:
 
     async def poll(self, cluster: ClusterConfig) -> tuple[IncidentDraft, ...]:
         started = self.monotonic()
-        count = self._counts[cluster.name] = self._counts.get(cluster.name, -1) + 1
-        report: ClusterReport = await self.collect(
-            cluster, detail=count % self.settings.detail_every == 0)
+        # Light polls: the collector asks one node in turn and refreshes everything on a change.
+        report: ClusterReport = await self.collect(cluster, detail=False)
         if self.metrics is not None:
             self.metrics.record_poll(report, self.monotonic() - started)
         # The collector hands back the very same report when no node said anything new.

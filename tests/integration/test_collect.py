@@ -172,3 +172,22 @@ async def test_unreachable_node(tmp_path: Path) -> None:
     node2 = report.result("node2")
     assert node2 is not None and node2.view is None and node2.error_kind in ("unreachable", "timeout")
     assert report.reference is not None
+
+
+async def test_light_polls_ask_one_node_in_turn_and_notice_changes(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        async with SshPool() as pool:
+            collector = Collector(pool, fc.settings)
+            first = await collector.collect(fc.config)
+            def crm_mon_count() -> int:
+                return sum(1 for s in fc.servers() for c in s.commands if "crm_mon" in c)
+            before = crm_mon_count()
+            for _ in range(6):
+                assert await collector.collect(fc.config, detail=False) is first  # nothing new
+            assert crm_mon_count() - before == 6  # one node per light poll
+            asked = [sum(1 for c in s.commands if "crm_mon" in c) for s in fc.servers()]
+            assert asked == [3, 3, 3]  # the first full poll, then two turns each
+            fc.set_scenario("c_node3_crashed")
+            changed = await collector.collect(fc.config, detail=False)
+        assert changed is not first
+        assert ("node_offline", "node3") in {f.key for f in changed.findings}
