@@ -39,6 +39,7 @@ COROSYNC_DAEMONS = ("systemctl", "is-active", "corosync")
 _COROSYNC_DOWN = ("Cannot initialize CMAP service", "Cannot initialize QUORUM service",
                   "Cannot initialise CFG service", "Could not initialize corosync")
 T = TypeVar("T")
+KEEPALIVE_S = 30.0
 
 
 def target_for(cluster: ClusterConfig, node: NodeConfig, settings: Settings) -> SshTarget:
@@ -51,6 +52,9 @@ def target_for(cluster: ClusterConfig, node: NodeConfig, settings: Settings) -> 
         known_hosts=cluster.known_hosts,
         sudo=cluster.sudo,
         connect_timeout_s=settings.connect_timeout_s,
+        # Polls use every connection every few seconds anyway; a keepalive only has to catch
+        # the silent ones. At 300 connections, 10 s keepalives cost as much CPU as the polls.
+        keepalive_interval_s=KEEPALIVE_S,
     )
 
 
