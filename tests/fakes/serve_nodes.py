@@ -16,15 +16,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from bot.demo.sshd import KeyMaterial, LoopbackSshServer
-from tests.fakes.nodes import ALL_ACTIVE, USER, capture_answer
+from tests.fakes.nodes import USER, FakeNode
 
 
 def handler(node: str, delay_s: float):  # type: ignore[no-untyped-def]
+    fake = FakeNode(node, "a_healthy")  # every command answered from the real captures
+
     async def handle(command: str, username: str) -> tuple[int, str, str]:
         await asyncio.sleep(delay_s)  # simulated command run time on the node, not a sync point
-        if "is-active" in command:
-            return 0, ALL_ACTIVE, ""
-        return capture_answer("a_healthy", node)
+        return await fake.handle(command, username)
     return handle
 
 
