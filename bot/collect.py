@@ -98,6 +98,11 @@ class Collector:
     async def _light(self, cluster: ClusterConfig, last: tuple[NodeResult, ...]) -> ClusterReport | None:
         """One node, in turn: crm_mon, and every `detail_every`-th time its details too.
         Returns the last report if that node said nothing new, else None (poll everyone)."""
+        # Only while every node answered with a live view: a crashed node's "not connected"
+        # stays the same while the others' views change, and a silent node must be asked every
+        # poll to count towards "unreachable". A cluster in trouble gets full polls.
+        if not all(r.ok for r in last):
+            return None
         turn = self._turns[cluster.name] = (self._turns.get(cluster.name, -1) + 1) % len(cluster.nodes)
         node = cluster.nodes[turn]
         key = (cluster.name, node.name)

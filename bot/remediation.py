@@ -220,22 +220,34 @@ class Remediation:
         return Result(status, "".join(out), "".join(err), time.perf_counter() - started)
 
     async def _verify(self, cluster: ClusterConfig, req: Request) -> None:
-        """Re-collect until the action shows its effect (bounded), then post the fresh status."""
+        """Re-collect until the action shows its effect and the cluster has settled (the same
+        findings twice in a row), bounded; then post the verdict and a fresh status."""
         action = self._action(req.action)
         deadline = time.monotonic() + self.verify_timeout_s
+        previous: set[tuple[str, str]] | None = None
         while True:
             report = await self.collect(cluster)
-            view = report.reference
-            p_target = plan_target(action, req, view)
-            pending = action.verify(view, report, p_target) if view and p_target else "no view"
-            if pending is None or time.monotonic() > deadline:
+            pending = self._pending(action, req, report)
+            keys = {f.key for f in report.findings}
+            settled = pending is None and keys == previous
+            if settled or time.monotonic() > deadline:
                 break
-            await asyncio.sleep(1.0)  # re-poll interval while Pacemaker converges, bounded above
+            previous = keys if pending is None else None
+            await asyncio.sleep(1.0)  # re-poll while Pacemaker converges, bounded by the deadline
         verdict = (":white_check_mark: verified: the change took effect" if pending is None
                    else f":warning: not verified after {self.verify_timeout_s:.0f}s: {pending}")
+        self.store.append_audit(now=self.clock(), actor="clusterbot", event="verify",
+                                request_id=req.id, cluster=req.cluster,
+                                detail={"verified": pending is None, "pending": pending})
         undo = f" · undo with `{remedy_command(req.cluster, _undo(action, req))}`" if action.undo else ""
         await self._thread(req, verdict + undo)
         await self._post(req, status_doc(report, cluster.expectations))
+
+    @staticmethod
+    def _pending(action: Action, req: Request, report: ClusterReport) -> str | None:
+        view = report.reference
+        target = plan_target(action, req, view)
+        return action.verify(view, report, target) if view and target else "no view"
 
     async def _finish_refused(self, req: Request, why: str) -> None:
         done = self.store.apply(req.id, Refuse(why), now=self.clock(), is_approver=False)

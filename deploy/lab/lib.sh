@@ -27,6 +27,7 @@ readonly LAB_NODE_BINDS=(
   /etc/hosts:hosts
   /etc/hostname:hostname
   /etc/shadow:shadow
+  /root:root-home
 )
 
 log() { printf '[cblab %(%T)T] %s\n' -1 "$*" >&2; }
@@ -70,6 +71,18 @@ pid_alive_in() {
   [[ -n $state && $state != Z && $state != X ]] || return 1
   ino=$(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null) || return 1
   [[ $ino == "$netino" ]]
+}
+
+# The same for a process in the caller's own network namespace, with bash builtins only (no
+# awk, no stat): the systemctl shim's is-active runs this on every poll of the bot, and the
+# forks cost ~50 ms a call, ten times what a real `systemctl is-active` takes.
+pid_alive_here() {
+  local pid=$1 stat
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
+  stat=${stat##*) } # the fields after "PID (COMM) ": the state comes first
+  [[ -n $stat && ${stat:0:1} != [ZX] ]] || return 1
+  [[ /proc/$pid/ns/net -ef /proc/$$/ns/net ]]
 }
 
 # Every live process whose network namespace has inode NETINO (one PID per line). One `find`
