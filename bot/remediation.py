@@ -31,10 +31,13 @@ from bot.approvals import (
 )
 from bot.errors import ApprovalError, NotAllowed, SshError
 from bot.metrics import Metrics
+from bot.pacemaker.health import Remedy
 from bot.pacemaker.merge import ClusterReport
+from bot.pacemaker.model import NodeView
 from bot.poster import Poster
-from bot.remedies import Action, Plan, Refused, fingerprint_parts, plan
+from bot.remedies import Action, Plan, Refused, Target, fingerprint_parts, plan, target_of
 from bot.render.approvals import SEP, commands, note_doc, output_doc, request_doc
+from bot.render.doc import Doc
 from bot.render.status import remedy_command, status_doc
 from bot.settings import ClusterConfig, Settings
 from bot.ssh import Completed
@@ -106,7 +109,7 @@ class Remediation:
             return None
         if action.name == "move":
             return f"{p.target.resource} would run on {p.target.node} (a location constraint forces it)"
-        argv = ("crm_simulate", "--live-check", "--simulate")
+        argv: tuple[str, ...] = ("crm_simulate", "--live-check", "--simulate")
         if action.name == "standby" and p.target.node:
             argv += ("--node-down", p.target.node)  # placement as if the node could not run anything
         try:
@@ -128,7 +131,7 @@ class Remediation:
                                     detail={"request_id": request_id[:64]})
             return "no such request (it may be from another clusterbot)"
         cluster = self._cluster(req.cluster)
-        event = {"approve": Approve, "deny": Deny, "cancel": Cancel}[verb](user)
+        event = _decision(verb, user)
         try:
             new = self.store.apply(req.id, event, now=self.clock(),
                                    is_approver=await self.is_approver(cluster, user))
@@ -206,7 +209,9 @@ class Remediation:
 
     async def _run_all(self, cluster: ClusterConfig, req: Request) -> Result:
         started = time.perf_counter()
-        out, err, status = [], [], 0
+        out: list[str] = []
+        err: list[str] = []
+        status = 0
         for argv in commands(req.argv):
             try:
                 done = await self.run(cluster, req.node, argv, RUN_TIMEOUT_S)
@@ -280,7 +285,7 @@ class Remediation:
 
     # -- messages ------------------------------------------------------------------------------
 
-    def _doc(self, req: Request):  # type: ignore[no-untyped-def]
+    def _doc(self, req: Request) -> Doc:
         cluster = self._cluster(req.cluster)
         return request_doc(req, sudo=cluster.sudo, approvers=cluster.approvers or self.settings.approvers,
                            now=self.clock())
@@ -294,7 +299,7 @@ class Remediation:
     async def _thread(self, req: Request, text: str) -> None:
         await self._post(req, note_doc(text))
 
-    async def _post(self, req: Request, doc) -> None:  # type: ignore[no-untyped-def]
+    async def _post(self, req: Request, doc: Doc) -> None:
         await self.poster.post(req.channel, doc, thread_ts=req.message_ts)
 
     def _cluster(self, name: str) -> ClusterConfig:
@@ -313,9 +318,7 @@ class Remediation:
         return spec.action
 
 
-def plan_target(action: Action, req: Request, view):  # type: ignore[no-untyped-def]
-    from bot.remedies import Target, target_of
-
+def plan_target(action: Action, req: Request, view: NodeView | None) -> Target | None:
     if view is None:
         return None
     try:
@@ -324,11 +327,17 @@ def plan_target(action: Action, req: Request, view):  # type: ignore[no-untyped-
         return Target()
 
 
-def _undo(action: Action, req: Request):  # type: ignore[no-untyped-def]
-    from bot.pacemaker.health import Remedy
-
+def _undo(action: Action, req: Request) -> Remedy:
     args = req.args if action.undo != "clear" else req.args[:1]
     return Remedy(action.undo or "", args)
+
+
+def _decision(verb: str, user: str) -> Approve | Deny | Cancel:
+    if verb == "approve":
+        return Approve(user)
+    if verb == "deny":
+        return Deny(user)
+    return Cancel(user)
 
 
 def _transition_summary(stdout: str) -> list[str]:

@@ -82,6 +82,10 @@ def target_of(action: str, args: tuple[str, ...], view: NodeView) -> Target:
     return Target(resource, node)
 
 
+def _fill(element: str, values: Mapping[str, str | None]) -> str:
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), element)
+
+
 def expand(step: Step, target: Target, templates: Mapping[str, Argv]) -> Argv:
     argv = templates.get(step.name, step.argv)
     out = []
@@ -92,7 +96,7 @@ def expand(step: Step, target: Target, templates: Mapping[str, Argv]) -> Argv:
             raise Refused(f"`{step.name}` needs a {' and '.join(n for n, _ in names)}")
         if any(v is None for v in values.values()):
             continue  # an optional element whose value is absent
-        out.append(_PLACEHOLDER.sub(lambda m, v=values: str(v[m.group(1)]), element))
+        out.append(_fill(element, values))
     return tuple(out)
 
 

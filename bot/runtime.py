@@ -78,9 +78,10 @@ class Runtime:
                         members_of: Callable[[str], Awaitable[set[str]]] | None = None,
                         metrics: Metrics | None = None) -> Remediation:
         """Enable approval-gated remediation; resume what a restart interrupted."""
-        extra = {"members_of": members_of} if members_of is not None else {}
         rem = Remediation(self.settings, self.store, self.services.collect, self.collector.run, poster,
-                          now, default_channel=default_channel, metrics=metrics, **extra)
+                          now, default_channel=default_channel, metrics=metrics)
+        if members_of is not None:
+            rem.members_of = members_of
         self.services.remediation = rem
         await rem.resume()
         self.tasks.append(asyncio.create_task(rem.run_sweeper(), name="approval-sweeper"))

@@ -47,7 +47,7 @@ class Bot:
         if self.ops is not None:
             await self.ops.close()
         if self.socket is not None:
-            await self.socket.close_async()
+            await self.socket.close_async()  # type: ignore[no-untyped-call]  # unannotated in bolt
         if self.http is not None:
             await self.http.close()
         await self.stack.aclose()

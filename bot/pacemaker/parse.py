@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TypeAlias
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]  # no stubs shipped for lxml
 
 from bot.errors import ParseError
 from bot.pacemaker.model import (
@@ -43,7 +44,7 @@ _FALSE = frozenset({"false", "no", "0", "off", "n"})
 _ROLE_ALIASES = {"master": Role.PROMOTED, "slave": Role.UNPROMOTED}
 _DECL = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
-Element = etree._Element
+Element: TypeAlias = etree._Element
 
 
 def _parser() -> etree.XMLParser:
@@ -181,7 +182,7 @@ def _required(el: Element, name: str) -> str:
     value = el.get(name)
     if value is None:
         raise ParseError(f"<{el.tag}> has no {name} attribute")
-    return value
+    return str(value)
 
 
 def normalize_agent(agent: str | None) -> str | None:

@@ -33,7 +33,7 @@ def incident_doc(cluster: str, draft: IncidentDraft, *, incident_id: int | None 
     remedy = draft.remedy
     if remedy is not None:
         sections.append(Section("Suggested fix", (f"`{remedy_command(cluster, remedy)}`",)))
-    buttons = ()
+    buttons: tuple[Button, ...] = ()
     if remedy is not None and fix_button and incident_id is not None:
         buttons = (Button("Request fix", FIX_ACTION, str(incident_id), "primary"),)
     return Doc(verdict=verdict, fallback=f"{cluster}: {draft.title}", sections=tuple(sections),

@@ -53,7 +53,7 @@ def request_doc(req: Request, *, sudo: bool, approvers: tuple[str, ...], now: da
         lines.append(f"*Approvals:* {len(req.approvers)}/{req.required_approvals} from "
                      f"{_mentions(approvers)} · expires {req.expires_at:%H:%M} UTC "
                      f"(in {max(int((req.expires_at - now).total_seconds() // 60), 0)} min)")
-    buttons = ()
+    buttons: tuple[Button, ...] = ()
     if req.state is State.PENDING:
         buttons = (Button("Approve", APPROVE, req.id, "primary"), Button("Deny", DENY, req.id, "danger"),
                    Button("Cancel", CANCEL, req.id))

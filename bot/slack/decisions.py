@@ -106,7 +106,8 @@ def group_resolver(client: AsyncWebClient):  # type: ignore[no-untyped-def]
         except SlackApiError as err:
             log.warning("cannot read user group %s: %s", group, err.response.get("error"))
             return set()
-        users = {str(u) for u in resp.get("users", [])}
+        listed: list[object] = list(resp.get("users", []))
+        users = {str(u) for u in listed}
         cache[group] = (time.monotonic(), users)
         return users
     return members_of
