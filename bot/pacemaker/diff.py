@@ -539,6 +539,9 @@ class WatchState:
     no_view_said: bool = False  # CLUSTER_UNREACHABLE was emitted and not yet cleared
     misses: tuple[tuple[str, int], ...] = ()  # consecutive polls each node gave no SSH answer
     unreachable: tuple[str, ...] = ()  # nodes declared unreachable: the last verdict
+    # consecutive polls each disagreement ("code|node") was seen: during a failover the nodes'
+    # views differ for a few seconds, which is no out-of-sync node.
+    disagree: tuple[tuple[str, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, **encode(self)}
@@ -553,8 +556,8 @@ class WatchState:
 def step(state: WatchState | None, report: ClusterReport, expect: Expectations = Expectations(), *,
          unreachable_after: int = UNREACHABLE_AFTER) -> tuple[WatchState, tuple[Event, ...]]:
     """One poll: the new state and what changed. First sight (state None) reports no change."""
-    snap = snapshot(report, expect)
     prev = state or WatchState()
+    snap, disagree = _settled(snapshot(report, expect), prev, unreachable_after)
     misses = _misses(prev, snap)
     if not snap.has_view:
         return _blind(prev, snap, misses, first=state is None, after=unreachable_after)
@@ -562,9 +565,23 @@ def step(state: WatchState | None, report: ClusterReport, expect: Expectations =
     if prev.last is not None:
         events += diff(prev.last, snap)
     verdict, reach = _verdicts(prev.unreachable, misses, snap, unreachable_after)
-    new = WatchState(snap, 0, False, misses, verdict)
+    new = WatchState(snap, 0, False, misses, verdict, disagree)
     # First sight: the watcher alerts on the report itself, a verdict is just remembered.
     return new, (() if state is None else tuple(events + reach))
+
+
+_DISAGREE = frozenset({"split_brain", "out_of_sync", "corosync_membership_mismatch"})
+
+
+def _settled(snap: Snapshot, prev: WatchState, after: int) -> tuple[Snapshot, tuple[tuple[str, int], ...]]:
+    """Disagreements count only once seen `after` polls in a row (or already reported)."""
+    seen = dict(prev.disagree)
+    reported = {f"{n.code}|{n.subject}" for n in (prev.last.notes if prev.last else ())}
+    counts = {f"{n.code}|{n.subject}": seen.get(f"{n.code}|{n.subject}", 0) + 1
+              for n in snap.notes if n.code in _DISAGREE}
+    keep = tuple(n for n in snap.notes if n.code not in _DISAGREE
+                 or counts[f"{n.code}|{n.subject}"] >= after or f"{n.code}|{n.subject}" in reported)
+    return replace(snap, notes=keep), tuple(sorted(counts.items()))
 
 
 def _misses(prev: WatchState, snap: Snapshot) -> tuple[tuple[str, int], ...]:
