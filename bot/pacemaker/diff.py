@@ -542,6 +542,8 @@ class WatchState:
     # consecutive polls each disagreement ("code|node") was seen: during a failover the nodes'
     # views differ for a few seconds, which is no out-of-sync node.
     disagree: tuple[tuple[str, int], ...] = ()
+    # where each VIP last ran: a VIP stopped in one poll and started elsewhere in the next moved
+    homes: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, **encode(self)}
@@ -565,9 +567,22 @@ def step(state: WatchState | None, report: ClusterReport, expect: Expectations =
     if prev.last is not None:
         events += diff(prev.last, snap)
     verdict, reach = _verdicts(prev.unreachable, misses, snap, unreachable_after)
-    new = WatchState(snap, 0, False, misses, verdict, disagree)
+    homes = dict(prev.homes)
+    homes.update((vip, _words(nodes)) for vip, nodes in snap.vips if nodes)
+    events = [_as_move(e, dict(prev.homes)) for e in events]
+    new = WatchState(snap, 0, False, misses, verdict, disagree, tuple(sorted(homes.items())))
     # First sight: the watcher alerts on the report itself, a verdict is just remembered.
     return new, (() if state is None else tuple(events + reach))
+
+
+def _as_move(event: Event, homes: Mapping[str, str]) -> Event:
+    """Pacemaker stops a VIP, then starts it elsewhere; when a poll fell in between, the start
+    is the second half of a move, and says so."""
+    home = homes.get(event.subject)
+    if event.kind is not _K.VIP_STARTED or not home or home == event.after:
+        return event
+    return replace(event, message=f"{event.subject} moved {home} → {event.after} (stopped in between)",
+                   before=home)
 
 
 _DISAGREE = frozenset({"split_brain", "out_of_sync", "corosync_membership_mismatch"})

@@ -555,3 +555,13 @@ def test_flapping_round_trips_through_json() -> None:
     f = toggled(0, 60.5, 120)
     assert Flapping.from_json(json.loads(json.dumps(f.to_json()))) == f
     assert f.record("k", 1.0) is not f and f.count("k", 1.0) == 0  # immutable
+
+
+def test_a_vip_stopped_then_started_elsewhere_is_named_a_move() -> None:
+    """A poll between Pacemaker's stop and start sees the VIP STOPPED; the start elsewhere then
+    completes a move (real states: all VIPs stopped, then virtual_ip_3 up on node1)."""
+    _, _, back = run(report("a_healthy"), report("a_healthy"), report("d_two_nodes_down"),
+                     report("c_node3_crashed"))
+    started = {e.subject: e for e in back if e.kind is K.VIP_STARTED}
+    assert started["virtual_ip_3"].message == "virtual_ip_3 moved node3 → node1 (stopped in between)"
+    assert started["virtual_ip_1"].message == "virtual_ip_1 started on node1"  # back where it was
