@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from bot.corosync.model import LinkStatus, NodeCorosync, QuorumStatus
 from bot.corosync.parse import parse_cfgtool, parse_quorum
@@ -69,7 +69,7 @@ class Collector:
     _legacy: set[tuple[str, str]] = field(default_factory=set, init=False)
     # Watching is mostly asking "still the same?": remember the last answers per node, so an
     # unchanged cluster costs one crm_mon per node and no parsing, merging or diffing.
-    _details: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict, init=False)
+    _details: dict[tuple[str, str], NodeResult] = field(default_factory=dict, init=False)
     _views: dict[tuple[str, str], tuple[str, NodeView]] = field(default_factory=dict, init=False)
     _reports: dict[str, tuple[tuple[NodeResult, ...], ClusterReport]] = field(default_factory=dict,
                                                                                init=False)
@@ -84,18 +84,21 @@ class Collector:
         one node in turn and reuses the rest of the last answers; any change that node shows
         brings a full poll of every node at once."""
         last = self._reports.get(cluster.name)
+        asked: dict[str, NodeView] = {}  # a light poll's fresh answer, not to be asked twice
         if not detail and last is not None and not self.settings.poll_every_node:
-            light = await self._light(cluster, last[0])
+            light = await self._light(cluster, last[0], asked)
             if light is not None:
                 return light
-        results = tuple(await asyncio.gather(*(self._node(cluster, n, detail) for n in cluster.nodes)))
+        results = tuple(await asyncio.gather(
+            *(self._node(cluster, n, detail, asked.get(n.name)) for n in cluster.nodes)))
         if last is not None and all(a is b for a, b in zip(last[0], results, strict=True)):
             return last[1]  # nothing new from any node: the very same report
         report = merge(cluster.name, results, cluster.expectations, self.now(), kind=cluster.kind)
         self._reports[cluster.name] = (results, report)
         return report
 
-    async def _light(self, cluster: ClusterConfig, last: tuple[NodeResult, ...]) -> ClusterReport | None:
+    async def _light(self, cluster: ClusterConfig, last: tuple[NodeResult, ...],
+                     asked: dict[str, NodeView]) -> ClusterReport | None:
         """One node, in turn: crm_mon, and every `detail_every`-th time its details too.
         Returns the last report if that node said nothing new, else None (poll everyone)."""
         # Only while every node answered with a live view: a crashed node's "not connected"
@@ -107,18 +110,21 @@ class Collector:
         node = cluster.nodes[turn]
         key = (cluster.name, node.name)
         cached = self._details.get(key)
-        if cached is None or last[turn] is not cached[0]:
+        if cached is None or last[turn] is not cached:
             return None
         age = self._ages[key] = self._ages.get(key, 0) + 1
         if age >= self.settings.detail_every:
             self._ages[key] = 0
             fresh = await self._full(cluster, node)
-            return self._reports[cluster.name][1] if _same(fresh, cached[0]) else None
+            return self._reports[cluster.name][1] if _same(fresh, cached) else None
         try:
             view = await self._crm_mon(cluster, target_for(cluster, node, self.settings))
         except (SshError, ParseError):
             return None
-        return self._reports[cluster.name][1] if view is cached[0].view else None
+        if view is cached.view:
+            return self._reports[cluster.name][1]
+        asked[node.name] = view
+        return None
 
     async def collect_many(self, clusters: Iterable[ClusterConfig]) -> list[ClusterReport]:
         """Sweep many clusters at once; the global semaphore bounds SSH sessions in flight."""
@@ -134,32 +140,36 @@ class Collector:
             return await self.pool.run(target_for(cluster, conf, self.settings), argv,
                                        timeout_s=timeout_s or self.settings.command_timeout_s)
 
-    async def _node(self, cluster: ClusterConfig, node: NodeConfig, detail: bool = True) -> NodeResult:
+    async def _node(self, cluster: ClusterConfig, node: NodeConfig, detail: bool = True,
+                    asked: NodeView | None = None) -> NodeResult:
         key = (cluster.name, node.name)
         cached = None if detail or cluster.kind == "corosync" else self._details.get(key)
         if cached is not None:
-            return await self._crm_mon_only(cluster, node, cached)
-        result = await self._full(cluster, node)
+            return await self._crm_mon_only(cluster, node, cached, asked)
+        result = await self._full(cluster, node, asked)
         if result.view is not None or result.corosync is not None:
-            self._details[key] = (result,)
+            self._details[key] = result
         return result
 
-    async def _crm_mon_only(self, cluster: ClusterConfig, node: NodeConfig,
-                            cached: tuple[Any, ...]) -> NodeResult:
+    async def _crm_mon_only(self, cluster: ClusterConfig, node: NodeConfig, last: NodeResult,
+                            asked: NodeView | None) -> NodeResult:
         """crm_mon alone; if its answer changed, the node's details are refreshed too, so a
         change is seen whole (Pacemaker and Corosync) in the poll that first shows it."""
-        last: NodeResult = cached[0]
-        try:
-            view = await self._crm_mon(cluster, target_for(cluster, node, self.settings))
-        except (SshError, ParseError):
-            view = None
+        view = asked
+        if view is None:
+            try:
+                view = await self._crm_mon(cluster, target_for(cluster, node, self.settings))
+            except (SshError, ParseError):
+                view = None
         if view is not None and view is last.view:
             return last  # identical answer: keep the identical result (and so the report)
-        result = await self._full(cluster, node)
-        self._details[(cluster.name, node.name)] = (result,)
+        result = await self._full(cluster, node, view)
+        self._details[(cluster.name, node.name)] = result
         return result
 
-    async def _full(self, cluster: ClusterConfig, node: NodeConfig) -> NodeResult:
+    async def _full(self, cluster: ClusterConfig, node: NodeConfig,
+                    known: NodeView | None = None) -> NodeResult:
+        """Every read command on the node; `known`: a crm_mon answer this poll already has."""
         started = time.perf_counter()
         target = target_for(cluster, node, self.settings)
         view: NodeView | None = None
@@ -169,7 +179,8 @@ class Collector:
                     self._daemons(cluster, target), self._corosync(cluster, target, decisive=True))
             else:
                 view, daemons, (quorum, links) = await asyncio.gather(
-                    self._crm_mon(cluster, target), self._daemons(cluster, target),
+                    _given(known) if known is not None else self._crm_mon(cluster, target),
+                    self._daemons(cluster, target),
                     self._corosync(cluster, target, decisive=False))
         except SshError as err:
             return NodeResult(node.name, error=_strip(err, node.name), error_kind=err.kind,
@@ -298,6 +309,10 @@ def _daemons_argv(cluster: ClusterConfig) -> tuple[str, ...]:
 
 # crm_mon stamps every answer with the time it was asked; nothing else changes by itself.
 _VOLATILE = re.compile(r'(<last_update time="[^"]*"|last_updated="[^"]*")')
+
+
+async def _given(view: NodeView) -> NodeView:
+    return view
 
 
 def _same(a: NodeResult, b: NodeResult) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bot.collect import Collector, target_for
 from bot.errors import ConfigError, SshError
+from bot.pacemaker.merge import ClusterReport
 from bot.settings import ClusterConfig, Settings, load_settings
 from bot.ssh import SshPool
 
@@ -56,7 +57,7 @@ def status_command(args: argparse.Namespace) -> int:
     return EXIT_OK if reached and all(r.healthy for r in reports) else EXIT_UNHEALTHY
 
 
-async def _collect(settings: Settings, clusters: list[ClusterConfig]) -> list:  # type: ignore[type-arg]
+async def _collect(settings: Settings, clusters: list[ClusterConfig]) -> list[ClusterReport]:
     async with SshPool() as pool:
         return await Collector(pool, settings).collect_many(clusters)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.pacemaker.health import Finding
 from bot.pacemaker.merge import ClusterReport, NodeResult
-from bot.pacemaker.model import FailedAction, Instance, Node, NodeView
+from bot.pacemaker.model import FailedAction, Instance, Node
 
 Json = dict[str, Any]
 
@@ -75,7 +75,7 @@ def _result(r: NodeResult) -> Json:
     return {
         "node": r.node,
         "ok": r.ok,
-        "error": r.error if r.view is None else (None if _connected(r.view) else "pacemaker not running"),
+        "error": r.error if r.view is None else (None if r.view.connected else "pacemaker not running"),
         "error_kind": r.error_kind,
         "dc": r.view.dc if r.view else None,
         "quorum": r.view.quorate if r.view else None,
@@ -83,6 +83,3 @@ def _result(r: NodeResult) -> Json:
         "duration_s": r.duration_s,
     }
 
-
-def _connected(view: NodeView) -> bool:
-    return view.connected

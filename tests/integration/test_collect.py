@@ -188,6 +188,8 @@ async def test_light_polls_ask_one_node_in_turn_and_notice_changes(tmp_path: Pat
             asked = [sum(1 for c in s.commands if "crm_mon" in c) for s in fc.servers()]
             assert asked == [3, 3, 3]  # the first full poll, then two turns each
             fc.set_scenario("c_node3_crashed")
+            before = crm_mon_count()
             changed = await collector.collect(fc.config, detail=False)
+            assert crm_mon_count() - before == 3  # a change: one crm_mon per node, none asked twice
         assert changed is not first
         assert ("node_offline", "node3") in {f.key for f in changed.findings}
