@@ -16,6 +16,9 @@ Design points, each of which a test in tests/integration/test_ssh.py pins down:
   is retried once on a fresh connection only when its session never opened, so nothing that
   may have executed is ever run twice.
 * asyncssh and OS exceptions become `bot.errors.SshError` subclasses, chained with `from`.
+* Read commands (`read`) go through a few persistent read shells per connection
+  (`bot.shell`): no session setup per command. A shell that cannot be opened or dies falls
+  back to an exec session of its own; everything else (`run`) always gets its own session.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from bot.errors import (
     SudoRefused,
     Unreachable,
 )
+from bot.shell import RemoteShell, ShellLost
 
 __all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command"]
 
@@ -111,8 +115,10 @@ class PoolStats:
     reconnects: int = 0  # connections opened to a node we had been connected to before
     connect_failures: int = 0
     backoff_rejections: int = 0  # calls failed fast without a connect attempt
-    retries: int = 0  # commands re-sent because their session never opened
+    retries: int = 0  # commands re-sent because their session never opened (or shell died)
     commands_run: int = 0  # commands that came back with an exit status
+    shells_opened: int = 0  # persistent read shells started
+    shell_commands: int = 0  # of commands_run, those answered by a read shell
 
 
 def build_command(argv: Sequence[str], sudo: bool) -> str:
@@ -147,6 +153,9 @@ class _Slot:
     retry_at: float = 0.0
     last_error: type[SshError] | None = None
     last_reason: str = ""
+    idle_shells: list[tuple[asyncssh.SSHClientConnection, RemoteShell]] = field(default_factory=list)
+    shells: int = 0  # open read shells, idle or busy; each holds one of `sessions`
+    no_shell: str = ""  # why this node cannot have read shells (then reads use exec)
 
     def live(self) -> asyncssh.SSHClientConnection | None:
         conn = self.conn
@@ -162,10 +171,15 @@ class SshPool:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         max_sessions_per_connection: int = 8,
+        max_shells_per_connection: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Why a session cap: OpenSSH's MaxSessions defaults to 10 per connection, and going
-        # over it makes sshd refuse channels rather than queue them.
+        # over it makes sshd refuse channels rather than queue them. Read shells hold one
+        # session each for their lifetime, so they are capped below it: exec always has room.
+        if not 0 <= max_shells_per_connection < max_sessions_per_connection:
+            raise ValueError("max_shells_per_connection must be below max_sessions_per_connection")
+        self._max_shells = max_shells_per_connection
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._max_sessions = max_sessions_per_connection
@@ -191,6 +205,10 @@ class SshPool:
 
     async def close(self) -> None:
         self._closed = True
+        for slot in self._slots.values():
+            for _, shell in slot.idle_shells:
+                shell.close()
+            slot.idle_shells.clear()
         conns = [conn for slot in self._slots.values() if (conn := slot.conn) is not None]
         for slot in self._slots.values():
             slot.conn = None
@@ -220,15 +238,32 @@ class SshPool:
         _raise_for_status(target, completed, check)
         return completed
 
+    async def read(self, target: SshTarget, argv: Sequence[str], *, timeout_s: float) -> Completed:
+        """Run a read-only command, on a persistent read shell when the node allows one.
+
+        Only for commands that change nothing: one whose shell died is asked again on a
+        session of its own. Errors and results are the same as `run`'s."""
+        args = tuple(argv)
+        command = build_command(args, target.sudo)
+        if self._closed:
+            raise RuntimeError("SshPool is closed")
+        completed = await self._run_logged(target, args, command, timeout_s, None, shell=True)
+        _raise_for_status(target, completed, False)
+        return completed
+
     # -- commands --------------------------------------------------------------------------
 
     async def _run_logged(
         self, target: SshTarget, argv: tuple[str, ...], command: str,
-        timeout_s: float, stdin: str | None,
+        timeout_s: float, stdin: str | None, *, shell: bool = False,
     ) -> Completed:
         started = time.perf_counter()
         try:
-            done = await self._run_with_retry(target, argv, command, timeout_s, stdin)
+            done = None
+            if shell and self._max_shells:
+                done = await self._run_in_shell(target, argv, command, timeout_s)
+            if done is None:
+                done = await self._run_with_retry(target, argv, command, timeout_s, stdin)
         except SshError as err:
             elapsed = time.perf_counter() - started
             log.warning("%s: `%s` failed after %.3fs (%s): %s", target.node, argv[0], elapsed,
@@ -289,6 +324,77 @@ class SshPool:
             stdout=_text(result.stdout), stderr=_text(result.stderr),
             duration_s=time.perf_counter() - started,
         )
+
+    # -- read shells ----------------------------------------------------------------------
+
+    async def _run_in_shell(
+        self, target: SshTarget, argv: tuple[str, ...], command: str, timeout_s: float,
+    ) -> Completed | None:
+        """The command's answer from a read shell; None when none is available or the shell
+        died under it (the caller then uses an exec session)."""
+        conn = await self._connection(target)
+        slot = self._slot(target)
+        shell = await self._take_shell(target, slot, conn)
+        if shell is None:
+            return None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                status, out, err = await shell.run(command)
+        except TimeoutError as exc:
+            self._drop_shell(slot, shell)  # its next bytes would belong to this command
+            msg = f"`{argv[0]}` did not finish within {timeout_s:g}s (it may still be running)"
+            raise SshTimeout(target.node, msg) from exc
+        except ShellLost as exc:
+            self._drop_shell(slot, shell)
+            self._stats.retries += 1
+            log.info("%s: read shell lost during `%s` (%s); asking on a session of its own",
+                     target.node, argv[0], exc)
+            return None
+        except BaseException:
+            self._drop_shell(slot, shell)
+            raise
+        slot.idle_shells.append((conn, shell))
+        self._stats.commands_run += 1
+        self._stats.shell_commands += 1
+        return Completed(node=target.node, argv=argv, exit_status=status,
+                         stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"),
+                         duration_s=time.perf_counter() - started)
+
+    async def _take_shell(self, target: SshTarget, slot: _Slot,
+                          conn: asyncssh.SSHClientConnection) -> RemoteShell | None:
+        """An idle shell on this connection, a new one if there is room, else None."""
+        while slot.idle_shells:
+            owner, shell = slot.idle_shells.pop()
+            if owner is conn and shell.alive:
+                return shell
+            self._drop_shell(slot, shell)
+        # Why not wait for a busy shell: an exec session answers sooner than a queue would.
+        if slot.no_shell or slot.shells >= self._max_shells or slot.sessions.locked():
+            return None
+        await slot.sessions.acquire()
+        slot.shells += 1
+        try:
+            shell = await RemoteShell.open(conn, target.connect_timeout_s)
+        except ShellLost as exc:
+            slot.shells -= 1
+            slot.sessions.release()
+            if conn.is_closed():
+                return None  # the connection died, not the shell: try again next time
+            slot.no_shell = str(exc)
+            log.warning("%s: no read shell (%s); every command gets its own session", target.node, exc)
+            return None
+        except BaseException:
+            slot.shells -= 1
+            slot.sessions.release()
+            raise
+        self._stats.shells_opened += 1
+        return shell
+
+    def _drop_shell(self, slot: _Slot, shell: RemoteShell) -> None:
+        shell.close()
+        slot.shells -= 1
+        slot.sessions.release()
 
     # -- connections -----------------------------------------------------------------------
 

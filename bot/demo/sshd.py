@@ -22,6 +22,8 @@ from types import TracebackType
 
 import asyncssh
 
+from bot.shell import SHELL_COMMAND, stderr_marker, stdout_marker, unframe
+
 __all__ = [
     "CommandHandler",
     "KeyMaterial",
@@ -77,8 +79,10 @@ class LoopbackSshServer:
         authorized_key: asyncssh.SSHKey,
         username: str,
         name: str = "loopback",
+        read_shells: bool = True,
     ) -> None:
         self.name = name
+        self.read_shells = read_shells  # False: `exec /bin/sh` is just an unknown command
         self.username = username
         self._handler = handler
         self._authorized = authorized_key.public_data
@@ -92,6 +96,7 @@ class LoopbackSshServer:
         self.connections_accepted = 0  # connections allowed to proceed to the handshake
         self.auth_failures = 0
         self.commands: list[str] = []
+        self.shells = 0  # read shells started (see bot.shell)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -210,9 +215,32 @@ class LoopbackSshServer:
     async def _serve(self, process: asyncssh.SSHServerProcess[str]) -> None:
         command = process.command or ""
         username = str(process.get_extra_info("username", ""))
+        if command == SHELL_COMMAND and self.read_shells:
+            await self._serve_shell(process, username)
+            return
         self.commands.append(command)
         status, out, err = await self._call_handler(command, username)
         _reply(process, status, out, err)
+
+    async def _serve_shell(self, process: asyncssh.SSHServerProcess[str], username: str) -> None:
+        """A read shell (`bot.shell`): framed lines in, framed answers out, until EOF. Only
+        the frame is understood; anything else is answered the way sh would, status 127."""
+        self.shells += 1
+        with contextlib.suppress(OSError, asyncssh.Error):
+            async for line in process.stdin:
+                framed = unframe(line)
+                if framed is None:
+                    process.stderr.write("sh: 1: unexpected input\n")
+                    continue
+                command, nonce = framed
+                if command == ":":
+                    status, out, err = 0, "", ""
+                else:
+                    self.commands.append(command)
+                    status, out, err = await self._call_handler(command, username)
+                process.stdout.write(out + stdout_marker(nonce, status))
+                process.stderr.write(err + stderr_marker(nonce))
+            process.exit(0)
 
     async def _call_handler(self, command: str, username: str) -> tuple[int, str, str]:
         task = asyncio.current_task()
