@@ -17,10 +17,11 @@ from bot.console import BANNER, Console, Extra
 from bot.delivery import Deliverer
 from bot.errors import ConfigError
 from bot.metrics import Metrics
+from bot.pacemaker.merge import ClusterReport
 from bot.poster import Poster, TextPoster
 from bot.remediation import Remediation
 from bot.services import AppServices
-from bot.settings import Settings
+from bot.settings import ClusterConfig, Settings
 from bot.ssh import SshPool
 from bot.store import Store
 from bot.watcher import Watcher
@@ -78,7 +79,7 @@ class Runtime:
                         members_of: Callable[[str], Awaitable[set[str]]] | None = None,
                         metrics: Metrics | None = None) -> Remediation:
         """Enable approval-gated remediation; resume what a restart interrupted."""
-        rem = Remediation(self.settings, self.store, self.services.collect, self.collector.run, poster,
+        rem = Remediation(self.settings, self.store, self._fresh_collect, self.collector.run, poster,
                           now, default_channel=default_channel, metrics=metrics)
         if members_of is not None:
             rem.members_of = members_of
@@ -86,6 +87,10 @@ class Runtime:
         await rem.resume()
         self.tasks.append(asyncio.create_task(rem.run_sweeper(), name="approval-sweeper"))
         return rem
+
+    async def _fresh_collect(self, cluster: ClusterConfig) -> ClusterReport:
+        """What a remediation decides on: every command asked again, nothing reused."""
+        return await self.services.collect(cluster, fresh=True)
 
     async def stop_tasks(self) -> None:
         if self.services.remediation is not None:

@@ -26,8 +26,9 @@ class AppServices:
     # Per-node answer time of the latest collection (seconds), for benchmarks and metrics.
     last_durations: dict[str, float] = field(default_factory=dict)
 
-    async def collect(self, cluster: ClusterConfig, *, detail: bool = True) -> ClusterReport:
-        report = await self.collector.collect(cluster, detail=detail)
+    async def collect(self, cluster: ClusterConfig, *, detail: bool = True,
+                      fresh: bool = False) -> ClusterReport:
+        report = await self.collector.collect(cluster, detail=detail, fresh=fresh)
         self.last_durations = {r.node: r.duration_s or 0.0 for r in report.results}
         if self.on_report is not None:
             self.on_report(report)

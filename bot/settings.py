@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     detail_every: int = Field(6, ge=1, le=1000, description=(
         "Watcher: every Nth time a node is asked, its daemons and Corosync views are asked too "
         "(and always when its crm_mon answer changes)."))
+    status_detail_max_age_s: float = Field(10.0, ge=0, le=3600, description=(
+        "Status: a node's daemon and Corosync answers are reused up to this many seconds while "
+        "its crm_mon answer is unchanged (the status shows their age); 0 asks them every time. "
+        "crm_mon itself is always asked; remediation checks always ask everything."))
     alert_retry_max_s: float = Field(60.0, gt=0, le=3600)  # longest wait between alert retries
     flap_limit: int = Field(4, ge=2, le=10000)  # toggles within flap_window_s that make "flapping"
     flap_window_s: float = Field(600.0, gt=0, description="The window flap_limit counts toggles in.")

@@ -263,7 +263,17 @@ def _daemon_section(report: ClusterReport) -> Section | None:
                 per_unit.setdefault(unit, []).append((r.node, state))
     if not per_unit:
         return None
-    return Section("Daemons", tuple(_daemon_line(u, s) for u, s in per_unit.items()))
+    return Section("Daemons" + _details_age(report), tuple(_daemon_line(u, s) for u, s in per_unit.items()))
+
+
+def _details_age(report: ClusterReport) -> str:
+    """A status reuses unchanged nodes' daemon and Corosync answers for a few seconds
+    (`status_detail_max_age_s`): say how old the oldest one is, so nobody mistakes it for now."""
+    if report.collected_at is None:
+        return ""
+    at = report.collected_at
+    oldest = max(((at - r.details_at).total_seconds() for r in report.results if r.details_at), default=0.0)
+    return f" (as of {oldest:.0f}s ago)" if oldest >= 1 else ""
 
 
 def _daemon_line(unit: str, states: Iterable[tuple[str, str]]) -> str:
@@ -288,9 +298,10 @@ def corosync_section(report: ClusterReport) -> Section | None:
         return Section("Corosync", _cap(lines))
     lines = [_quorum_line(summary, q)]
     trouble = [*_tool_errors(report), *_view_differences(report, summary, q), *_link_lines(summary)]
+    title = "Corosync" + _details_age(report)
     if not trouble and _votes_ok(q):
-        return Section("Corosync", (lines[0] + _links_ok(summary),))
-    return Section("Corosync", _cap(lines + trouble))
+        return Section(title, (lines[0] + _links_ok(summary),))
+    return Section(title, _cap(lines + trouble))
 
 
 def _corosync_main_sections(report: ClusterReport) -> list[Section]:

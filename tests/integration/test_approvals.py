@@ -57,11 +57,15 @@ async def test_happy_path_runs_once_and_verifies() -> None:
         root = next(c for c in h.slack.calls if "requested by" in text_of(c))
         assert "sudo -n pcs resource cleanup virtual_ip_2" in text_of(root)
         assert "failed action monitor of virtual_ip_2 on node2" in text_of(root)
+        daemons_before = len(h.node_commands("systemctl is-active"))
         await h.click("clusterbot:approve", req.id, BOSS, message_ts=root.response["ts"])
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         await settle(h)
         assert state(h, req.id) is State.SUCCEEDED
         assert h.node_commands(CLEANUP) == [f"sudo -n {CLEANUP}"]
+        # The re-check before running and each verify poll ask every node everything (a status
+        # may reuse seconds-old daemon answers; a decision to run a command may not).
+        assert len(h.node_commands("systemctl is-active")) - daemons_before >= 9
         edits = [text_of(c) for c in h.slack.calls if c.method == "chat.update"
                  and c.params.get("ts") == root.response["ts"]]
         assert any("SUCCEEDED" in e for e in edits) and "Approve" not in edits[-1]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.collect import Collector
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
+from bot.render.status import status_doc
 from bot.ssh import SshPool
 from tests.fakes.nodes import FakeCluster, fake_cluster
 
@@ -193,3 +195,47 @@ async def test_light_polls_ask_one_node_in_turn_and_notice_changes(tmp_path: Pat
             assert crm_mon_count() - before == 3  # a change: one crm_mon per node, none asked twice
         assert changed is not first
         assert ("node_offline", "node3") in {f.key for f in changed.findings}
+
+
+async def test_status_reuses_an_unchanged_nodes_details_for_a_few_seconds(tmp_path: Path) -> None:
+    clock = [datetime(2026, 11, 26, 3, 0, tzinfo=UTC)]
+
+    def asked(word: str) -> int:
+        return sum(1 for s in fc.servers() for c in s.commands if word in c)
+
+    def counts() -> tuple[int, int, int, int]:
+        return (asked("crm_mon"), asked("systemctl"), asked("quorumtool"), asked("cfgtool"))
+
+    def later(seconds: float) -> None:
+        clock[0] += timedelta(seconds=seconds)
+
+    async with fake_cluster(tmp_path) as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings, now=lambda: clock[0])
+        await collector.collect(fc.config)
+        assert counts() == (3, 3, 3, 3)
+        later(4)
+        report = await collector.collect(fc.config)
+        assert counts() == (6, 3, 3, 3)  # crm_mon of every node, always; details reused
+        assert report.collected_at == clock[0]
+        titles = [s.title for s in status_doc(report, fc.config.expectations).sections]
+        assert "Daemons (as of 4s ago)" in titles and any(t.startswith("Corosync (as of 4s") for t in titles)
+        later(7)  # 11 s after the details were asked: older than status_detail_max_age_s
+        report = await collector.collect(fc.config)
+        assert counts() == (9, 6, 6, 6)
+        assert "Daemons" in [s.title for s in status_doc(report, fc.config.expectations).sections]
+        await collector.collect(fc.config, fresh=True)  # what remediation decides on
+        assert counts() == (12, 9, 9, 9)
+        later(1)
+        fc.set_scenario("c_node3_crashed")  # every node's crm_mon answer changes...
+        changed = await collector.collect(fc.config)
+        assert counts() == (15, 12, 12, 12)  # ...so every node's details are asked with it
+        assert ("node_offline", "node3") in finding_keys(changed)
+
+
+async def test_status_detail_max_age_zero_always_asks_everything(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc, SshPool() as pool:
+        settings = fc.settings.model_copy(update={"status_detail_max_age_s": 0.0})
+        collector = Collector(pool, settings)
+        for _ in range(3):
+            await collector.collect(fc.config)
+        assert sum(1 for s in fc.servers() for c in s.commands if "systemctl" in c) == 9
