@@ -74,6 +74,9 @@ class Collector:
     _reports: dict[str, tuple[tuple[NodeResult, ...], ClusterReport]] = field(default_factory=dict,
                                                                                init=False)
     _turns: dict[str, int] = field(default_factory=dict, init=False)
+    # Seconds each node took to answer in the latest collection of a cluster (only the nodes
+    # actually asked): a reused NodeResult keeps the duration of the poll that made it.
+    _answers: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
     _ages: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +94,7 @@ class Collector:
         * `fresh=True` (remediation checks) asks every node everything.
         """
         last = self._reports.get(cluster.name)
+        self._answers[cluster.name] = {}
         asked: dict[str, NodeView] = {}  # a light poll's fresh answer, not to be asked twice
         if not detail and not fresh and last is not None and not self.settings.poll_every_node:
             light = await self._light(cluster, last[0], asked)
@@ -134,6 +138,10 @@ class Collector:
             return self._reports[cluster.name][1]
         asked[node.name] = view
         return None
+
+    def answer_times(self, cluster: str) -> dict[str, float]:
+        """Node -> seconds to answer, for the nodes asked in the latest collection of cluster."""
+        return dict(self._answers.get(cluster, {}))
 
     async def collect_many(self, clusters: Iterable[ClusterConfig]) -> list[ClusterReport]:
         """Sweep many clusters at once; the global semaphore bounds SSH sessions in flight."""
@@ -223,6 +231,8 @@ class Collector:
         cmds = cluster.commands
         argv = cmds.crm_mon_legacy if key in self._legacy else cmds.crm_mon
         done = await self._exec(target, argv)
+        times = self._answers.setdefault(cluster.name, {})
+        times[target.node] = max(times.get(target.node, 0.0), done.duration_s)
         if _looks_like_xml(done.stdout):
             return self._parse_cached(key, done.stdout)
         if key not in self._legacy and _unknown_option(done):

@@ -16,7 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bot.pacemaker.merge import ClusterReport
+from bot.pacemaker.merge import ClusterReport, NodeResult
 from bot.ssh import PoolStats
 
 # The classic text format: every Prometheus server and scraper understands it.
@@ -50,6 +50,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._last_results: dict[str, tuple[NodeResult, ...]] = {}
         r = self.registry
         self._polls = Counter(f"{PREFIX}polls", "Cluster polls finished, by outcome (ok: every node "
                               "answered).", ["cluster", "outcome"], registry=r)
@@ -94,8 +95,11 @@ class Metrics:
     def record_poll(self, report: ClusterReport, seconds: float) -> None:
         """Everything one poll tells: duration, per-node answers and errors, health (one call)."""
         answered = 0
+        # A node result the collector reused from an earlier poll was already observed once.
+        seen = {id(r) for r in self._last_results.get(report.cluster, ())}
+        self._last_results[report.cluster] = report.results
         for r in report.results:
-            if r.duration_s is not None:
+            if r.duration_s is not None and id(r) not in seen:
                 self.node_answer(report.cluster, r.node, r.duration_s)
             if r.error_kind is not None:
                 self.ssh_error(report.cluster, r.node, r.error_kind)

@@ -23,13 +23,13 @@ class AppServices:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Called with every fresh report, so the watcher can learn from on-demand status too.
     on_report: Callable[[ClusterReport], None] | None = None
-    # Per-node answer time of the latest collection (seconds), for benchmarks and metrics.
+    # Per-node crm_mon time of the latest collection (seconds; the nodes asked), for benchmarks.
     last_durations: dict[str, float] = field(default_factory=dict)
 
     async def collect(self, cluster: ClusterConfig, *, detail: bool = True,
                       fresh: bool = False) -> ClusterReport:
         report = await self.collector.collect(cluster, detail=detail, fresh=fresh)
-        self.last_durations = {r.node: r.duration_s or 0.0 for r in report.results}
+        self.last_durations = self.collector.answer_times(cluster.name)
         if self.on_report is not None:
             self.on_report(report)
         return report

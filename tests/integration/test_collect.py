@@ -216,6 +216,7 @@ async def test_status_reuses_an_unchanged_nodes_details_for_a_few_seconds(tmp_pa
         later(4)
         report = await collector.collect(fc.config)
         assert counts() == (6, 3, 3, 3)  # crm_mon of every node, always; details reused
+        assert set(collector.answer_times(fc.config.name)) == {"node1", "node2", "node3"}
         assert report.collected_at == clock[0]
         titles = [s.title for s in status_doc(report, fc.config.expectations).sections]
         assert "Daemons (as of 4s ago)" in titles and any(t.startswith("Corosync (as of 4s") for t in titles)

@@ -85,6 +85,13 @@ def test_record_poll_from_a_real_report() -> None:
     assert value(m, "clusterbot_cluster_severity", cluster="prod") == int(report.severity or 0)
     assert value(m, "clusterbot_ssh_errors_total", cluster="prod", node="node3", kind="unreachable") == 1
     assert value(m, "clusterbot_node_answer_duration_seconds_count", cluster="prod", node="node1") == 1
+    # The collector hands back the very same node result when a node was not asked again (or
+    # said the same): its answer time was observed once and is not observed again.
+    again = merge("prod", [report.results[0], NodeResult("node3", error="connection refused",
+                                                         error_kind="unreachable", duration_s=3.0)])
+    m.record_poll(again, 3.0)
+    assert value(m, "clusterbot_node_answer_duration_seconds_count", cluster="prod", node="node1") == 1
+    assert value(m, "clusterbot_node_answer_duration_seconds_count", cluster="prod", node="node3") == 2
 
 
 def test_every_series_is_prefixed_and_the_global_registry_is_untouched() -> None:
