@@ -155,7 +155,9 @@ class _Slot:
     last_reason: str = ""
     idle_shells: list[tuple[asyncssh.SSHClientConnection, RemoteShell]] = field(default_factory=list)
     shells: int = 0  # open read shells, idle or busy; each holds one of `sessions`
-    no_shell: str = ""  # why this node cannot have read shells (then reads use exec)
+    # The connection on which a read shell could not be started: reads on it use exec. A new
+    # connection tries again (the failure may have been a slow handshake, or a changed node).
+    no_shell_on: asyncssh.SSHClientConnection | None = None
 
     def live(self) -> asyncssh.SSHClientConnection | None:
         conn = self.conn
@@ -370,7 +372,7 @@ class SshPool:
                 return shell
             self._drop_shell(slot, shell)
         # Why not wait for a busy shell: an exec session answers sooner than a queue would.
-        if slot.no_shell or slot.shells >= self._max_shells or slot.sessions.locked():
+        if slot.no_shell_on is conn or slot.shells >= self._max_shells or slot.sessions.locked():
             return None
         await slot.sessions.acquire()
         slot.shells += 1
@@ -381,7 +383,7 @@ class SshPool:
             slot.sessions.release()
             if conn.is_closed():
                 return None  # the connection died, not the shell: try again next time
-            slot.no_shell = str(exc)
+            slot.no_shell_on = conn
             log.warning("%s: no read shell (%s); every command gets its own session", target.node, exc)
             return None
         except BaseException:
