@@ -172,7 +172,8 @@ class Collector:
     def _younger(self, result: NodeResult, max_age_s: float | None) -> bool:
         if max_age_s is None or result.details_at is None:
             return False
-        return (self.now() - result.details_at).total_seconds() <= max_age_s
+        age = (self.now() - result.details_at).total_seconds()
+        return 0 <= age <= max_age_s  # a clock stepped back makes nothing look fresh
 
     async def _crm_mon_only(self, cluster: ClusterConfig, node: NodeConfig, last: NodeResult,
                             asked: NodeView | None) -> NodeResult:
@@ -193,7 +194,7 @@ class Collector:
     async def _full(self, cluster: ClusterConfig, node: NodeConfig,
                     known: NodeView | None = None) -> NodeResult:
         """Every read command on the node; `known`: a crm_mon answer this poll already has."""
-        started, asked_at = time.perf_counter(), self.now()
+        started = time.perf_counter()
         target = target_for(cluster, node, self.settings)
         view: NodeView | None = None
         try:
@@ -218,7 +219,7 @@ class Collector:
                               duration_s=time.perf_counter() - started)
         failed = quorum if quorum.value is None else links
         return NodeResult(node.name, view=view, daemons=daemons,
-                          duration_s=time.perf_counter() - started, details_at=asked_at,
+                          duration_s=time.perf_counter() - started, details_at=self.now(),
                           corosync=NodeCorosync(quorum.value, links.value),
                           corosync_error=failed.error, corosync_error_kind=failed.kind)
 

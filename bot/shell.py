@@ -34,7 +34,6 @@ __all__ = ["SHELL_COMMAND", "RemoteShell", "ShellLost", "frame", "unframe"]
 # reading commands from stdin (non-interactive: no prompt, no job control, no rc files).
 SHELL_COMMAND = "exec /bin/sh"
 _HANDSHAKE = ":"  # the shell's no-op builtin: proves the frame works before any real use
-_TAIL = 64  # enough bytes to hold "\n<24 hex> <exit status>\n"
 
 
 class ShellLost(Exception):
@@ -90,16 +89,25 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
         self._out = bytearray()
         self._err = bytearray()
         self._pending: _Pending | None = None
+        self._started = False  # a command was sent: from now on, idle output is an error
         self.ended = False
 
     def expect(self, nonce: str) -> asyncio.Future[tuple[int, bytes, bytes]]:
         if self.ended:
             raise ShellLost("the shell session has ended")
+        # Before the first command, keep what came (a login banner): the handshake's answer
+        # absorbs it. Later the buffers are empty, or the shell was ended by idle output.
+        self._started = True
         done: asyncio.Future[tuple[int, bytes, bytes]] = asyncio.get_running_loop().create_future()
         self._pending = _Pending(nonce.encode(), done)
         return done
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._pending is None and self._started:
+            # Output while no command runs (something the last one left running in the
+            # background): the next answer could not be told apart from it. Retire the shell.
+            self.ended = True
+            return
         if datatype == asyncssh.EXTENDED_DATA_STDERR:
             self._err += data
         else:
@@ -143,7 +151,7 @@ def _cut_stdout(buf: bytearray, nonce: bytes) -> tuple[int, bytes] | None:
     """Stdout ends with "\\n<nonce> <status>\\n": the status and everything before it."""
     if not buf.endswith(b"\n"):
         return None
-    start = buf.rfind(b"\n" + nonce + b" ", max(0, len(buf) - _TAIL))
+    start = buf.rfind(b"\n" + nonce + b" ", max(0, len(buf) - len(nonce) - 16))
     if start < 0:
         return None
     status = bytes(buf[start + len(nonce) + 2: -1])
@@ -167,17 +175,23 @@ class RemoteShell:
         """Start the shell and prove the frame round-trips; ShellLost if it does not (a forced
         command, a shell that is not sh, a node that refuses another session)."""
         session = _ShellSession()
+        shell: RemoteShell | None = None
         try:
-            chan, _ = await conn.create_session(lambda: session, SHELL_COMMAND, encoding=None)
+            async with asyncio.timeout(timeout_s):  # the session request and the handshake
+                chan, _ = await conn.create_session(lambda: session, SHELL_COMMAND, encoding=None)
+                shell = cls(chan, session)
+                status, _, _ = await shell.run(_HANDSHAKE)
         except asyncssh.ChannelOpenError as exc:
             raise ShellLost(f"session refused: {exc.reason}") from exc
-        shell = cls(chan, session)
-        try:
-            async with asyncio.timeout(timeout_s):
-                status, _, _ = await shell.run(_HANDSHAKE)
-        except (TimeoutError, ShellLost) as exc:
-            shell.close()
-            raise ShellLost(f"no framed answer from {SHELL_COMMAND}: {exc or 'timeout'}") from exc
+        except TimeoutError as exc:
+            _close(shell)
+            raise ShellLost(f"{SHELL_COMMAND} gave no framed answer within {timeout_s:g}s") from exc
+        except (ShellLost, asyncssh.Error, OSError) as exc:
+            _close(shell)
+            raise ShellLost(f"no framed answer from {SHELL_COMMAND}: {exc}") from exc
+        except BaseException:
+            _close(shell)  # cancelled: never leave the session open on the node
+            raise
         if status != 0:
             shell.close()
             raise ShellLost(f"{SHELL_COMMAND} answered the handshake with status {status}")
@@ -192,10 +206,18 @@ class RemoteShell:
         its next bytes would belong to the abandoned command."""
         nonce = new_nonce()
         done = self._session.expect(nonce)
-        self._chan.write(frame(command, nonce).encode())
+        try:
+            self._chan.write(frame(command, nonce).encode())
+        except (asyncssh.Error, OSError) as exc:
+            raise ShellLost(f"cannot write to the shell session: {exc}") from exc
         self.commands += 1
         return await done
 
     def close(self) -> None:
         self._session.ended = True
         self._chan.close()
+
+
+def _close(shell: RemoteShell | None) -> None:
+    if shell is not None:
+        shell.close()

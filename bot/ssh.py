@@ -336,7 +336,7 @@ class SshPool:
         died under it (the caller then uses an exec session)."""
         conn = await self._connection(target)
         slot = self._slot(target)
-        shell = await self._take_shell(target, slot, conn)
+        shell = await self._take_shell(target, slot, conn, timeout_s)
         if shell is None:
             return None
         started = time.perf_counter()
@@ -363,8 +363,8 @@ class SshPool:
                          stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"),
                          duration_s=time.perf_counter() - started)
 
-    async def _take_shell(self, target: SshTarget, slot: _Slot,
-                          conn: asyncssh.SSHClientConnection) -> RemoteShell | None:
+    async def _take_shell(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
+                          timeout_s: float) -> RemoteShell | None:
         """An idle shell on this connection, a new one if there is room, else None."""
         while slot.idle_shells:
             owner, shell = slot.idle_shells.pop()
@@ -377,7 +377,8 @@ class SshPool:
         await slot.sessions.acquire()
         slot.shells += 1
         try:
-            shell = await RemoteShell.open(conn, target.connect_timeout_s)
+            # Why the min: a shell that will not start must not cost more than the command.
+            shell = await RemoteShell.open(conn, min(target.connect_timeout_s, timeout_s))
         except ShellLost as exc:
             slot.shells -= 1
             slot.sessions.release()
@@ -413,6 +414,8 @@ class SshPool:
         conn.abort()  # why abort, not close: it is already dead or dying, don't wait on it
 
     async def _connection(self, target: SshTarget) -> asyncssh.SSHClientConnection:
+        if self._closed:  # e.g. a read whose shell the closing pool ended: no new connection
+            raise RuntimeError("SshPool is closed")
         slot = self._slot(target)
         if (conn := slot.live()) is not None:
             return conn  # hot path: no lock once connected

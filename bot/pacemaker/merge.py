@@ -44,7 +44,7 @@ class NodeResult:
     corosync: NodeCorosync | None = None  # None: not asked, or no SSH answer at all
     corosync_error: str | None = None  # one human line: why the quorum (or link) view is missing
     corosync_error_kind: str | None = None  # down (corosync not running), not_found, parse, timeout...
-    details_at: datetime | None = None  # when `daemons` and `corosync` were asked
+    details_at: datetime | None = None  # when `daemons` and `corosync` were answered
 
     @property
     def answered(self) -> bool:

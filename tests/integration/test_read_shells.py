@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
 
 from bot.demo.sshd import KeyMaterial, LoopbackSshServer, known_hosts_line
-from bot.errors import SshTimeout, SudoRefused
+from bot.errors import SshError, SshTimeout, SudoRefused
 from bot.shell import SHELL_COMMAND
 from bot.ssh import SshPool, SshTarget
 from tests.integration.test_ssh import (  # noqa: F401  (cluster and pool are fixtures)
@@ -152,23 +154,31 @@ async def _bridge_to_sh(process: asyncssh.SSHServerProcess[bytes]) -> None:
         await proc.communicate()  # reads the pipes to their end, so asyncio can close them
 
 
-@pytest.fixture
-async def real_sh(tmp_path: Path) -> AsyncIterator[SshTarget]:
-    keys = KeyMaterial.create(tmp_path / "keys")
+@asynccontextmanager
+async def scripted_server(tmp: Path, process_factory: Any = None,
+                         server_class: type[_OnlyKey] | None = None) -> AsyncIterator[SshTarget]:
+    """An asyncssh server on loopback that accepts only this run's key, driven by the test."""
+    keys = KeyMaterial.create(tmp / "keys")
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     acceptor = await asyncssh.listen(
         "127.0.0.1", 0, server_host_keys=[host_key], authorized_client_keys=None,
-        process_factory=_bridge_to_sh, encoding=None, allow_scp=False,
-        server_factory=lambda: _OnlyKey(keys.public_key))
+        process_factory=process_factory, encoding=None, allow_scp=False,
+        server_factory=lambda: (server_class or _OnlyKey)(keys.public_key))
     port = acceptor.get_port()
     keys.known_hosts.write_text(known_hosts_line("127.0.0.1", port, host_key) + "\n")
     try:
-        yield SshTarget(node="realsh", host="127.0.0.1", port=port, user=USER,
+        yield SshTarget(node="scripted", host="127.0.0.1", port=port, user=USER,
                         client_keys=(keys.client_key_path,), known_hosts=keys.known_hosts,
                         sudo=False, connect_timeout_s=5)
     finally:
         acceptor.close()
         await acceptor.wait_closed()
+
+
+@pytest.fixture
+async def real_sh(tmp_path: Path) -> AsyncIterator[SshTarget]:
+    async with scripted_server(tmp_path, _bridge_to_sh) as target:
+        yield target
 
 
 class _OnlyKey(asyncssh.SSHServer):
@@ -208,3 +218,99 @@ async def test_real_sh_large_answer(real_sh: SshTarget) -> None:
     lines = done.stdout.splitlines()
     assert len(lines) == 50000 and lines[-1] == "line49999"
     assert again.stdout == "after\n"
+
+
+# -- shells that misbehave while starting ------------------------------------------------
+
+
+async def until(condition: Any, what: str) -> None:
+    """Wait (bounded) for a condition the server side reaches on its own schedule."""
+    async with asyncio.timeout(WAIT_S):
+        while not condition():
+            await asyncio.sleep(0.01)
+    assert condition(), what
+
+
+async def test_a_shell_that_never_starts_costs_at_most_the_command_timeout_and_leaks_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    open_shells = [0]
+
+    async def node(process: asyncssh.SSHServerProcess[bytes]) -> None:
+        if process.command != SHELL_COMMAND:
+            process.stdout.write(b"ok\n")
+            process.exit(0)
+            return
+        open_shells[0] += 1
+        try:
+            async for _ in process.stdin:  # reads the handshake, never answers it
+                pass
+        finally:
+            open_shells[0] -= 1
+        process.exit(0)
+
+    async with scripted_server(tmp_path, node) as target, SshPool() as ssh:
+        with caplog.at_level(logging.WARNING, logger="bot.ssh"):
+            done = await ssh.read(target, ["echo"], timeout_s=0.3)  # connect timeout is 5 s
+        assert done.stdout == "ok\n"
+        assert any("no framed answer within 0.3s" in r.message for r in caplog.records)
+        await until(lambda: open_shells[0] == 0, "the abandoned shell session was closed")
+    async with scripted_server(tmp_path / "again", node) as target, SshPool() as ssh:
+        for _ in range(12):  # more than OpenSSH's MaxSessions (10), had any leaked
+            reading = asyncio.create_task(ssh.read(target, ["echo"], timeout_s=5))
+            await until(lambda: open_shells[0] == 1, "the shell session is starting")
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            await until(lambda: open_shells[0] == 0, "a cancelled start closed its session")
+        assert (await ssh.run(target, ["echo"], timeout_s=5)).stdout == "ok\n"
+
+
+class _DiesAtShellStart(asyncssh.SSHServerSession):  # type: ignore[type-arg]
+    """A node that goes away between opening the channel and answering `exec /bin/sh`."""
+
+    def __init__(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:  # type: ignore[type-arg]
+        self._chan = chan
+
+    def exec_requested(self, command: str) -> bool:
+        if command == SHELL_COMMAND:
+            self._conn.abort()
+            return False
+        return True
+
+    def session_started(self) -> None:
+        self._chan.write(b"ok\n")
+        self._chan.exit(0)
+
+
+class _DyingNode(_OnlyKey):
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def session_requested(self) -> _DiesAtShellStart:
+        return _DiesAtShellStart(self._conn)
+
+
+async def test_connection_lost_at_shell_start_is_never_a_raw_asyncssh_error(tmp_path: Path) -> None:
+    async with scripted_server(tmp_path, server_class=_DyingNode) as target, SshPool() as ssh:
+        try:
+            done = await ssh.read(target, ["echo"], timeout_s=5)
+        except SshError:
+            pass  # a clear error of ours is fine too
+        else:
+            assert done.stdout == "ok\n"  # asked again over exec on a new connection
+
+
+async def test_closing_the_pool_mid_read_opens_no_new_connection(
+        cluster: Cluster) -> None:  # noqa: F811
+    server, node, target = cluster.servers["node1"], cluster.nodes["node1"], cluster.target("node1")
+    ssh = SshPool()
+    reading = asyncio.create_task(ssh.read(target, ["block"], timeout_s=WAIT_S))
+    async with asyncio.timeout(WAIT_S):
+        await node.started.wait()
+    await ssh.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await reading
+    assert server.connections_accepted == 1

@@ -155,3 +155,24 @@ def test_session_end_fails_the_waiting_command() -> None:
         with pytest.raises(Exception, match="shell session ended"):
             await done
     asyncio.run(scenario())
+
+
+async def test_output_after_an_answer_retires_the_shell(sh: LocalShell) -> None:
+    # The command returns at once; its background child writes after the answer is complete.
+    assert await sh.run(["sh", "-c", "(sleep 0.1; echo late) & exit 0"]) == (0, b"", b"")
+    async with asyncio.timeout(WAIT_S):
+        while not sh.session.ended:
+            await asyncio.sleep(0.01)
+    with pytest.raises(Exception, match="ended"):
+        sh.session.expect(new_nonce())  # that output would have been read as the next answer
+
+
+async def test_a_login_banner_before_the_first_command_is_absorbed() -> None:
+    session = _ShellSession()
+    session.data_received(b"Welcome to node1\n", None)  # printed before `exec /bin/sh`
+    nonce = new_nonce()
+    done = session.expect(nonce)
+    session.data_received(f"\n{nonce} 0\n".encode(), None)
+    session.data_received(f"\n{nonce}\n".encode(), asyncssh.EXTENDED_DATA_STDERR)
+    status, out, _ = await done
+    assert status == 0 and out == b"Welcome to node1\n" and not session.ended
