@@ -93,7 +93,8 @@ class SshTarget:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """A command that ran to completion on a node (exit_status < 0: killed by that signal)."""
+    """A command that ran to completion on a node. Killed by signal N: exit_status is -N on an
+    exec session, 128+N (as sh reports it) on a read shell."""
 
     node: str
     argv: tuple[str, ...]

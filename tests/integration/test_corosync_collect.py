@@ -12,6 +12,7 @@ from typing import Any
 from bot.collect import Collector
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
+from bot.render.json import report_json
 from bot.render.status import status_doc
 from bot.render.text import to_text
 from bot.ssh import SshPool
@@ -212,3 +213,24 @@ async def test_corosync_only_garbage_quorum_answer_is_no_answer(tmp_path: Path) 
     assert not report.has_view and report.findings[0].code == "no_view"
     assert {(r.error, r.error_kind) for r in report.results} == {("pvecm not found", "not_found")}
     assert all(not r.answered for r in report.results)
+
+
+async def test_json_carries_the_corosync_layer(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, scenario="c_node3_crashed") as fc:
+        data = json.loads(json.dumps(report_json(await collect(fc))))
+    assert data["kind"] == "pacemaker"
+    c = data["corosync"]
+    assert c["quorate"] is True and c["members"] == ["node1", "node2"]
+    assert (c["expected_votes"], c["total_votes"], c["quorum_votes"]) == (3, 2, 2)
+    views = {v["node"]: v for v in data["views"]}
+    assert views["node1"]["corosync"]["members"] == ["node1", "node2"]
+    assert views["node1"]["corosync"]["quorate"] is True
+    assert views["node1"]["details_at"] is not None
+    assert views["node3"]["corosync"] is None and "not running" in views["node3"]["corosync_error"]
+
+
+async def test_json_of_a_corosync_only_cluster_has_its_quorum(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, kind="corosync") as fc:
+        data = report_json(await collect(fc))
+    assert data["kind"] == "corosync" and data["dc"] is None
+    assert data["quorum"] is True and data["corosync"]["members"] == ["node1", "node2", "node3"]
