@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Generic, TypeVar
 
 from bot.corosync.model import LinkStatus, NodeCorosync, QuorumStatus
@@ -40,6 +41,14 @@ _COROSYNC_DOWN = ("Cannot initialize CMAP service", "Cannot initialize QUORUM se
                   "Cannot initialise CFG service", "Could not initialize corosync")
 T = TypeVar("T")
 KEEPALIVE_S = 30.0
+
+
+class Ask(Enum):
+    """How much one collection asks the nodes."""
+
+    TURN = "turn"  # the watcher: crm_mon of one node in turn; any change it shows asks everyone
+    STATUS = "status"  # crm_mon of every node; an unchanged node's details may be a few s old
+    ALL = "all"  # every command on every node: what a remediation decides on
 
 
 def target_for(cluster: ClusterConfig, node: NodeConfig, settings: Settings) -> SshTarget:
@@ -82,30 +91,29 @@ class Collector:
     def __post_init__(self) -> None:
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
 
-    async def collect(self, cluster: ClusterConfig, *, detail: bool = True,
-                      fresh: bool = False) -> ClusterReport:
+    async def collect(self, cluster: ClusterConfig, *, ask: Ask = Ask.STATUS) -> ClusterReport:
         """Every node's answer, merged.
 
-        * `detail=False` (the watcher, most polls) asks crm_mon of one node in turn and reuses
-          the rest of the last answers; any change that node shows brings a full poll of every
-          node at once.
-        * `detail=True` (a status) asks crm_mon of every node; a node whose answer is unchanged
-          keeps daemon and Corosync answers up to `status_detail_max_age_s` old.
-        * `fresh=True` (remediation checks) asks every node everything.
+        * `Ask.TURN` (the watcher, most polls) asks crm_mon of one node in turn and reuses the
+          rest of the last answers; any change that node shows brings a full poll of every node.
+        * `Ask.STATUS` asks crm_mon of every node; a node whose answer is unchanged keeps its
+          daemon and Corosync answers up to `status_detail_max_age_s` old.
+        * `Ask.ALL` asks every node everything.
         """
         last = self._reports.get(cluster.name)
         self._answers[cluster.name] = {}
         asked: dict[str, NodeView] = {}  # a light poll's fresh answer, not to be asked twice
-        if not detail and not fresh and last is not None and not self.settings.poll_every_node:
+        if ask is Ask.TURN and last is not None and not self.settings.poll_every_node:
             light = await self._light(cluster, last[0], asked)
             if light is not None:
                 return light
-        max_age = None if fresh else (self.settings.status_detail_max_age_s if detail else float("inf"))
+        max_age = {Ask.TURN: float("inf"), Ask.STATUS: self.settings.status_detail_max_age_s,
+                   Ask.ALL: None}[ask]
         results = tuple(await asyncio.gather(
             *(self._node(cluster, n, max_age, asked.get(n.name)) for n in cluster.nodes)))
         if last is not None and all(a is b for a, b in zip(last[0], results, strict=True)):
             # Nothing new from any node: the very same report (a status stamps its own time).
-            return replace(last[1], collected_at=self.now()) if detail else last[1]
+            return last[1] if ask is Ask.TURN else replace(last[1], collected_at=self.now())
         report = merge(cluster.name, results, cluster.expectations, self.now(), kind=cluster.kind)
         self._reports[cluster.name] = (results, report)
         return report

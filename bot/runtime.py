@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from bot.collect import Collector
+from bot.collect import Ask, Collector
 from bot.console import BANNER, Console, Extra
 from bot.delivery import Deliverer
 from bot.errors import ConfigError
@@ -90,7 +90,7 @@ class Runtime:
 
     async def _fresh_collect(self, cluster: ClusterConfig) -> ClusterReport:
         """What a remediation decides on: every command asked again, nothing reused."""
-        return await self.services.collect(cluster, fresh=True)
+        return await self.services.collect(cluster, ask=Ask.ALL)
 
     async def stop_tasks(self) -> None:
         if self.services.remediation is not None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bot.collect import Collector
+from bot.collect import Ask, Collector
 from bot.errors import NotAllowed
 from bot.pacemaker.merge import ClusterReport
 from bot.remediation import Remediation
@@ -26,9 +26,8 @@ class AppServices:
     # Per-node crm_mon time of the latest collection (seconds; the nodes asked), for benchmarks.
     last_durations: dict[str, float] = field(default_factory=dict)
 
-    async def collect(self, cluster: ClusterConfig, *, detail: bool = True,
-                      fresh: bool = False) -> ClusterReport:
-        report = await self.collector.collect(cluster, detail=detail, fresh=fresh)
+    async def collect(self, cluster: ClusterConfig, *, ask: Ask = Ask.STATUS) -> ClusterReport:
+        report = await self.collector.collect(cluster, ask=ask)
         self.last_durations = self.collector.answer_times(cluster.name)
         if self.on_report is not None:
             self.on_report(report)

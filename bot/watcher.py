@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.collect import Ask
 from bot.delivery import doc_json
 from bot.metrics import Metrics
 from bot.pacemaker.diff import Flapping, IncidentDraft, WatchState, incidents, step
@@ -42,7 +43,7 @@ INITIAL_KEY = "initial"
 @dataclass
 class Watcher:
     settings: Settings
-    collect: Callable[..., Any]  # async (cluster, *, detail) -> ClusterReport
+    collect: Callable[..., Any]  # async (cluster, *, ask) -> ClusterReport
     store: Store
     clock: Callable[[], datetime]
     notify: Callable[[], None] = lambda: None  # wakes the deliverer after enqueueing
@@ -101,7 +102,7 @@ class Watcher:
     async def poll(self, cluster: ClusterConfig) -> tuple[IncidentDraft, ...]:
         started = self.monotonic()
         # Light polls: the collector asks one node in turn and refreshes everything on a change.
-        report: ClusterReport = await self.collect(cluster, detail=False)
+        report: ClusterReport = await self.collect(cluster, ask=Ask.TURN)
         if self.metrics is not None:
             self.metrics.record_poll(report, self.monotonic() - started)
         # The collector hands back the very same report when no node said anything new.

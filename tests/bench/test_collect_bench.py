@@ -20,7 +20,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from bot.collect import Collector
+from bot.collect import Ask, Collector
 from bot.settings import ClusterConfig, NodeConfig, Settings
 from bot.ssh import SshPool
 
@@ -115,7 +115,7 @@ async def test_bench_status(tmp_path: Path) -> None:
         async with SshPool() as pool:
             collector = Collector(pool, settings)
             await collector.collect_many(clusters)  # open every connection once
-            fresh_ms = await timed(lambda: collector.collect(one, fresh=True), 40)
+            fresh_ms = await timed(lambda: collector.collect(one, ask=Ask.ALL), 40)
             warm_ms = await timed(lambda: collector.collect(one), 40)
             cpu0, server0 = time.process_time(), cpu_ms(info["pid"])
             sweep_ms = await timed(lambda: collector.collect_many(clusters), 10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.collect import Collector
+from bot.collect import Ask, Collector
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.render.status import status_doc
@@ -185,13 +185,13 @@ async def test_light_polls_ask_one_node_in_turn_and_notice_changes(tmp_path: Pat
                 return sum(1 for s in fc.servers() for c in s.commands if "crm_mon" in c)
             before = crm_mon_count()
             for _ in range(6):
-                assert await collector.collect(fc.config, detail=False) is first  # nothing new
+                assert await collector.collect(fc.config, ask=Ask.TURN) is first  # nothing new
             assert crm_mon_count() - before == 6  # one node per light poll
             asked = [sum(1 for c in s.commands if "crm_mon" in c) for s in fc.servers()]
             assert asked == [3, 3, 3]  # the first full poll, then two turns each
             fc.set_scenario("c_node3_crashed")
             before = crm_mon_count()
-            changed = await collector.collect(fc.config, detail=False)
+            changed = await collector.collect(fc.config, ask=Ask.TURN)
             assert crm_mon_count() - before == 3  # a change: one crm_mon per node, none asked twice
         assert changed is not first
         assert ("node_offline", "node3") in {f.key for f in changed.findings}
@@ -224,7 +224,7 @@ async def test_status_reuses_an_unchanged_nodes_details_for_a_few_seconds(tmp_pa
         report = await collector.collect(fc.config)
         assert counts() == (9, 6, 6, 6)
         assert "Daemons" in [s.title for s in status_doc(report, fc.config.expectations).sections]
-        await collector.collect(fc.config, fresh=True)  # what remediation decides on
+        await collector.collect(fc.config, ask=Ask.ALL)  # what remediation decides on
         assert counts() == (12, 9, 9, 9)
         later(1)
         fc.set_scenario("c_node3_crashed")  # every node's crm_mon answer changes...

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.collect import Ask
 from bot.render.status import status_doc
 from bot.render.text import to_text
 from bot.runtime import Runtime, running
@@ -40,7 +41,7 @@ PROBE_TIMEOUT_S = 30.0
 async def answer(rt: Runtime, cluster: ClusterConfig, fresh: bool = False) -> str:
     """What `/cluster status lab` computes: every node's view, merged, judged, rendered.
     `fresh`: every command asked again (as remediation does), no daemon/Corosync reuse."""
-    report = await rt.services.collect(cluster, fresh=fresh)
+    report = await rt.services.collect(cluster, ask=Ask.ALL if fresh else Ask.STATUS)
     assert report.healthy, labkit.describe(report)
     return to_text(status_doc(report, cluster.expectations))
 
