@@ -55,6 +55,9 @@ async def test_healthy_cluster_as_the_bot_sees_it(collector: Collector, cluster:
         assert result.view is not None and result.view.quorate is True and result.view.dc == view.dc
         assert result.daemons is not None and result.daemons.states == DAEMONS_UP, result.node
     assert report.healthy and report.severity is Severity.INFO
+    # Through OpenSSH and the nodes' own /bin/sh: every read was answered by a read shell.
+    stats = collector.pool.stats
+    assert stats.shell_commands == stats.commands_run > 0 and stats.shells_opened >= len(NODES)
 
 
 # ---------------------------------------------------------------- standby
