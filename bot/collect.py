@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -41,6 +42,8 @@ _COROSYNC_DOWN = ("Cannot initialize CMAP service", "Cannot initialize QUORUM se
                   "Cannot initialise CFG service", "Could not initialize corosync")
 T = TypeVar("T")
 KEEPALIVE_S = 30.0
+# The crm_mon times of the collection running in this task (node tasks inherit it).
+_ANSWER_TIMES: ContextVar[dict[str, float] | None] = ContextVar("answer_times", default=None)
 
 
 class Ask(Enum):
@@ -83,8 +86,8 @@ class Collector:
     _reports: dict[str, tuple[tuple[NodeResult, ...], ClusterReport]] = field(default_factory=dict,
                                                                                init=False)
     _turns: dict[str, int] = field(default_factory=dict, init=False)
-    # Seconds each node took to answer in the latest collection of a cluster (only the nodes
-    # actually asked): a reused NodeResult keeps the duration of the poll that made it.
+    # Seconds each node took to answer crm_mon in the latest collection of a cluster (only the
+    # nodes actually asked): a reused NodeResult keeps the duration of the poll that made it.
     _answers: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
     _ages: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
@@ -100,8 +103,16 @@ class Collector:
           daemon and Corosync answers up to `status_detail_max_age_s` old.
         * `Ask.ALL` asks every node everything.
         """
+        times: dict[str, float] = {}
+        token = _ANSWER_TIMES.set(times)  # this collection's own, even if another runs at once
+        try:
+            return await self._collect(cluster, ask)
+        finally:
+            _ANSWER_TIMES.reset(token)
+            self._answers[cluster.name] = times
+
+    async def _collect(self, cluster: ClusterConfig, ask: Ask) -> ClusterReport:
         last = self._reports.get(cluster.name)
-        self._answers[cluster.name] = {}
         asked: dict[str, NodeView] = {}  # a light poll's fresh answer, not to be asked twice
         if ask is Ask.TURN and last is not None and not self.settings.poll_every_node:
             light = await self._light(cluster, last[0], asked)
@@ -240,8 +251,9 @@ class Collector:
         cmds = cluster.commands
         argv = cmds.crm_mon_legacy if key in self._legacy else cmds.crm_mon
         done = await self._exec(target, argv)
-        times = self._answers.setdefault(cluster.name, {})
-        times[target.node] = max(times.get(target.node, 0.0), done.duration_s)
+        times = _ANSWER_TIMES.get()
+        if times is not None:
+            times[target.node] = max(times.get(target.node, 0.0), done.duration_s)
         if _looks_like_xml(done.stdout):
             return self._parse_cached(key, done.stdout)
         if key not in self._legacy and _unknown_option(done):

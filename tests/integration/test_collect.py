@@ -187,6 +187,7 @@ async def test_light_polls_ask_one_node_in_turn_and_notice_changes(tmp_path: Pat
             for _ in range(6):
                 assert await collector.collect(fc.config, ask=Ask.TURN) is first  # nothing new
             assert crm_mon_count() - before == 6  # one node per light poll
+            assert len(collector.answer_times(fc.config.name)) == 1  # and only it has a time
             asked = [sum(1 for c in s.commands if "crm_mon" in c) for s in fc.servers()]
             assert asked == [3, 3, 3]  # the first full poll, then two turns each
             fc.set_scenario("c_node3_crashed")
