@@ -312,8 +312,7 @@ class SshPool:
             async with asyncio.timeout(timeout_s), sessions:
                 result = await _open_and_wait(conn, command, stdin)
         except TimeoutError as exc:
-            msg = f"`{argv[0]}` did not finish within {timeout_s:g}s (it may still be running)"
-            raise SshTimeout(target.node, msg) from exc
+            raise _timed_out(target, argv, timeout_s) from exc
         except asyncssh.ChannelOpenError as exc:  # the node declined the session or the exec
             msg = f"session for `{argv[0]}` refused: {exc.reason}"
             raise Unreachable(target.node, msg) from exc
@@ -346,8 +345,7 @@ class SshPool:
                 status, out, err = await shell.run(command)
         except TimeoutError as exc:
             self._drop_shell(slot, shell)  # its next bytes would belong to this command
-            msg = f"`{argv[0]}` did not finish within {timeout_s:g}s (it may still be running)"
-            raise SshTimeout(target.node, msg) from exc
+            raise _timed_out(target, argv, timeout_s) from exc
         except ShellLost as exc:
             self._drop_shell(slot, shell)
             self._stats.retries += 1
@@ -360,9 +358,8 @@ class SshPool:
         slot.idle_shells.append((conn, shell))
         self._stats.commands_run += 1
         self._stats.shell_commands += 1
-        return Completed(node=target.node, argv=argv, exit_status=status,
-                         stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"),
-                         duration_s=time.perf_counter() - started)
+        return Completed(node=target.node, argv=argv, exit_status=status, stdout=_text(out),
+                         stderr=_text(err), duration_s=time.perf_counter() - started)
 
     async def _take_shell(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
                           timeout_s: float) -> RemoteShell | None:
@@ -495,6 +492,11 @@ def _text(data: object) -> str:
     if isinstance(data, bytes):
         return data.decode("utf-8", "replace")
     return str(data)
+
+
+def _timed_out(target: SshTarget, argv: tuple[str, ...], timeout_s: float) -> SshTimeout:
+    msg = f"`{argv[0]}` did not finish within {timeout_s:g}s (it may still be running)"
+    return SshTimeout(target.node, msg)
 
 
 def _lost_mid_command(argv: tuple[str, ...], exc: BaseException | None) -> str:
