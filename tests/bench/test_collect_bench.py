@@ -22,6 +22,7 @@ import pytest
 
 from bot.collect import Ask, Collector
 from bot.settings import ClusterConfig, NodeConfig, Settings
+from bot.shell import SHELL_COMMAND, frame, new_nonce, stderr_marker, stdout_marker
 from bot.ssh import SshPool
 
 pytestmark = pytest.mark.bench
@@ -81,6 +82,51 @@ async def raw_warm(conns: list[asyncssh.SSHClientConnection], runs: int) -> list
     return await timed(once, runs)
 
 
+class _FloorSession(asyncssh.SSHClientSession[bytes]):
+    """The least a client can do per framed read: buffer, spot both markers, count down."""
+
+    def __init__(self) -> None:
+        self.out, self.err = bytearray(), bytearray()
+        self.ends: tuple[bytes, bytes] | None = None
+        self.answered: Callable[[], None] = lambda: None
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        (self.err if datatype == asyncssh.EXTENDED_DATA_STDERR else self.out).extend(data)
+        if self.ends and self.ends[0] in self.out[-80:] and self.err.endswith(self.ends[1]):
+            self.out.clear()
+            self.err.clear()
+            self.ends = None
+            self.answered()
+
+
+async def floor_sweep(conns: list[asyncssh.SSHClientConnection], runs: int) -> tuple[list[float], float]:
+    """asyncssh's own floor for a sweep: one framed crm_mon per node on open read shells,
+    callbacks only (no tasks, timeouts, pool or parsing). Returns (wall ms, client CPU ms)."""
+    sessions = [await c.create_session(_FloorSession, SHELL_COMMAND, encoding=None) for c in conns]
+    loop = asyncio.get_running_loop()
+
+    async def once() -> None:
+        done, left = loop.create_future(), [len(sessions)]
+
+        def answered() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                done.set_result(None)
+        for channel, session in sessions:
+            nonce = new_nonce()
+            session.ends = (stdout_marker(nonce, 0).encode(), stderr_marker(nonce).encode())
+            session.answered = answered
+            channel.write(frame(CRM_MON, nonce).encode())
+        await done
+    await timed(once, 2)
+    cpu0 = time.process_time()
+    wall = await timed(once, runs)
+    cpu = (time.process_time() - cpu0) * 1000 / runs
+    for channel, _ in sessions:
+        channel.close()
+    return wall, cpu
+
+
 def med(samples: list[float]) -> float:
     return statistics.median(samples)
 
@@ -109,6 +155,9 @@ async def test_bench_status(tmp_path: Path) -> None:
         try:
             raw_warm_ms = await raw_warm(conns[:3], 40)
             raw_sweep_ms = await raw_warm(conns, 10)
+            server0 = cpu_ms(info["pid"])
+            floor_ms, floor_cpu_ms = await floor_sweep(conns, 10)
+            floor_server_ms = (cpu_ms(info["pid"]) - server0) / 12  # its 2 warm-ups count too
         finally:
             for c in conns:
                 c.close()
@@ -134,6 +183,10 @@ async def test_bench_status(tmp_path: Path) -> None:
           f"client CPU {sweep_cpu_ms:.0f} ms and fake nodes' server CPU {server_cpu_ms:.0f} ms per "
           f"sweep (2 cores); raw asyncssh, one crm_mon session per node "
           f"on 150 open connections: {med(raw_sweep_ms):.1f} ms")
+    print(f"BENCH asyncssh floor for the sweep (150 open read shells, callbacks only, none of our "
+          f"code): {med(floor_ms):.1f} ms, client CPU {floor_cpu_ms:.0f} ms and server CPU "
+          f"{floor_server_ms:.0f} ms per sweep; "
+          f"3x one cluster is {3 * med(warm_ms):.0f} ms")
     print(f"BENCH pool: {stats.shell_commands}/{stats.commands_run} commands on "
           f"{stats.shells_opened} read shells")
     assert med(warm_ms) < med(cold_ms)
