@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 import pytest
@@ -102,7 +102,10 @@ class _FloorSession(asyncssh.SSHClientSession[bytes]):
 async def floor_sweep(conns: list[asyncssh.SSHClientConnection], runs: int) -> tuple[list[float], float]:
     """asyncssh's own floor for a sweep: one framed crm_mon per node on open read shells,
     callbacks only (no tasks, timeouts, pool or parsing). Returns (wall ms, client CPU ms)."""
-    sessions = [await c.create_session(_FloorSession, SHELL_COMMAND, encoding=None) for c in conns]
+    sessions = []
+    for conn in conns:
+        channel, session = await conn.create_session(_FloorSession, SHELL_COMMAND, encoding=None)
+        sessions.append((channel, cast(_FloorSession, session)))
     loop = asyncio.get_running_loop()
 
     async def once() -> None:
