@@ -113,7 +113,7 @@ class Collector:
 
     async def _collect(self, cluster: ClusterConfig, ask: Ask) -> ClusterReport:
         last = self._reports.get(cluster.name)
-        asked: dict[str, NodeView] = {}  # a light poll's fresh answer, not to be asked twice
+        asked: dict[str, NodeView | NodeResult] = {}  # a light poll's answer: not asked twice
         if ask is Ask.TURN and last is not None and not self.settings.poll_every_node:
             light = await self._light(cluster, last[0], asked)
             if light is not None:
@@ -130,9 +130,10 @@ class Collector:
         return report
 
     async def _light(self, cluster: ClusterConfig, last: tuple[NodeResult, ...],
-                     asked: dict[str, NodeView]) -> ClusterReport | None:
-        """One node, in turn: crm_mon, and every `detail_every`-th time its details too.
-        Returns the last report if that node said nothing new, else None (poll everyone)."""
+                     asked: dict[str, NodeView | NodeResult]) -> ClusterReport | None:
+        """One node, in turn: crm_mon, and every `detail_every`-th time its details too (a
+        corosync-only cluster: its details every time). Returns the last report if that node
+        said nothing new, else None (poll everyone); what it did say goes into `asked`."""
         # Only while every node answered with a live view: a crashed node's "not connected"
         # stays the same while the others' views change, and a silent node must be asked every
         # poll to count towards "unreachable". A cluster in trouble gets full polls.
@@ -145,13 +146,21 @@ class Collector:
         if cached is None or last[turn] is not cached:
             return None
         age = self._ages[key] = self._ages.get(key, 0) + 1
-        if age >= self.settings.detail_every:
+        if age >= self.settings.detail_every or cluster.kind == "corosync":
             self._ages[key] = 0
             fresh = await self._full(cluster, node)
-            return self._reports[cluster.name][1] if _same(fresh, cached) else None
+            if _same(fresh, cached):
+                return self._reports[cluster.name][1]
+            # Kept and handed to the full poll: with crm_mon unchanged it would otherwise reuse
+            # the old details, and a daemon or link change alone would never be reported.
+            asked[node.name] = self._details[key] = fresh
+            return None
+        started = time.perf_counter()
         try:
             view = await self._crm_mon(cluster, target_for(cluster, node, self.settings))
-        except (SshError, ParseError):
+        except (SshError, ParseError) as err:
+            # A hung node must cost one timeout per poll, not one here and more in the full poll.
+            asked[node.name] = self._details[key] = _failed(node.name, err, started)
             return None
         if view is cached.view:
             return self._reports[cluster.name][1]
@@ -177,8 +186,11 @@ class Collector:
                                        timeout_s=timeout_s or self.settings.command_timeout_s)
 
     async def _node(self, cluster: ClusterConfig, node: NodeConfig, max_age_s: float | None,
-                    asked: NodeView | None = None) -> NodeResult:
-        """`max_age_s`: how old the node's daemon and Corosync answers may be (None: fresh)."""
+                    asked: NodeView | NodeResult | None = None) -> NodeResult:
+        """`max_age_s`: how old the node's daemon and Corosync answers may be (None: fresh).
+        `asked`: what this poll already heard from the node (its crm_mon, or everything)."""
+        if isinstance(asked, NodeResult):
+            return asked
         key = (cluster.name, node.name)
         cached = None if max_age_s is None or cluster.kind == "corosync" else self._details.get(key)
         if cached is not None and self._younger(cached, max_age_s):
@@ -200,11 +212,14 @@ class Collector:
         change is seen whole (Pacemaker and Corosync) in the poll that first shows it."""
         view = asked
         if view is None:
+            started = time.perf_counter()
             try:
                 view = await self._crm_mon(cluster, target_for(cluster, node, self.settings))
-            except (SshError, ParseError):
-                view = None
-        if view is not None and view is last.view:
+            except (SshError, ParseError) as err:
+                # Asking everything now would only wait for the same hung or broken crm_mon again.
+                result = self._details[(cluster.name, node.name)] = _failed(node.name, err, started)
+                return result
+        if view is last.view:
             return last  # identical answer: keep the identical result (and so the report)
         result = await self._full(cluster, node, view)
         self._details[(cluster.name, node.name)] = result
@@ -225,12 +240,8 @@ class Collector:
                     _given(known) if known is not None else self._crm_mon(cluster, target),
                     self._daemons(cluster, target),
                     self._corosync(cluster, target, decisive=False))
-        except SshError as err:
-            return NodeResult(node.name, error=_strip(err, node.name), error_kind=err.kind,
-                              duration_s=time.perf_counter() - started)
-        except ParseError as err:
-            return NodeResult(node.name, error=str(err), error_kind="parse",
-                              duration_s=time.perf_counter() - started)
+        except (SshError, ParseError) as err:
+            return _failed(node.name, err, started)
         if cluster.kind == "corosync" and quorum.value is None and not quorum.down:
             # No quorum view and no "corosync is down" either (garbage, tool missing): like a
             # crm_mon without XML, the node gave no answer we can use.
@@ -366,6 +377,14 @@ def _same(a: NodeResult, b: NodeResult) -> bool:
     """The same answer (the view compared by identity: the parse cache keeps it identical)."""
     return (a.view is b.view and a.daemons == b.daemons and a.corosync == b.corosync
             and a.error == b.error and a.corosync_error == b.corosync_error)
+
+
+def _failed(node: str, err: SshError | ParseError, started: float) -> NodeResult:
+    """The node's result when its answer could not be had (SshError) or read (ParseError)."""
+    if isinstance(err, SshError):
+        return NodeResult(node, error=_strip(err, node), error_kind=err.kind,
+                          duration_s=time.perf_counter() - started)
+    return NodeResult(node, error=str(err), error_kind="parse", duration_s=time.perf_counter() - started)
 
 
 def _strip(err: SshError, node: str) -> str:

@@ -23,7 +23,6 @@ from bot.settings import ClusterConfig, NodeConfig, Settings
 from tests.conftest import FIXTURES, PCMK
 
 USER = "clusterbot"
-ALL_ACTIVE = "active\nactive\nactive\n"
 LEGACY_XML = (PCMK.parent / "crm_mon" / "legacy-1.1.xml").read_text()
 LAB = FIXTURES / "corosync" / "lab-corosync-3"
 LAB_NODES = ("node1", "node2", "node3")
@@ -82,6 +81,7 @@ class FakeNode:
     release: asyncio.Event = field(default_factory=asyncio.Event)  # frees a "slow" node
     as_node: str | None = None  # serve another node's capture (a node that disagrees)
     server: LoopbackSshServer | None = None
+    inactive: frozenset[str] = frozenset()  # units `systemctl is-active` reports inactive
 
     async def handle(self, command: str, username: str) -> tuple[int, str, str]:
         argv = shlex.split(command)
@@ -91,7 +91,7 @@ class FakeNode:
                 return 1, "", "sudo: a password is required\n"
             argv = argv[2:]
         if argv[:2] == ["systemctl", "is-active"]:
-            return 0, ALL_ACTIVE, ""
+            return self._is_active(argv[2:])
         if argv == ["pacemakerd", "--version"]:
             return 0, "Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project\n", ""
         # Only the lab's node names have Corosync captures; other names lack the tools.
@@ -102,6 +102,11 @@ class FakeNode:
         if argv[0] != "crm_mon":
             return 127, "", f"bash: {argv[0]}: command not found\n"
         return await self._crm_mon(argv)
+
+    def _is_active(self, units: list[str]) -> tuple[int, str, str]:
+        """Like systemctl: one state per unit asked, exit 3 when any is not active."""
+        states = ["inactive" if u in self.inactive else "active" for u in units if not u.startswith("-")]
+        return (3 if "inactive" in states else 0), "".join(f"{s}\n" for s in states), ""
 
     async def _crm_mon(self, argv: list[str]) -> tuple[int, str, str]:
         if self.mode == "slow":

@@ -198,6 +198,51 @@ async def test_light_polls_ask_one_node_in_turn_and_notice_changes(tmp_path: Pat
         assert ("node_offline", "node3") in {f.key for f in changed.findings}
 
 
+async def test_light_polls_report_a_daemon_change_that_crm_mon_does_not_show(tmp_path: Path) -> None:
+    # pcsd dying changes nothing in crm_mon: only a turn's detail refresh can see it, and the
+    # full poll it triggers must keep that fresh answer rather than the node's old details.
+    async with fake_cluster(tmp_path, detail_every=2) as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings)
+        first = await collector.collect(fc.config, ask=Ask.TURN)
+        fc.nodes["node2"].inactive = frozenset({"pcsd"})
+        reports = [await collector.collect(fc.config, ask=Ask.TURN) for _ in range(6)]
+    # node2's details come up on its second turn: poll 5 of 6 (turns go node1, node2, node3).
+    seen = [("daemon_inactive", "node2") in finding_keys(r) for r in reports]
+    assert seen == [False, False, False, False, True, True]
+    assert reports[3] is first and reports[5] is reports[4]  # unchanged before and after
+
+
+async def test_a_hung_crm_mon_costs_one_timeout_per_light_poll(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, command_timeout_s=0.5) as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings)
+        await collector.collect(fc.config, ask=Ask.TURN)
+        node1 = fc.nodes["node1"]
+        node1.mode = "slow"
+        asked = [c for c in node1.server.commands if "crm_mon" in c]  # type: ignore[union-attr]
+        report = await collector.collect(fc.config, ask=Ask.TURN)  # node1's turn: crm_mon hangs
+        hung = [c for c in node1.server.commands if "crm_mon" in c]  # type: ignore[union-attr]
+        assert len(hung) - len(asked) == 1  # not asked again by the full poll it triggered
+        assert report.result("node1").error_kind == "timeout"  # type: ignore[union-attr]
+        node1.mode = "capture"
+        node1.release.set()
+        recovered = await collector.collect(fc.config, ask=Ask.TURN)
+        assert recovered.result("node1").ok  # type: ignore[union-attr]
+
+
+async def test_a_status_asks_a_hung_crm_mon_once(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, command_timeout_s=0.5) as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings)
+        await collector.collect(fc.config)
+        fc.nodes["node2"].mode = "slow"
+        server = fc.nodes["node2"].server
+        assert server is not None
+        before = sum("crm_mon" in c for c in server.commands)
+        report = await collector.collect(fc.config)
+        assert sum("crm_mon" in c for c in server.commands) - before == 1
+        assert report.result("node2").error_kind == "timeout"  # type: ignore[union-attr]
+        fc.nodes["node2"].release.set()
+
+
 async def test_status_reuses_an_unchanged_nodes_details_for_a_few_seconds(tmp_path: Path) -> None:
     clock = [datetime(2026, 11, 26, 3, 0, tzinfo=UTC)]
 

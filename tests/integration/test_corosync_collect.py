@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.collect import Collector
+from bot.collect import Ask, Collector
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.render.json import report_json
@@ -202,6 +202,20 @@ async def test_watcher_pacemaker_crash_is_one_incident(tmp_path: Path) -> None:
     [root] = seen[1]
     assert "node3 went OFFLINE" in root and "node3 left the Corosync membership" in root
     assert "incident node:node3" in root
+
+
+async def test_light_polls_of_a_corosync_only_cluster_never_ask_crm_mon(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path, kind="corosync", name="pve") as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings)
+        first = await collector.collect(fc.config, ask=Ask.TURN)
+        polls = [await collector.collect(fc.config, ask=Ask.TURN) for _ in range(6)]
+        commands = [c for s in fc.servers() for c in s.commands]
+        assert all(p is first for p in polls)  # a light poll: one node's quorum, links, daemons
+        assert not any("crm_mon" in c for c in commands)
+        assert sum("quorumtool" in c for c in commands) == 3 + 6
+        fc.set_scenario("c_node3_crashed")
+        changed = await collector.collect(fc.config, ask=Ask.TURN)  # every node's answer changed
+    assert ("corosync_down", "node3") in {f.key for f in changed.findings}
 
 
 async def test_corosync_only_garbage_quorum_answer_is_no_answer(tmp_path: Path) -> None:
