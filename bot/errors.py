@@ -12,6 +12,7 @@
     │   └── CommandFailed      the command ran and exited non-zero (exit_status, stderr)
     ├── SlackError             Slack API trouble that survived the retry handlers
     ├── ApprovalError          illegal approval transition, unknown or stale request
+    │   └── ClusterBusy        another remediation holds the cluster's lock
     └── NotAllowed             the user or channel may not do this
 """
 
@@ -83,6 +84,10 @@ class SlackError(ClusterbotError):
 
 
 class ApprovalError(ClusterbotError):
+    pass
+
+
+class ClusterBusy(ApprovalError):
     pass
 
 

@@ -29,7 +29,7 @@ from bot.approvals import (
     fingerprint,
     new_request,
 )
-from bot.errors import ApprovalError, NotAllowed, SshError
+from bot.errors import ApprovalError, ClusterBusy, NotAllowed, SshError
 from bot.metrics import Metrics
 from bot.pacemaker.health import Remedy
 from bot.pacemaker.merge import ClusterReport
@@ -140,12 +140,14 @@ class Remediation:
             return str(err)
         except ApprovalError as err:
             return str(err)
-        await self._edit(new)
-        await self._thread(new, f"<@{user}> {verb}d ({len(new.approvers)}/{new.required_approvals})"
-                           if verb == "approve" else f"<@{user}> {verb}ed" if verb == "cancel"
-                           else f"<@{user}> denied")
-        if new.state is State.APPROVED:
-            self._spawn(new)
+        try:
+            await self._edit(new)
+            await self._thread(new, f"<@{user}> {verb}d ({len(new.approvers)}/{new.required_approvals})"
+                               if verb == "approve" else f"<@{user}> {verb}ed" if verb == "cancel"
+                               else f"<@{user}> denied")
+        finally:
+            if new.state is State.APPROVED:  # approved in the store: it runs, whatever Slack did
+                self._spawn(new)
         return None
 
     async def is_approver(self, cluster: ClusterConfig, user: str) -> bool:
@@ -163,6 +165,7 @@ class Remediation:
         task = asyncio.create_task(self.execute(req.id), name=f"remedy:{req.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_crash)
 
     async def wait_idle(self) -> None:
         """Wait for running remediations (tests, shutdown)."""
@@ -181,7 +184,11 @@ class Remediation:
             return
         try:
             running = self.store.apply(req.id, Start(), now=self.clock(), is_approver=False)
-        except ApprovalError as err:
+        except ClusterBusy as err:
+            # Ended, not left APPROVED: it would otherwise run unasked at the next restart.
+            await self._finish_refused(req, f"{err}; ask again once it is done")
+            return
+        except ApprovalError as err:  # cancelled, expired or started meanwhile
             await self._thread(req, f":no_entry: not run: {err}")
             return
         await self._edit(running)
@@ -215,8 +222,13 @@ class Remediation:
         for argv in commands(req.argv):
             try:
                 done = await self.run(cluster, req.node, argv, RUN_TIMEOUT_S)
-            except SshError as exc:
-                return Result(None, "".join(out), "".join(err) + str(exc), time.perf_counter() - started)
+            except Exception as exc:  # any failure must still finish the request
+                # SshError is the expected one; anything else too must end in FINISH, which
+                # frees the cluster's lock, rather than leave the request RUNNING forever.
+                why = str(exc) if isinstance(exc, SshError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, SshError):
+                    log.exception("request %s: running %s failed", req.id, argv[0])
+                return Result(None, "".join(out), "".join(err) + why, time.perf_counter() - started)
             out.append(done.stdout)
             err.append(done.stderr)
             status = done.exit_status
@@ -255,7 +267,11 @@ class Remediation:
         return action.verify(view, report, target) if view and target else "no view"
 
     async def _finish_refused(self, req: Request, why: str) -> None:
-        done = self.store.apply(req.id, Refuse(why), now=self.clock(), is_approver=False)
+        try:
+            done = self.store.apply(req.id, Refuse(why), now=self.clock(), is_approver=False)
+        except ApprovalError as err:  # cancelled or expired meanwhile: it ended anyway
+            await self._thread(req, f":no_entry: not run: {err}")
+            return
         await self._edit(done)
         await self._thread(done, f":no_entry: refused before running: {why}")
 
@@ -273,7 +289,12 @@ class Remediation:
             await self._thread(req, ":warning: clusterbot restarted while this was running; "
                                     "its outcome is unknown: check the cluster")
         for req in self.store.approved_requests():
-            self._spawn(req)
+            if req.expires_at <= self.clock():
+                # Approved for the cluster of then: past its window, nobody expects it to run.
+                await self._finish_refused(req, "clusterbot was down when it was to run and its "
+                                                "approval window has passed; ask again if still needed")
+            else:
+                self._spawn(req)
 
     async def run_sweeper(self, every_s: float = 5.0) -> None:
         while True:
@@ -290,17 +311,29 @@ class Remediation:
         return request_doc(req, sudo=cluster.sudo, approvers=cluster.approvers or self.settings.approvers,
                            now=self.clock())
 
+    # Why none of these raise: the store is the record and decides what runs. A Slack error
+    # here must not stop an approved command, or leave one RUNNING with the cluster locked;
+    # the root message catches up at its next edit.
+
     async def _edit(self, req: Request) -> None:
         if self.metrics is not None and req.state.terminal:
             self.metrics.approval_final(req.state.value)
         if req.message_ts:
-            await self.poster.update(req.channel, req.message_ts, self._doc(req))
+            await self._say(req, self.poster.update(req.channel, req.message_ts, self._doc(req)))
 
     async def _thread(self, req: Request, text: str) -> None:
         await self._post(req, note_doc(text))
 
     async def _post(self, req: Request, doc: Doc) -> None:
-        await self.poster.post(req.channel, doc, thread_ts=req.message_ts)
+        await self._say(req, self.poster.post(req.channel, doc, thread_ts=req.message_ts))
+
+    @staticmethod
+    async def _say(req: Request, call: Awaitable[object]) -> None:
+        try:
+            await call
+        except Exception as exc:  # Slack trouble of any kind, see above
+            log.warning("request %s (%s): Slack message not updated: %s", req.id, req.state.value,
+                        f"{type(exc).__name__}: {exc}")
 
     def _cluster(self, name: str) -> ClusterConfig:
         cluster = self.settings.cluster(name)
@@ -316,6 +349,11 @@ class Remediation:
         if spec is None or not isinstance(spec.action, Action):
             raise ApprovalError(f"`{name}` is not in the remediation catalogue")
         return spec.action
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s crashed", task.get_name(), exc_info=task.exception())
 
 
 def plan_target(action: Action, req: Request, view: NodeView | None) -> Target | None:

@@ -26,7 +26,7 @@ from bot.approvals import (
     State,
     transition,
 )
-from bot.errors import ApprovalError, ConfigError
+from bot.errors import ApprovalError, ClusterBusy, ConfigError
 from bot.pacemaker.health import Severity
 
 BUSY_TIMEOUT_S = 2.0  # a writer waits this long for another connection's write to finish
@@ -494,8 +494,7 @@ def _lock_effects(c: sqlite3.Connection, old: Request, new: Request, now: dateti
                   (new.cluster, new.id, _ts(now)))
         holder = c.execute("SELECT request_id FROM locks WHERE cluster = ?", (new.cluster,)).fetchone()
         if holder["request_id"] != new.id:  # rolls the START back: fail closed
-            raise ApprovalError(f"another remediation ({holder['request_id']}) is running on "
-                                f"{new.cluster}")
+            raise ClusterBusy(f"another remediation ({holder['request_id']}) is running on {new.cluster}")
     elif old.state in (State.APPROVED, State.RUNNING) and new.state.terminal:
         c.execute("DELETE FROM locks WHERE cluster = ? AND request_id = ?", (new.cluster, new.id))
 

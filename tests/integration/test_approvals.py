@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from bot.approvals import State
+from bot.approvals import Approve, State
+from bot.runtime import open_store
 from tests.fakes.botharness import Harness, running_bot
 from tests.fakes.signing import block_actions_body, sign, thread_message_event
 
@@ -273,9 +274,51 @@ async def test_lock_contention_fails_closed() -> None:
         store = h.bot.runtime.store
         assert store.try_lock("prod-haproxy", "someone-else", h.remediation.clock())
         await h.click("clusterbot:approve", req.id, BOSS)
-        await h.slack.wait_for("chat.postMessage", lambda c: "not run" in text_of(c), timeout=20)
+        note = await h.slack.wait_for("chat.postMessage", lambda c: "refused before running" in text_of(c),
+                                      timeout=20)
+        assert "another remediation (someone-else) is running" in text_of(note)
         await settle(h)
-        assert h.node_commands(CLEANUP) == [] and state(h, req.id) is State.APPROVED
+        # Ended, not left APPROVED: a restart must not run it unasked once the lock is free.
+        assert h.node_commands(CLEANUP) == [] and state(h, req.id) is State.REFUSED
+        assert store.unlock("prod-haproxy", "someone-else")
+        await h.restart()
+        await h.remediation.wait_idle()
+        assert h.node_commands(CLEANUP) == [] and state(h, req.id) is State.REFUSED
+
+
+async def test_slack_failing_to_edit_the_request_never_strands_it() -> None:
+    # Someone deleted the request's message: every edit fails. The store decides, so the
+    # approved command still runs once, finishes, and frees the cluster's lock.
+    async with running_bot(cluster={"approvers": (BOSS,)}) as h:
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        req = await ask(h)
+        h.slack.fail("chat.update", error="message_not_found", times=50)
+        await h.click("clusterbot:approve", req.id, BOSS)
+        await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
+        await settle(h)
+        assert state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
+        assert h.bot.runtime.store.lock_holder("prod-haproxy") is None
+        assert not any(c.ok for c in h.slack.calls if c.method == "chat.update")
+
+
+async def test_an_approval_whose_window_passed_while_the_bot_was_down_does_not_run() -> None:
+    async with running_bot(cluster={"approvers": (BOSS,)}, approval_ttl_s=2.0) as h:
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        req = await ask(h)
+
+        async def approved_then_window_ends() -> None:
+            # The bot died right after the approval was stored, before it could start the command.
+            store = open_store(h.bot.settings)
+            try:
+                store.apply(req.id, Approve(BOSS), now=req.created_at, is_approver=True)
+            finally:
+                store.close()
+            await asyncio.sleep((req.expires_at - datetime.now(UTC)).total_seconds() + 0.2)
+        await h.restart(down_while=approved_then_window_ends)
+        await h.remediation.wait_idle()
+        assert state(h, req.id) is State.REFUSED and h.node_commands(CLEANUP) == []
+        note = h.bot.runtime.store.get_request(req.id).note
+        assert note is not None and "approval window has passed" in note
 
 
 async def test_request_fix_button_on_an_alert() -> None:
