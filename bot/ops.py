@@ -6,10 +6,10 @@ import argparse
 import asyncio
 from dataclasses import dataclass
 
-from bot.collect import Collector, target_for
+from bot.collect import Ask, Collector, target_for
 from bot.errors import ConfigError, SshError
-from bot.pacemaker.merge import ClusterReport
-from bot.settings import ClusterConfig, Settings, load_settings
+from bot.pacemaker.merge import ClusterReport, NodeResult
+from bot.settings import DEFAULT_ALERT_CHANNEL, ClusterConfig, Settings, load_settings
 from bot.ssh import SshPool
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
@@ -75,6 +75,9 @@ def check_config_command(args: argparse.Namespace) -> int:
     for cluster in pick_clusters(settings, []):
         print(f"{cluster.name}: {len(cluster.nodes)} nodes, user {cluster.ssh_user}, "
               f"sudo {'on' if cluster.sudo else 'off'}, known_hosts {cluster.known_hosts}")
+        if not (cluster.alert_channel or settings.alert_channel):
+            print(f"  warning: no alert_channel for {cluster.name}: the watcher posts its alerts "
+                  f"to a channel named #{DEFAULT_ALERT_CHANNEL}")
     if not args.connect:
         print("config OK")
         return EXIT_OK
@@ -85,25 +88,36 @@ def check_config_command(args: argparse.Namespace) -> int:
 
 
 async def _check_all(settings: Settings) -> list[NodeCheck]:
+    """Every node as the collector asks it (so a corosync-only cluster is asked its quorum and
+    old Pacemaker gets the crm_mon -X fallback), plus Pacemaker's version."""
     async with SshPool() as pool:
-        jobs = [_check_node(pool, settings, c, n.name) for c in settings.clusters for n in c.nodes]
+        collector = Collector(pool, settings)
+        reports = await asyncio.gather(*(collector.collect(c, ask=Ask.ALL) for c in settings.clusters))
+        jobs = [_check_node(pool, settings, cluster, result)
+                for cluster, report in zip(settings.clusters, reports, strict=True)
+                for result in report.results]
         return list(await asyncio.gather(*jobs))
 
 
-async def _check_node(pool: SshPool, settings: Settings, cluster: ClusterConfig, node: str) -> NodeCheck:
+async def _check_node(pool: SshPool, settings: Settings, cluster: ClusterConfig,
+                      result: NodeResult) -> NodeCheck:
+    node = result.node
+    if result.error is not None:
+        return NodeCheck(cluster.name, node, False, f"{result.error_kind}: {result.error}")
+    sudo = "sudo OK" if cluster.sudo else "no sudo"
+    if cluster.kind == "corosync":
+        tool = "corosync-quorumtool OK" if result.ok else f"corosync: {result.corosync_error}"
+        return NodeCheck(cluster.name, node, result.ok, f"reachable, host key OK, {sudo}, {tool}")
     conf = cluster.node(node)
     assert conf is not None
-    target = target_for(cluster, conf, settings)
     try:
-        version = await pool.run(target, cluster.commands.version, timeout_s=settings.command_timeout_s)
-        status = await pool.run(target, cluster.commands.crm_mon, timeout_s=settings.command_timeout_s)
+        version = await pool.run(target_for(cluster, conf, settings), cluster.commands.version,
+                                 timeout_s=settings.command_timeout_s)
     except SshError as err:
         return NodeCheck(cluster.name, node, False, f"{err.kind}: {str(err).removeprefix(node + ': ')}")
     first = (version.stdout.strip().splitlines() or ["version unknown"])[0]
-    sudo = "sudo OK" if cluster.sudo else "no sudo"
-    ok = status.stdout.lstrip().startswith("<")
-    detail = f"reachable, host key OK, {first}, {sudo}, crm_mon {'OK' if ok else 'gave no XML'}"
-    return NodeCheck(cluster.name, node, ok, detail)
+    tool = "crm_mon OK" if result.ok else "crm_mon: not connected to the cluster"
+    return NodeCheck(cluster.name, node, result.ok, f"reachable, host key OK, {first}, {sudo}, {tool}")
 
 
 

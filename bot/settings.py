@@ -104,12 +104,16 @@ class ClusterConfig(_Strict):
 
 
 _CONFIG_FILE: Path | None = None
+DEFAULT_ALERT_CHANNEL = "alerts"  # where alerts go when neither the cluster nor the top level names one
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLUSTERBOT_", env_nested_delimiter="__", extra="forbid", frozen=True,
         populate_by_name=True,
+        # `CLUSTERBOT_ALERT_CHANNEL=` in an environment file means unset, not "" over the TOML value.
+        env_ignore_empty=True,
+        allow_inf_nan=False,  # an infinite timeout or window is a typo, never a wish
     )
 
     clusters: tuple[ClusterConfig, ...] = ()
@@ -204,5 +208,16 @@ def _one_line(exc: ValidationError, file: Path | None) -> str:
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    where = f"{file}: " if file else ""
+    env = _env_source(str(first["loc"][0])) if first["loc"] else None
+    where = f"environment {env}: " if env else f"{file}: " if file else ""
     return f"{where}{loc}: {first['msg']}{tail}"
+
+
+def _env_source(key: str) -> str | None:
+    """The environment variable that set `key`, if one did (it wins over the file): the error
+    must send the reader to it, not to a file that may not even have the key."""
+    names = {f"CLUSTERBOT_{key}".upper()}
+    if key.upper().startswith("SLACK_"):
+        names.add(key.upper())  # SLACK_BOT_TOKEN and the others read without the prefix
+    return next((n for n, v in os.environ.items() if v and (
+        n.upper() in names or n.upper().startswith(f"CLUSTERBOT_{key.upper()}__"))), None)

@@ -13,6 +13,8 @@ from tests.fakes.nodes import FakeCluster, fake_cluster
 def write_config(fc: FakeCluster, path: Path) -> Path:
     c = fc.config
     nodes = ", ".join(f'{{ name = "{n.name}", host = "{n.host}", port = {n.port} }}' for n in c.nodes)
+    pacemaker = ('vips = ["virtual_ip_1", "virtual_ip_2", "virtual_ip_3"]\n'
+                 'everywhere = ["loadbalancer-clone"]\n') if c.kind == "pacemaker" else 'kind = "corosync"\n'
     path.write_text(f"""
 connect_timeout_s = 2
 command_timeout_s = 2
@@ -23,9 +25,7 @@ ssh_user = "{c.ssh_user}"
 ssh_key = "{c.ssh_key}"
 known_hosts = "{c.known_hosts}"
 sudo = true
-vips = ["virtual_ip_1", "virtual_ip_2", "virtual_ip_3"]
-everywhere = ["loadbalancer-clone"]
-""")
+{pacemaker}""")
     return path
 
 
@@ -82,3 +82,24 @@ async def test_check_config_connect(tmp_path: Path) -> None:
     lines = {line.split(":")[0].strip(): line for line in out.splitlines() if "/" in line}
     assert lines["OK  prod-haproxy/node1"].endswith("sudo OK, crm_mon OK")
     assert "BAD prod-haproxy/node2" in lines and "sudo" in lines["BAD prod-haproxy/node2"]
+
+
+async def test_check_config_connect_on_a_corosync_only_cluster(tmp_path: Path) -> None:
+    # No pacemakerd or crm_mon there: the node is checked by its quorum view.
+    async with fake_cluster(tmp_path, kind="corosync", name="pve") as fc:
+        cfg = write_config(fc, tmp_path / "c.toml")
+        rc, out, err = await clusterbot("check-config", "--connect", "--config", str(cfg))
+    assert rc == 0, out + err
+    checks = [line for line in out.splitlines() if line.startswith(("  OK ", "  BAD "))]
+    assert len(checks) == 3 and all(line.strip().startswith("OK ") for line in checks)
+    assert all(line.endswith("sudo OK, corosync-quorumtool OK") for line in checks)
+    assert "warning: no alert_channel for pve" in out
+
+
+async def test_check_config_connect_on_old_pacemaker_uses_the_legacy_crm_mon(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        fc.nodes["node3"].mode = "legacy"  # Pacemaker 1.1: no --output-as
+        cfg = write_config(fc, tmp_path / "c.toml")
+        rc, out, err = await clusterbot("check-config", "--connect", "--config", str(cfg))
+    assert rc == 0, out + err
+    assert "OK  prod-haproxy/node3: reachable, host key OK, Pacemaker 2.1.5, sudo OK, crm_mon OK" in out

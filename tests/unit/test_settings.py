@@ -64,6 +64,8 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     ('[[clusters]]\nname = "x"\nnodes = ["a"]\n[[clusters]]\nname = "x"\nnodes = ["b"]\n',
      "duplicate cluster names: x"),
     ('poll_interval_s = "soon"\n', "poll_interval_s: Input should be a valid number"),
+    ("flap_window_s = inf\n", "flap_window_s: Input should be a finite number"),
+    ("command_timeout_s = nan\n", "command_timeout_s: Input should be a finite number"),
     ("[[clusters]\n", "clusterbot.toml: "),
 ])
 def test_mistakes_are_one_line_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
@@ -75,3 +77,22 @@ def test_mistakes_are_one_line_naming_the_key(tmp_path: Path, text: str, needle:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_an_empty_environment_value_means_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `CLUSTERBOT_ALERT_CHANNEL=` in a systemd environment file must not blank the file's channel.
+    monkeypatch.setenv("CLUSTERBOT_ALERT_CHANNEL", "")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "")
+    s = load_settings(write(tmp_path, 'alert_channel = "C0ALERTS"\n' + ISSUE_EXAMPLE))
+    assert s.alert_channel == "C0ALERTS" and s.slack_bot_token is None
+
+
+@pytest.mark.parametrize("name,value", [
+    ("CLUSTERBOT_POLL_INTERVAL_S", "abc"), ("CLUSTERBOT_FLAP_WINDOW_S", "inf"),
+    ("CLUSTERBOT_MAX_CONCURRENCY", "0")])
+def test_a_bad_environment_value_names_the_variable_not_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, ISSUE_EXAMPLE))
+    assert str(err.value).startswith(f"environment {name}: ") and "clusterbot.toml" not in str(err.value)
