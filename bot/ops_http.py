@@ -73,9 +73,15 @@ def verify(secret: bytes, headers: Mapping[str, str], body: bytes, now: float) -
 # ---------------------------------------------------------------- /healthz, /readyz
 
 
-def health_routes(*, slack_connected: Check, store_writable: Check) -> list[web.RouteDef]:
-    """GET /healthz: liveness (the event loop answers). /healthz?ready=1 and /readyz: readiness."""
+def health_routes(*, slack_connected: Check, store_writable: Check,
+                  delivery_running: Check | None = None) -> list[web.RouteDef]:
+    """GET /healthz: liveness (the event loop answers). /healthz?ready=1 and /readyz: readiness.
+
+    delivery_running, when the bot watches clusters: the alert deliverer's loop still runs (had it
+    died, alerts would pile up in the outbox with nothing else to show for it)."""
     checks: dict[str, Check] = {"slack": slack_connected, "store": store_writable}
+    if delivery_running is not None:
+        checks["delivery"] = delivery_running
 
     async def readyz(request: web.Request) -> web.Response:
         results = await _run_checks(checks)
@@ -218,11 +224,12 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def ops_routes(*, metrics: Metrics | None = None, slack_connected: Check | None = None,
-               store_writable: Check | None = None, push_secret: str | bytes | None = None,
-               wake: Wake | None = None) -> list[web.RouteDef]:
+               store_writable: Check | None = None, delivery_running: Check | None = None,
+               push_secret: str | bytes | None = None, wake: Wake | None = None) -> list[web.RouteDef]:
     """Every ops route whose dependencies were given: health always, the others when wired."""
     routes = health_routes(slack_connected=slack_connected or (lambda: True),
-                           store_writable=store_writable or (lambda: True))
+                           store_writable=store_writable or (lambda: True),
+                           delivery_running=delivery_running)
     if metrics is not None:
         routes += metrics_routes(metrics)
     if push_secret and wake is not None:

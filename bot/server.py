@@ -98,9 +98,13 @@ def _ops_deps(bot: Bot) -> dict[str, Any]:
     def wake(cluster: str) -> bool:
         return runtime.watcher is not None and runtime.watcher.wake(cluster)
 
+    def delivering() -> bool:  # not watching (watch=False): no alerts to deliver, nothing to fail
+        return runtime.deliverer is None or not runtime.deliverer.stopped
+
     secret = settings.push_secret.get_secret_value() if settings.push_secret else None
     return {"metrics": bot.metrics, "slack_connected": slack_ok, "wake": wake, "push_secret": secret,
-            "store_writable": sqlite_writable(Path(settings.state_dir) / DB_NAME)}
+            "store_writable": sqlite_writable(Path(settings.state_dir) / DB_NAME),
+            "delivery_running": delivering}
 
 
 async def run_forever(settings: Settings) -> None:

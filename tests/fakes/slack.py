@@ -222,6 +222,7 @@ class _Reply:
     status: int
     body: JsonDict
     headers: dict[str, str] = field(default_factory=dict)
+    page: tuple[str, str] | None = None  # (content type, text) sent instead of the JSON body
 
 
 class _ApiError(Exception):
@@ -471,6 +472,9 @@ async def _read_params(request: web.Request) -> JsonDict:
 
 
 def _json_reply(reply: _Reply) -> web.Response:
+    if reply.page is not None:
+        content_type, text = reply.page
+        return web.Response(status=reply.status, text=text, content_type=content_type, headers=reply.headers)
     return web.json_response(reply.body, status=reply.status, headers=reply.headers)
 
 
@@ -504,6 +508,7 @@ class FakeSlack:
         self._rate_limits: dict[str, deque[_Fault]] = {}
         self._failures: dict[str, deque[_Fault]] = {}
         self._down_status: int | None = None
+        self._down_page: tuple[str, str] | None = None
         self._hooks: dict[str, _Hook] = {}
         self._tickets: set[str] = set()
         self._connection_numbers = itertools.count(1)
@@ -587,9 +592,15 @@ class FakeSlack:
         queue = self._failures.setdefault(method, deque())
         queue.extend(_Fault(200, error) for _ in range(times))
 
-    def set_down(self, down: bool, *, status: int = 503) -> None:
-        """While down, every HTTP request (API, response_url, WebSocket upgrade) gets ``status``."""
+    def set_down(self, down: bool, *, status: int = 503, page: str | None = None,
+                 content_type: str = "text/plain") -> None:
+        """While down, every HTTP request (API, response_url, WebSocket upgrade) gets ``status``.
+
+        With ``page``, Web API calls get that body instead of Slack's JSON, the way a proxy or
+        load balancer in front of Slack answers (Envoy: text/plain "upstream connect error ...").
+        """
         self._down_status = status if down else None
+        self._down_page = (content_type, page) if down and page is not None else None
 
     # ------------------------------------------------------------------ seeding and lookups
 
@@ -766,7 +777,8 @@ class FakeSlack:
     def _dispatch(self, method: str, params: JsonDict, headers: Mapping[str, str]) -> _Reply:
         """Outage, then unknown method, then rate limit, then auth, then injected failure."""
         if self._down_status is not None:
-            return _Reply(self._down_status, {"ok": False, "error": "service_unavailable"})
+            return _Reply(self._down_status, {"ok": False, "error": "service_unavailable"},
+                          page=self._down_page)
         handler = self._handlers.get(method)
         if handler is None:
             return _Reply(404, {"ok": False, "error": "unknown_method", "req_method": method})

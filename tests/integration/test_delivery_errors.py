@@ -1,0 +1,191 @@
+"""Alert delivery against replies that are not Slack's: a proxy's error page, a bug, a long outage.
+
+The Slack side is the fake Slack over loopback HTTP with the real slack_sdk client; the store
+is the bot's real SQLite outbox. The deliverer must never die: a dead one leaves every later
+alert silently queued in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.delivery import Deliverer, doc_json
+from bot.errors import SlackError
+from bot.metrics import Metrics
+from bot.poster import SlackPoster
+from bot.render.doc import Doc
+from bot.settings import Settings
+from bot.slack.client import web_client
+from bot.store import Store
+from tests.fakes.botharness import running_bot
+from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.integration
+
+ALERTS = "C0ALERTS"
+# What Envoy in front of an API answers when its upstream is gone (seen from corporate proxies).
+ENVOY = ("upstream connect error or disconnect/reset before headers. retried and the latest reset "
+         "reason: remote connection failure, transport failure reason: delayed connect error: 111")
+FAST = 0.05  # backoff and idle pause for these tests: retries come quickly, loops stay bounded
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def alert(verdict: str) -> dict[str, Any]:
+    return {"doc": doc_json(Doc(verdict=verdict, fallback=verdict)), "channel": ALERTS}
+
+
+@dataclass
+class Rig:
+    slack: FakeSlack
+    store: Store
+    poster: SlackPoster
+    metrics: Metrics
+
+    def deliverer(self, poster: Any = None) -> Deliverer:
+        return Deliverer(self.store, poster or self.poster, now, max_backoff_s=FAST)
+
+
+@asynccontextmanager
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with FakeSlack() as slack, aiohttp.ClientSession() as session:
+        settings = Settings(slack_bot_token=slack.bot_token, slack_api_url=slack.api_url,
+                            state_dir=str(tmp_path))
+        metrics = Metrics()
+        store = Store.open(tmp_path / "outbox.sqlite3")
+        try:
+            yield Rig(slack, store, SlackPoster(web_client(settings, session, metrics=metrics)), metrics)
+        finally:
+            store.close()
+
+
+@asynccontextmanager
+async def delivering(d: Deliverer) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(d.run(idle_s=FAST))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def undelivered(store: Store) -> int:
+    return len(store.due(now() + timedelta(days=1)))
+
+
+# ---------------------------------------------------------------- the Slack client
+
+
+@pytest.mark.parametrize("status,content_type,page,shown", [
+    (502, "text/plain", ENVOY, "HTTP 502, not a Slack API reply: upstream connect error"),
+    (200, "text/plain", "Access denied by the web filter\n(policy 12)",
+     "HTTP 200, not a Slack API reply: Access denied by the web filter (policy 12)"),
+    (502, "text/html", "<h1>502 Bad Gateway</h1>", "HTTP 502, not a Slack API reply: (text/html"),
+    (200, "application/json", "<html>maintenance</html>", "HTTP 200, not a Slack API reply: <html>maint"),
+], ids=["envoy-502", "plain-200", "html-502", "bad-json-200"])
+async def test_a_reply_that_is_not_slacks_json_is_one_clear_slack_error(
+        tmp_path: Path, status: int, content_type: str, page: str, shown: str) -> None:
+    async with rig(tmp_path) as r:
+        r.slack.set_down(True, status=status, page=page, content_type=content_type)
+        with pytest.raises(SlackError) as caught:
+            await r.poster.client.chat_postMessage(channel=ALERTS, text="node3 went OFFLINE")
+    message = str(caught.value)
+    assert message.startswith("Slack chat.postMessage: ") and shown in message
+    assert "\n" not in message and len(message) < 250  # the body is cut short
+    assert 'result="bad_reply"' in r.metrics.render().decode()
+
+
+# ---------------------------------------------------------------- the deliverer
+
+
+async def test_deliverer_outlives_a_proxy_error_page_then_delivers(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        r.slack.set_down(True, status=502, page=ENVOY)
+        r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        async with delivering(r.deliverer()) as task:
+            first = await r.slack.wait_for("chat.postMessage", lambda c: c.status == 502)
+            await r.slack.wait_for("chat.postMessage", lambda c: c.status == 502,
+                                   since=r.slack.calls.index(first) + 1)  # it retried: still alive
+            assert not task.done() and undelivered(r.store) == 1
+            r.slack.set_down(False)
+            posted = await r.slack.wait_for("chat.postMessage", lambda c: c.ok)
+            assert "node3 went OFFLINE" in str(posted.params)
+            await _until(lambda: undelivered(r.store) == 0)
+
+
+@dataclass
+class FailsFirst:
+    """The real Slack poster behind a bug that bites the first `times` posts."""
+
+    inner: SlackPoster
+    times: int
+
+    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None) -> str:
+        if self.times > 0:
+            self.times -= 1
+            raise KeyError("ts")  # what a reply without "ts" would do in SlackPoster.post
+        return await self.inner.post(channel, doc, thread_ts)
+
+    async def update(self, channel: str, ts: str, doc: Doc) -> None:
+        await self.inner.update(channel, ts, doc)
+
+
+async def test_deliverer_outlives_an_unexpected_error_and_logs_its_traceback_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.delivery")
+    async with rig(tmp_path) as r:
+        item = r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        r.store.enqueue("root", alert("node2 went OFFLINE"), now=now())
+        async with delivering(r.deliverer(FailsFirst(r.poster, times=3))):
+            await r.slack.wait_for("chat.postMessage", lambda c: c.ok and "node2" in str(c.params))
+    posted = [str(c.params) for c in r.slack.calls if c.method == "chat.postMessage"]
+    assert len(posted) == 2 and "node3" in posted[0]  # kept, retried, and still first in line
+    failures = [rec for rec in caplog.records if f"alert {item} not delivered" in rec.getMessage()]
+    assert len(failures) == 3 and all("unexpected KeyError" in f.getMessage() for f in failures)
+    assert [bool(f.exc_info) for f in failures] == [True, False, False]
+
+
+async def test_backoff_stays_bounded_after_a_very_long_outage(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        item = r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        for _ in range(1100):  # ~18 hours of 60 s retries: 2.0 ** 1100 no longer fits a float
+            r.store.mark_failed(item, now())
+        r.slack.fail("chat.postMessage", error="internal_error")
+        assert await r.deliverer().deliver_due() == 0
+        (retry,) = r.store.due(now() + timedelta(days=1))
+        assert retry.attempts == 1101 and retry.next_attempt_at <= now() + timedelta(seconds=FAST)
+
+
+# ---------------------------------------------------------------- readiness
+
+
+async def test_readyz_reports_a_stopped_deliverer() -> None:
+    async with running_bot(metrics_port=0) as h:
+        assert h.bot.ops is not None
+        url = f"http://127.0.0.1:{h.bot.ops.port}/readyz"
+        async with h.http.get(url) as resp:
+            assert resp.status == 200 and (await resp.json())["checks"]["delivery"] is True
+        (task,) = [t for t in h.bot.runtime.tasks if t.get_name() == "deliverer"]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        async with h.http.get(url) as resp:
+            assert resp.status == 503 and (await resp.json())["checks"]["delivery"] is False
+
+
+async def _until(done: Any, timeout: float = 5.0) -> None:
+    """Poll a cheap condition the code under test has no event for (the store's outbox)."""
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.01)
