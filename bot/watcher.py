@@ -52,6 +52,8 @@ class Watcher:
     metrics: Metrics | None = None
     _states: dict[str, WatchState | None] = field(default_factory=dict)
     _flaps: dict[str, Flapping] = field(default_factory=dict)
+    # cluster -> monotonic time by which a flapping incident left open on a healthy report has calmed
+    _flap_due: dict[str, float] = field(default_factory=dict)
     _saved: dict[str, str] = field(default_factory=dict)
     _last: dict[str, ClusterReport] = field(default_factory=dict)
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -108,7 +110,11 @@ class Watcher:
         # The collector hands back the very same report when no node said anything new.
         same = report is self._last.get(cluster.name)
         self._last[cluster.name] = report
-        drafts = () if same else self.observe(cluster, report)
+        if same:
+            drafts: tuple[IncidentDraft, ...] = ()
+            self._settle_flapping(cluster, report)
+        else:
+            drafts = self.observe(cluster, report)
         self.polls += 1
         async with self._polled:
             self._polled.notify_all()
@@ -197,6 +203,7 @@ class Watcher:
         """Back to healthy: every open incident is over (flapping ones once stable)."""
         for inc in self.store.open_incidents(cluster.name):
             if inc.key.startswith("flapping:") and self._still_flapping(cluster.name, inc.key):
+                self._recheck_flapping(cluster.name, inc.key)
                 continue
             self._resolve(cluster, inc, report)
 
@@ -245,6 +252,30 @@ class Watcher:
     def _still_flapping(self, name: str, key: str) -> bool:
         flaps = self._flaps.get(name)
         return flaps is not None and flaps.is_flapping(key.removeprefix("flapping:"), self.monotonic())
+
+    def _recheck_flapping(self, name: str, key: str) -> None:
+        """Remember when this flap is over at the latest: a window with no toggle since the last one."""
+        flaps = self._flaps.get(name)
+        last = flaps.stable_since(key.removeprefix("flapping:")) if flaps is not None else None
+        if flaps is None or last is None:
+            return
+        due = last + flaps.window
+        self._flap_due[name] = min(due, self._flap_due.get(name, due))
+
+    def _settle_flapping(self, cluster: ClusterConfig, report: ClusterReport) -> None:
+        """Resolve a flap that calmed down while the report stayed the same.
+
+        poll() skips observe() for an unchanged report, and observe() is where incidents are
+        resolved, so a healthy, stable cluster would keep its flapping incident open forever.
+        Until one is due this costs one dict lookup per poll, no diff and no query.
+        """
+        due = self._flap_due.get(cluster.name)
+        if due is None or self.monotonic() < due:
+            return
+        del self._flap_due[cluster.name]
+        if report.healthy:  # else the next healthy report goes through observe(), which resolves it
+            self._resolve_all(cluster, report)  # re-arms _flap_due for any flap still going on
+            self.notify()
 
     # -- outbox ----------------------------------------------------------------------------
 

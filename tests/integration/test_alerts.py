@@ -95,3 +95,26 @@ async def test_flapping_becomes_one_quiet_incident() -> None:
             await h.demo.demo_command(("heal", "node2"))
             await h.watcher.wait_polls(1)
         assert len(h.roots()) == before  # quiet while it keeps flapping
+
+
+async def test_a_flap_that_calmed_down_is_resolved_in_its_thread() -> None:
+    # Healthy and stable at the end: the collector hands back the very same report every poll
+    # (detail_every=1000: no periodic detail refresh either), so the resolution must not wait for
+    # a change in the report.
+    async with running_bot(flap_window_s=3.0, flap_limit=2, detail_every=1000) as h:
+        await h.watcher.wait_polls(1)
+        for _ in range(3):
+            await h.demo.demo_command(("kill", "node2"))
+            await h.watcher.wait_polls(1)
+            await h.demo.demo_command(("heal", "node2"))
+            await h.watcher.wait_polls(1)
+        root = await h.slack.wait_for("chat.postMessage", lambda c: c.ok and "is flapping" in text_of(c))
+        ts = root.response["ts"]
+        edit = await h.slack.wait_for("chat.update", lambda c: c.params.get("ts") == ts, timeout=15)
+        assert "resolved after" in text_of(edit)
+        replies = [text_of(c) for c in h.slack.calls
+                   if c.method == "chat.postMessage" and c.params.get("thread_ts") == ts]
+        assert any("healthy again" in r for r in replies)
+        await h.watcher.wait_polls(2)  # a second flapping key calms a few microseconds later
+        assert h.bot.runtime.store.open_incidents(h.bot.settings.clusters[0].name) == []
+        assert not h.slack.violations
