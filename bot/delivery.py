@@ -4,7 +4,11 @@ The watcher never calls Slack directly: it enqueues rendered messages in the sto
 This loop posts them strictly in order; a transient failure pauses the queue and retries with
 backoff, a permanent one (channel gone, bad blocks) is logged and skipped. Anything unforeseen
 counts as transient: the alert stays queued and the loop lives on, since a dead deliverer would
-leave every later alert silently stuck in the outbox.
+leave every later alert silently stuck in the outbox. A rejected token is transient too: it fails
+every message alike, so dropping them would lose the whole backlog for a fixable mistake.
+
+A follow-up whose incident's first alert was dropped is posted as that incident's first message,
+saying so, and later follow-ups thread under it: never a context-free "node3 is back ONLINE".
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,12 +28,16 @@ from bot.errors import SlackError
 from bot.poster import Poster
 from bot.render.doc import Button, Doc, Section
 from bot.slack.client import error_code
-from bot.store import OutboxItem, Store
+from bot.store import Incident, OutboxItem, Store
 
 log = logging.getLogger(__name__)
+# Only what is wrong with this one message or its channel: skipping it must not hold up the rest.
 PERMANENT = frozenset({"channel_not_found", "not_in_channel", "is_archived", "invalid_blocks",
                        "invalid_blocks_format", "msg_too_long", "message_not_found", "cant_update_message",
-                       "no_text", "invalid_auth", "not_authed", "account_inactive", "missing_scope"})
+                       "no_text"})
+# The token or app itself is refused: every message would fail alike, so they all wait for the fix.
+AUTH = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+                  "missing_scope", "not_allowed_token_type"})
 MAX_BACKOFF_S = 60.0
 MAX_DOUBLINGS = 30  # caps the exponent: 2.0 ** attempts overflows a float after ~1000 failed attempts
 
@@ -44,6 +52,10 @@ class Deliverer:
     delivered: int = 0
     stopped: bool = False  # run() has ended: nothing delivers alerts any more (readiness reports it)
     _traced: set[int] = field(default_factory=set)  # items whose unexpected failure was logged in full
+    _auth_logged: set[str] = field(default_factory=set)  # token errors told at error level until a success
+    # incident id -> why its first message was dropped, for the follow-up that replaces it. In memory
+    # only: after a restart the follow-up still says the alert was lost, just not why.
+    _dropped: dict[int, str] = field(default_factory=dict)
 
     async def deliver_due(self) -> int:
         """Deliver what is due, in order; stop at the first transient failure."""
@@ -79,9 +91,10 @@ class Deliverer:
         except SlackApiError as err:
             code = error_code(err) or ""
             if code in PERMANENT:
-                log.error("alert %d dropped: Slack said %s", item.id, code)
-                self.store.mark_delivered(item.id, f"gave up: {code}", now=self.clock())
+                self._give_up(item, code)
                 return True
+            if code in AUTH:
+                self._log_auth(item, code)
             return self._retry_later(item, code or "slack error")
         except SlackError as err:  # not Slack's own answer (a proxy's error page): Slack may be back soon
             return self._retry_later(item, str(err))
@@ -90,8 +103,24 @@ class Deliverer:
         except Exception as err:  # a bug or a reply nobody foresaw: keep the alert, retry, never stop
             return self._retry_later(item, f"unexpected {err!r:.200}", trace=self._first_trace(item))
         self._traced.discard(item.id)
+        self._auth_logged.clear()  # the token works again: a new rejection deserves a new error
         self.store.mark_delivered(item.id, result, now=self.clock())
         return True
+
+    def _give_up(self, item: OutboxItem, code: str) -> None:
+        log.error("alert %d dropped: Slack said %s", item.id, code)
+        incident = _incident_id(item)
+        if incident is not None and item.kind != "edit":
+            self._dropped.setdefault(incident, code)  # the first reason is the one that lost the alert
+        self.store.mark_delivered(item.id, f"gave up: {code}", now=self.clock())
+
+    def _log_auth(self, item: OutboxItem, code: str) -> None:
+        """Once per code: a revoked token fails every retry, and one clear error says it all."""
+        if code in self._auth_logged:
+            return
+        self._auth_logged.add(code)
+        log.error("Slack refuses the bot's token (%s): alert %d and every later one stay queued and are "
+                  "retried until the token or the app's scopes are fixed", code, item.id)
 
     def _first_trace(self, item: OutboxItem) -> bool:
         """True the first time an item fails unexpectedly: one traceback, not one per retry."""
@@ -107,21 +136,45 @@ class Deliverer:
 
     async def _send(self, item: OutboxItem) -> str:
         p = item.payload
-        incident = self.store.get_incident(int(p["incident"])) if "incident" in p else None  # type: ignore[call-overload]
+        incident_id = _incident_id(item)
+        incident = self.store.get_incident(incident_id) if incident_id is not None else None
         channel = str(p.get("channel") or (incident.channel if incident else ""))
         doc = _doc(p)
-        if item.kind == "root":
-            ts = await self.poster.post(channel, doc)
-            if incident is not None:
-                self.store.update_incident(incident.id, thread_ts=ts, last_posted_at=self.clock())
-            return ts
         thread = incident.thread_ts if incident else None
         if item.kind == "edit":
             if thread is None:
                 return "skipped: root never posted"
             await self.poster.update(channel, thread, doc)
             return thread
+        if item.kind == "root":
+            return await self._post_root(channel, doc, incident)
+        if incident is not None and thread is None:
+            # Strict order: its root went first and was dropped. A bare "node3 is back ONLINE" would
+            # mean nothing, so this reply takes the root's place and says what it follows.
+            why = self._dropped.get(incident.id)
+            return await self._post_root(channel, _first_of_thread(doc, incident, why), incident)
         return await self.poster.post(channel, doc, thread_ts=thread)
+
+    async def _post_root(self, channel: str, doc: Doc, incident: Incident | None) -> str:
+        """Post a top-level message; the incident's later replies and edits thread under it."""
+        ts = await self.poster.post(channel, doc)
+        if incident is not None:
+            self.store.update_incident(incident.id, thread_ts=ts, last_posted_at=self.clock())
+            self._dropped.pop(incident.id, None)
+        return ts
+
+
+def _incident_id(item: OutboxItem) -> int | None:
+    value = item.payload.get("incident")
+    return int(value) if isinstance(value, int | str) else None
+
+
+def _first_of_thread(doc: Doc, incident: Incident, why: str | None) -> Doc:
+    """A follow-up posted in place of its incident's dropped first alert: say what it follows."""
+    because = f" (Slack said `{why}`)" if why else ""
+    note = (f":warning: This incident's first alert could not be posted{because}, so its updates follow "
+            f"in this thread. The lost alert: *{incident.cluster}*: {incident.title}")
+    return replace(doc, context=(note, *doc.context))
 
 
 def _doc(payload: Any) -> Doc:

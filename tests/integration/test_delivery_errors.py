@@ -168,6 +168,51 @@ async def test_backoff_stays_bounded_after_a_very_long_outage(tmp_path: Path) ->
         assert retry.attempts == 1101 and retry.next_attempt_at <= now() + timedelta(seconds=FAST)
 
 
+# ---------------------------------------------------------------- a refused token
+
+
+def refusals(caplog: pytest.LogCaptureFixture, code: str) -> list[logging.LogRecord]:
+    """The loud, error-level reports that Slack refuses the token with `code`."""
+    return [rec for rec in caplog.records if rec.levelno == logging.ERROR and code in rec.getMessage()]
+
+
+async def test_a_revoked_token_keeps_every_alert_queued_until_it_is_fixed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.delivery")
+    async with rig(tmp_path) as r, aiohttp.ClientSession() as session:
+        revoked = Settings(slack_bot_token="xoxb-revoked", slack_api_url=r.slack.api_url,
+                           state_dir=str(tmp_path))
+        r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        r.store.enqueue("root", alert("node2 went OFFLINE"), now=now())
+        async with delivering(r.deliverer(SlackPoster(web_client(revoked, session)))):
+            await _until(lambda: len(_refused(r.slack, "invalid_auth")) >= 3)  # refused, retried, ...
+        assert undelivered(r.store) == 2 and len(refusals(caplog, "invalid_auth")) == 1
+        async with delivering(r.deliverer()):  # the token is fixed and the bot restarted
+            await r.slack.wait_for("chat.postMessage", lambda c: c.ok and "node2" in str(c.params))
+    posted = [str(c.params) for c in r.slack.calls if c.method == "chat.postMessage" and c.ok]
+    assert len(posted) == 2 and "node3" in posted[0]  # nothing lost, still in order
+
+
+@pytest.mark.parametrize("code", ["not_authed", "account_inactive", "token_revoked", "token_expired",
+                                  "missing_scope"])
+async def test_a_token_error_is_retried_and_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, code: str) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.delivery")
+    async with rig(tmp_path) as r:
+        r.slack.fail("chat.postMessage", error=code, times=3)
+        item = r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        async with delivering(r.deliverer()):
+            posted = await r.slack.wait_for("chat.postMessage", lambda c: c.ok)
+            await _until(lambda: undelivered(r.store) == 0)
+    assert "node3 went OFFLINE" in str(posted.params) and len(_refused(r.slack, code)) == 3
+    assert len(refusals(caplog, code)) == 1  # one error for the outage, not one per retry
+    assert not [rec for rec in caplog.records if f"alert {item} dropped" in rec.getMessage()]
+
+
+def _refused(slack: FakeSlack, code: str) -> list[Any]:
+    return [c for c in slack.calls if c.method == "chat.postMessage" and c.response.get("error") == code]
+
+
 # ---------------------------------------------------------------- readiness
 
 
