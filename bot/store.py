@@ -1,6 +1,7 @@
 """SQLite persistence: approval requests and their append-only audit, watcher state, incidents,
 the Slack outbox and per-cluster remediation locks. One WAL file; every method is one short
-synchronous transaction, called directly from the event loop (see Store's docstring)."""
+synchronous transaction, called directly from the event loop (see Store's docstring); `transaction()`
+groups several calls into one."""
 
 from __future__ import annotations
 
@@ -176,7 +177,21 @@ class Store:
         self.close()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several calls as one transaction: all of their writes commit together, or none does.
+
+        Every method called inside joins it (their own transactions and single writes become part
+        of it), so a caller can write what belongs together, e.g. the watcher's state, incidents and
+        outbox rows of one poll: a failure half way leaves the database as it was. Nesting joins too.
+        """
+        with self._write():
+            yield
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self._conn.in_transaction:  # inside transaction(): the outermost one commits or rolls back
+            yield self._conn
+            return
         # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading.
         self._conn.execute("BEGIN IMMEDIATE")
         try:

@@ -356,6 +356,47 @@ def test_incident_lifecycle(store: Store) -> None:
     assert reopened.id != inc.id
 
 
+def _watch_writes(s: Store, n: int) -> None:
+    """What the watcher writes for one poll: its state, an incident, its root message, an audit row."""
+    s.save_watch_state("prod-haproxy", f'{{"poll": {n}}}')
+    s.open_incident(cluster="prod-haproxy", key=f"node:node{n}", now=T0, severity=Severity.WARNING,
+                    title=f"node{n} went OFFLINE", channel="C1")
+    s.enqueue("root", {"n": n}, now=T0)
+    s.append_audit(now=T0, actor="U1", event="probe")  # a method with its own transaction joins too
+
+
+def test_a_transaction_writes_all_or_nothing(store: Store, path: Path) -> None:
+    with pytest.raises(sqlite3.OperationalError), store.transaction():
+        _watch_writes(store, 1)
+        raise sqlite3.OperationalError("database or disk is full")
+    with closing(sqlite3.connect(path)) as raw:
+        counts = [raw.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("watch_state", "incidents", "outbox", "audit")]
+    assert counts == [0, 0, 0, 0]
+    with store.transaction():
+        _watch_writes(store, 2)
+        with store.transaction():  # nested: joins, the outer one commits
+            store.enqueue("reply", {"n": 2}, now=T0)
+        with closing(sqlite3.connect(path)) as raw:  # nothing is visible before the commit
+            assert raw.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    assert store.load_watch_state("prod-haproxy") == '{"poll": 2}'
+    assert [i.key for i in store.open_incidents("prod-haproxy")] == ["node:node2"]
+    assert [item.kind for item in store.due(SOON)] == ["root", "reply"]
+
+
+def test_a_transaction_waits_for_another_writer_then_fails_whole(store: Store, path: Path) -> None:
+    store._conn.execute("PRAGMA busy_timeout = 50")  # the test need not wait the full 2 s
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"), store.transaction():
+            _watch_writes(store, 1)
+        other.execute("ROLLBACK")
+    assert store.load_watch_state("prod-haproxy") is None and store.due(SOON) == []
+    with store.transaction():  # the lock is free again: nothing was left half done
+        _watch_writes(store, 1)
+    assert len(store.due(SOON)) == 1
+
+
 # ---------------------------------------------------------------- opening
 
 
