@@ -2,7 +2,8 @@
 
 The diff and the grouping are pure (bot/pacemaker/diff.py); this module owns the loop, the
 store and the outbox. State lives in SQLite, so a restart repeats no open alert and reports
-what changed while the bot was down.
+what changed while the bot was down. What one poll writes (its state, incidents and outbox rows)
+is one transaction: a store error loses no alert, the next poll sees the same change again.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.collect import Ask
 from bot.delivery import doc_json
 from bot.metrics import Metrics
-from bot.pacemaker.diff import Flapping, IncidentDraft, WatchState, incidents, step
+from bot.pacemaker.diff import ONE_SHOT, Flapping, IncidentDraft, WatchState, diff, incidents, step
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
+from bot.pacemaker.snapshot import Snapshot
 from bot.render.alerts import (
+    escalation_doc,
+    flap_over_doc,
     flapping_doc,
     followup_doc,
     incident_doc,
@@ -38,6 +42,7 @@ from bot.store import Incident, Store
 log = logging.getLogger(__name__)
 JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per cluster
 INITIAL_KEY = "initial"
+FLAPPING = "flapping:"  # key prefix of the incident standing for a flapping key
 
 
 @dataclass
@@ -52,7 +57,7 @@ class Watcher:
     metrics: Metrics | None = None
     _states: dict[str, WatchState | None] = field(default_factory=dict)
     _flaps: dict[str, Flapping] = field(default_factory=dict)
-    # cluster -> monotonic time by which a flapping incident left open on a healthy report has calmed
+    # cluster -> monotonic time by which its first open flapping incident may have calmed
     _flap_due: dict[str, float] = field(default_factory=dict)
     _saved: dict[str, str] = field(default_factory=dict)
     _last: dict[str, ClusterReport] = field(default_factory=dict)
@@ -127,24 +132,31 @@ class Watcher:
             await self._polled.wait_for(lambda: self.polls >= target)
 
     def observe(self, cluster: ClusterConfig, report: ClusterReport) -> tuple[IncidentDraft, ...]:
-        """Diff a fresh report against the stored state and turn the changes into messages."""
-        first = cluster.name not in self._states and self._load(cluster.name) is None
-        prev = self._states.get(cluster.name)
+        """Diff a fresh report against the stored state and turn the changes into messages.
+
+        All it writes (the new state, incidents, outbox rows) is one transaction: a store error half
+        way (database locked, disk full) leaves no trace, so the next poll sees the same change again.
+        """
+        name = cluster.name
+        prev = self._states[name] if name in self._states else self._load(name)
         state, events = step(prev, report, cluster.expectations,
                              unreachable_after=self.settings.unreachable_after)
-        self._states[cluster.name] = state
-        dumped = _dump(state)
-        if dumped != self._saved.get(cluster.name):  # an fsync per poll is wasted when nothing changed
-            self.store.save_watch_state(cluster.name, dumped)
-            self._saved[cluster.name] = dumped
-        if first and not report.healthy:
-            self._open_initial(cluster, report)
         drafts = incidents(events)
-        for draft in drafts:
-            self._handle(cluster, draft)
-        if report.healthy:
-            self._resolve_all(cluster, report)
-        self.notify()
+        dumped = _dump(state)
+        poll = self._poll(cluster, report, prev.last if prev is not None else None)
+        poll.state, poll.dumped = state, dumped
+        with self._atomically(poll):
+            if dumped != self._saved.get(name):  # an fsync per poll is wasted when nothing changed
+                self.store.save_watch_state(name, dumped)
+            if prev is None and not report.healthy:  # first sight (or a first sight that failed)
+                self._open_initial(poll)
+            # Before this poll's news: a flap that calmed is settled against what the cluster looked
+            # like until now, and this poll's change is then news like any other.
+            self._settle_flaps(poll)
+            for draft in drafts:
+                self._handle(poll, draft)
+            if report.healthy:
+                self._resolve_all(poll)
         return drafts
 
     def _load(self, name: str) -> WatchState | None:
@@ -158,65 +170,146 @@ class Watcher:
         self._states[name] = state
         return state
 
+    def _poll(self, cluster: ClusterConfig, report: ClusterReport, before: Snapshot | None) -> _Poll:
+        flaps = self._flaps.get(cluster.name)
+        fresh = Flapping(limit=self.settings.flap_limit, window=self.settings.flap_window_s)
+        poll = _Poll(cluster, report, before, flaps or fresh, self._flap_due.get(cluster.name))
+        if flaps is None:  # the first poll since start
+            self._resume_flaps(poll)
+        return poll
+
+    @contextlib.contextmanager
+    def _atomically(self, poll: _Poll) -> Iterator[None]:
+        """The poll's writes as one transaction; the watcher's memory follows once it committed."""
+        with self.store.transaction():
+            yield
+        name = poll.cluster.name
+        if poll.state is not None:  # first: whatever fails below, this poll's changes are not news again
+            self._states[name] = poll.state
+            self._saved[name] = poll.dumped
+        self._flaps[name] = poll.flaps
+        if poll.due is None:
+            self._flap_due.pop(name, None)
+        else:
+            self._flap_due[name] = poll.due
+        for done in poll.committed:
+            done()
+        self.notify()
+
     # -- incidents -------------------------------------------------------------------------
 
-    def _handle(self, cluster: ClusterConfig, draft: IncidentDraft) -> None:
-        if self._quiet_for_flapping(cluster, draft):
-            return
-        if draft.is_recovery:
-            self._recover(cluster, draft)
-        elif draft.opens:
-            self._problem(cluster, draft)
-        else:  # neutral news (a VIP moved, the DC changed, a fence): one message, nothing left open
-            self._enqueue("root", cluster, None, incident_doc(cluster.name, draft))
+    def _handle(self, poll: _Poll, draft: IncidentDraft) -> None:
+        if not self._quiet_for_flapping(poll, draft):
+            self._deliver(poll, draft)
 
-    def _problem(self, cluster: ClusterConfig, draft: IncidentDraft) -> None:
+    def _deliver(self, poll: _Poll, draft: IncidentDraft) -> None:
+        """The draft's news where it belongs; each of its recoveries in the thread of what it ends,
+        whatever else the draft is about (a problem in the same poll, a fence)."""
+        own = None if draft.is_recovery else self._news(poll, draft)
+        self._close(poll, draft, own)
+
+    def _news(self, poll: _Poll, draft: IncidentDraft) -> Incident | None:
+        """Post a problem or a neutral change; the incident it went to, if any."""
+        cluster = poll.cluster
+        if not draft.is_problem:  # neutral news (a VIP moved, the DC changed): one message, nothing open
+            self._enqueue("root", cluster, None, incident_doc(cluster.name, draft))
+            return None
         found = self.store.find_open_incident(cluster.name, draft.key)
         if found is not None:
-            opened = sorted(set(_opened(found)) | set(draft.opens))
-            self.store.update_incident(found.id, payload={**found.payload, "open": opened},
-                                       severity=max(found.severity, draft.severity))
-            self._enqueue("reply", cluster, found, followup_doc(cluster.name, draft))
-            return
+            return self._follow_up(poll, found, draft)
+        if draft.opens:
+            return self._open(poll, draft)
+        # A one-shot problem (a fence) with no incident to join: one message, nothing left open;
+        # its recoveries, if any, go to their incidents' threads.
+        alone = draft.only(lambda e: not e.recovery) or draft
+        self._enqueue("root", cluster, None, incident_doc(cluster.name, alone, mention=cluster.mention))
+        return None
+
+    def _open(self, poll: _Poll, draft: IncidentDraft) -> Incident:
+        cluster = poll.cluster
+        # The draft is kept so that an escalation can re-render the root message whole.
         inc = self.store.open_incident(
             cluster=cluster.name, key=draft.key, severity=draft.severity, title=draft.title,
-            channel=self._channel(cluster), now=self.clock(), payload={"open": list(draft.opens),
-                                                                      "remedy": _remedy(draft)})
-        self._opened_metric(cluster, inc)
-        doc = incident_doc(cluster.name, draft, incident_id=inc.id, mention=cluster.mention,
-                           fix_button=self.fix_button)
-        self._enqueue("root", cluster, inc, doc)
+            channel=self._channel(cluster), now=self.clock(),
+            payload={"open": list(draft.opens), "remedy": _remedy(draft), "draft": draft.to_json()})
+        self._opened_metric(poll, inc)
+        self._enqueue("root", cluster, inc, self._root_doc(cluster, draft, inc))
+        return inc
 
-    def _recover(self, cluster: ClusterConfig, draft: IncidentDraft) -> None:
+    def _follow_up(self, poll: _Poll, found: Incident, draft: IncidentDraft) -> Incident:
+        """More news about an open incident: a reply in its thread. If it is worse, or a CRITICAL
+        one-shot (a failed fencing), the channel hears it too: a thread reply notifies nobody."""
+        cluster = poll.cluster
+        opened = sorted(set(_opened(found)) | set(draft.opens))
+        inc = self.store.update_incident(found.id, payload={**found.payload, "open": opened})
+        self._enqueue("reply", cluster, inc, followup_doc(cluster.name, draft))
+        worse = draft.severity > found.severity
+        if worse:
+            inc = self._escalate(cluster, inc, draft)
+        if worse or any(e.kind in ONE_SHOT and e.severity is Severity.CRITICAL for e in draft.events):
+            doc = escalation_doc(cluster.name, draft, incident_key=found.key, incident_title=found.title,
+                                 was=found.severity, mention=cluster.mention)
+            # Not "root" with the incident: that would move the incident's thread to this message.
+            self._enqueue("root", cluster, None, doc)
+        return inc
+
+    def _escalate(self, cluster: ClusterConfig, inc: Incident, draft: IncidentDraft) -> Incident:
+        """The root message takes the worse severity (and the mention): edited to the whole story."""
+        root = _root_draft(inc)
+        if root is None:  # opened by an older clusterbot, which kept no draft: only the severity moves
+            return self.store.update_incident(inc.id, severity=draft.severity)
+        whole = root.merged(draft)
+        inc = self.store.update_incident(
+            inc.id, severity=whole.severity, title=whole.title,
+            payload={**inc.payload, "draft": whole.to_json(), "remedy": _remedy(whole)})
+        self._enqueue("edit", cluster, inc, self._root_doc(cluster, whole, inc))
+        return inc
+
+    def _root_doc(self, cluster: ClusterConfig, draft: IncidentDraft, inc: Incident) -> Doc:
+        return incident_doc(cluster.name, draft, incident_id=inc.id, mention=cluster.mention,
+                            fix_button=self.fix_button)
+
+    def _close(self, poll: _Poll, draft: IncidentDraft, own: Incident | None) -> None:
+        """End the conditions the draft's recoveries clear, in whichever incidents opened them.
+        `own`, the incident the draft was just posted to, needs no second message."""
         closes = set(draft.closes)
-        touched = [i for i in self.store.open_incidents(cluster.name) if set(_opened(i)) & closes]
+        if not closes:
+            return
+        touched = [i for i in self.store.open_incidents(poll.cluster.name) if set(_opened(i)) & closes]
         for inc in touched:
+            ended = set(_opened(inc)) & closes
             left = sorted(set(_opened(inc)) - closes)
-            self.store.update_incident(inc.id, payload={**inc.payload, "open": left})
-            self._enqueue("reply", cluster, inc, followup_doc(cluster.name, draft))
+            inc = self.store.update_incident(inc.id, payload={**inc.payload, "open": left})
+            if own is None or inc.id != own.id:
+                # A problem's draft may carry another incident's recovery: only that goes there.
+                part = draft if draft.is_recovery else _recoveries(draft, ended)
+                self._enqueue("reply", poll.cluster, inc, followup_doc(poll.cluster.name, part))
             if not left:
-                self._resolve(cluster, inc, None)
+                self._resolve(poll, inc)
         if not touched:
-            log.info("%s: recovery with no open incident: %s", cluster.name, draft.title)
+            log.info("%s: recovery with no open incident: %s", poll.cluster.name, draft.title)
 
-    def _resolve_all(self, cluster: ClusterConfig, report: ClusterReport) -> None:
-        """Back to healthy: every open incident is over (flapping ones once stable)."""
-        for inc in self.store.open_incidents(cluster.name):
-            if inc.key.startswith("flapping:") and self._still_flapping(cluster.name, inc.key):
-                self._recheck_flapping(cluster.name, inc.key)
+    def _resolve_all(self, poll: _Poll) -> None:
+        """Back to healthy: every open incident is over; a flapping one once it calmed."""
+        for inc in self.store.open_incidents(poll.cluster.name):
+            if inc.key.startswith(FLAPPING):
+                poll.due = _earliest(poll.due, self._calm_at(poll, inc.key))  # _settle_flaps ends it
                 continue
-            self._resolve(cluster, inc, report)
+            self._resolve(poll, inc)
 
-    def _resolve(self, cluster: ClusterConfig, inc: Incident, report: ClusterReport | None) -> None:
+    def _resolve(self, poll: _Poll, inc: Incident) -> None:
         now = self.clock()
         done = self.store.resolve_incident(inc.id, now=now)
         if self.metrics is not None:
-            self.metrics.incident_resolved(cluster.name)
+            metrics, name = self.metrics, poll.cluster.name
+            poll.committed.append(lambda: metrics.incident_resolved(name))
         lasted = now - done.opened_at
-        self._enqueue("reply", cluster, done, recovery_doc(cluster.name, report, lasted))
-        self._enqueue("edit", cluster, done, resolved_doc(cluster.name, done.title, done.severity, lasted))
+        self._enqueue("reply", poll.cluster, done, recovery_doc(poll.cluster.name, poll.report, lasted))
+        self._enqueue("edit", poll.cluster, done,
+                      resolved_doc(poll.cluster.name, done.title, done.severity, lasted))
 
-    def _open_initial(self, cluster: ClusterConfig, report: ClusterReport) -> None:
+    def _open_initial(self, poll: _Poll) -> None:
+        cluster, report = poll.cluster, poll.report
         if self.store.find_open_incident(cluster.name, INITIAL_KEY) is not None:
             return
         inc = self.store.open_incident(cluster=cluster.name, key=INITIAL_KEY,
@@ -224,58 +317,121 @@ class Watcher:
                                        title="unhealthy when clusterbot started watching",
                                        channel=self._channel(cluster), now=self.clock(),
                                        payload={"open": []})
-        self._opened_metric(cluster, inc)
-        self._enqueue("root", cluster, inc, initial_doc(report))
+        self._opened_metric(poll, inc)
+        self._enqueue("root", cluster, inc, initial_doc(report, mention=cluster.mention))
 
-    def _opened_metric(self, cluster: ClusterConfig, inc: Incident) -> None:
+    def _opened_metric(self, poll: _Poll, inc: Incident) -> None:
         if self.metrics is not None:
-            self.metrics.incident_opened(cluster.name, inc.severity)
+            metrics, name = self.metrics, poll.cluster.name
+            poll.committed.append(lambda: metrics.incident_opened(name, inc.severity))
 
     # -- flapping --------------------------------------------------------------------------
 
-    def _quiet_for_flapping(self, cluster: ClusterConfig, draft: IncidentDraft) -> bool:
+    def _quiet_for_flapping(self, poll: _Poll, draft: IncidentDraft) -> bool:
+        """Count the toggle. A key flapping (or whose flapping incident is still open) stays quiet
+        until it has not toggled for a whole window: then `_settle_flaps` says how it ended."""
         now = self.monotonic()
-        fresh = Flapping(limit=self.settings.flap_limit, window=self.settings.flap_window_s)
-        flaps = self._flaps.get(cluster.name, fresh).record(draft.key, now)
-        self._flaps[cluster.name] = flaps
-        if not flaps.is_flapping(draft.key, now):
+        poll.flaps = poll.flaps.record(draft.key, now)
+        cluster, key = poll.cluster, FLAPPING + draft.key
+        found = self.store.find_open_incident(cluster.name, key)
+        if found is None and not poll.flaps.is_flapping(draft.key, now):
             return False
-        key = f"flapping:{draft.key}"
-        if self.store.find_open_incident(cluster.name, key) is None:
-            inc = self.store.open_incident(cluster=cluster.name, key=key, severity=Severity.WARNING,
-                                           title=f"{draft.key} is flapping", now=self.clock(),
-                                           channel=self._channel(cluster), payload={"open": []})
-            doc = flapping_doc(cluster.name, draft.key, flaps.count(draft.key, now), flaps.window)
+        poll.due = _earliest(poll.due, now + poll.flaps.window)
+        silenced = {e.key for e in draft.events}  # the conditions to look at again once it is calm
+        if found is None:
+            # The cluster before the first quiet change: what the alerts so far have told.
+            before = poll.before.to_json() if poll.before is not None else None
+            inc = self.store.open_incident(
+                cluster=cluster.name, key=key, severity=Severity.WARNING, title=f"{draft.key} is flapping",
+                now=self.clock(), channel=self._channel(cluster),
+                payload={"open": [], "before": before, "silenced": sorted(silenced)})
+            doc = flapping_doc(cluster.name, draft.key, poll.flaps.count(draft.key, now), poll.flaps.window)
             self._enqueue("root", cluster, inc, doc)
+        elif not silenced <= set(_strings(found, "silenced")):
+            known = silenced | set(_strings(found, "silenced"))
+            self.store.update_incident(found.id, payload={**found.payload, "silenced": sorted(known)})
         return True
 
-    def _still_flapping(self, name: str, key: str) -> bool:
-        flaps = self._flaps.get(name)
-        return flaps is not None and flaps.is_flapping(key.removeprefix("flapping:"), self.monotonic())
-
-    def _recheck_flapping(self, name: str, key: str) -> None:
-        """Remember when this flap is over at the latest: a window with no toggle since the last one."""
-        flaps = self._flaps.get(name)
-        last = flaps.stable_since(key.removeprefix("flapping:")) if flaps is not None else None
-        if flaps is None or last is None:
+    def _settle_flaps(self, poll: _Poll) -> None:
+        """End every flap that calmed (no toggle for a whole window). Until one is due: no query."""
+        now = self.monotonic()
+        if poll.due is None or now < poll.due:
             return
-        due = last + flaps.window
-        self._flap_due[name] = min(due, self._flap_due.get(name, due))
+        poll.due = None
+        for inc in self.store.open_incidents(poll.cluster.name):
+            if not inc.key.startswith(FLAPPING):
+                continue
+            calm_at = self._calm_at(poll, inc.key)
+            if now < calm_at:
+                poll.due = _earliest(poll.due, calm_at)
+            else:
+                self._end_flap(poll, inc, timedelta(seconds=now - calm_at + poll.flaps.window))
+
+    def _calm_at(self, poll: _Poll, key: str) -> float:
+        last = poll.flaps.stable_since(key.removeprefix(FLAPPING))
+        return self.monotonic() if last is None else last + poll.flaps.window
+
+    def _end_flap(self, poll: _Poll, inc: Incident, calm: timedelta) -> None:
+        """What changed for good while we were quiet is alerted as if it had just happened (a
+        problem gets its own incident, at its own severity); then the flapping incident ends in
+        its thread, naming the incidents of what is still wrong."""
+        silenced = set(_strings(inc, "silenced"))
+        for draft in self._net_change(poll, inc, silenced):
+            self._deliver(poll, draft)
+        name = poll.cluster.name
+        still = tuple((i.key, i.title, i.severity) for i in self.store.open_incidents(name)
+                      if set(_opened(i)) & silenced)
+        now = self.clock()
+        done = self.store.resolve_incident(inc.id, now=now)
+        if self.metrics is not None:
+            metrics = self.metrics
+            poll.committed.append(lambda: metrics.incident_resolved(name))
+        key = inc.key.removeprefix(FLAPPING)
+        self._enqueue("reply", poll.cluster, done, flap_over_doc(name, key, calm, poll.report, still))
+        self._enqueue("edit", poll.cluster, done, resolved_doc(name, done.title, done.severity,
+                                                               now - done.opened_at))
+
+    def _net_change(self, poll: _Poll, inc: Incident, silenced: set[str]) -> tuple[IncidentDraft, ...]:
+        """The quiet changes that did not undo themselves: the cluster before the flap against the
+        cluster now, for the conditions the flap touched. Problems and recoveries: moves and the
+        like in between are history."""
+        raw = inc.payload.get("before")
+        if poll.before is None or not isinstance(raw, dict) or not silenced:
+            return ()
+        try:
+            before = Snapshot.from_json(raw)
+        except ValueError:
+            log.warning("%s: the view before %s is unreadable; not comparing", poll.cluster.name, inc.key)
+            return ()
+        net = [e for e in diff(before, poll.before) if e.key in silenced]
+        return tuple(d for d in incidents(net) if d.is_problem or d.is_recovery)
+
+    def _resume_flaps(self, poll: _Poll) -> None:
+        """After a restart the toggles of a flapping incident left open are gone: count the restart
+        as its last toggle, so it ends after one calm window like any other."""
+        now = self.monotonic()
+        for inc in self.store.open_incidents(poll.cluster.name):
+            if inc.key.startswith(FLAPPING):
+                poll.flaps = poll.flaps.record(inc.key.removeprefix(FLAPPING), now)
+                poll.due = _earliest(poll.due, now + poll.flaps.window)
 
     def _settle_flapping(self, cluster: ClusterConfig, report: ClusterReport) -> None:
-        """Resolve a flap that calmed down while the report stayed the same.
+        """End a flap that calmed down while the report stayed the same.
 
-        poll() skips observe() for an unchanged report, and observe() is where incidents are
-        resolved, so a healthy, stable cluster would keep its flapping incident open forever.
-        Until one is due this costs one dict lookup per poll, no diff and no query.
+        poll() skips observe() for an unchanged report, and observe() is where flaps end, so a
+        stable cluster (healthy or not) would keep its flapping incident open forever and never
+        alert what the flap left broken. Until one is due this costs one dict lookup per poll, no
+        diff and no query.
         """
         due = self._flap_due.get(cluster.name)
         if due is None or self.monotonic() < due:
             return
-        del self._flap_due[cluster.name]
-        if report.healthy:  # else the next healthy report goes through observe(), which resolves it
-            self._resolve_all(cluster, report)  # re-arms _flap_due for any flap still going on
-            self.notify()
+        state = self._states.get(cluster.name)
+        poll = self._poll(cluster, report, state.last if state is not None else None)
+        with self._atomically(poll):
+            self._settle_flaps(poll)
+            if report.healthy:
+                self._resolve_all(poll)
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -289,9 +445,48 @@ class Watcher:
         self.store.enqueue(kind, payload, now=self.clock())
 
 
-def _opened(inc: Incident) -> list[str]:
-    value = inc.payload.get("open", [])
+@dataclass
+class _Poll:
+    """One poll while it is written. Its store writes join one transaction; the memory it changes
+    lives here and reaches the Watcher only once that committed (see Watcher._atomically)."""
+
+    cluster: ClusterConfig
+    report: ClusterReport
+    before: Snapshot | None  # the cluster at the previous poll: what the alerts so far describe
+    flaps: Flapping
+    due: float | None  # monotonic time by which the first open flapping incident may have calmed
+    committed: list[Callable[[], None]] = field(default_factory=list)  # to do once committed (metrics)
+    state: WatchState | None = None  # the new watch state, when the report was diffed
+    dumped: str = ""  # ... and its JSON, as stored
+
+
+def _earliest(due: float | None, at: float) -> float:
+    return at if due is None else min(due, at)
+
+
+def _recoveries(draft: IncidentDraft, ended: set[str]) -> IncidentDraft:
+    """The draft's recoveries that end `ended`: what another incident's thread needs to hear."""
+    return draft.only(lambda e: e.recovery and e.key in ended) or draft
+
+
+def _root_draft(inc: Incident) -> IncidentDraft | None:
+    raw = inc.payload.get("draft")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return IncidentDraft.from_json(raw)
+    except ValueError:
+        log.warning("incident %d: its stored draft is unreadable", inc.id)
+        return None
+
+
+def _strings(inc: Incident, field_name: str) -> list[str]:
+    value = inc.payload.get(field_name, [])
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _opened(inc: Incident) -> list[str]:
+    return _strings(inc, "open")
 
 
 def _remedy(draft: IncidentDraft) -> str | None:

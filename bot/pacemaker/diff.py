@@ -689,6 +689,11 @@ class IncidentDraft:
         return all(not e.problem for e in self.events) and any(e.recovery for e in self.events)
 
     @property
+    def is_problem(self) -> bool:
+        """Some event is a problem: news to alert, not only a recovery or a neutral change."""
+        return any(e.problem for e in self.events)
+
+    @property
     def opens(self) -> tuple[str, ...]:
         """Conditions its problems raise; an incident is over when all it opened are closed."""
         return _unique(e.key for e in self.events if e.problem and e.kind not in ONE_SHOT)
@@ -710,6 +715,38 @@ class IncidentDraft:
         """The cause's remedy, else the worst consequence's."""
         ranked = (*self.cause, *sorted(self.effects, key=lambda e: -e.severity))
         return next((e.remedy for e in ranked if e.remedy is not None), None)
+
+
+    def only(self, keep: Callable[[Event], bool]) -> IncidentDraft | None:
+        """The part of this draft whose events `keep` says yes to (None if none): a poll's recovery
+        goes to the thread of the incident it ends, whatever else its draft is about."""
+        cause = tuple(e for e in self.cause if keep(e))
+        effects = tuple(e for e in self.effects if keep(e))
+        if not cause:  # the title is the cause's: what is left takes its place
+            cause, effects = effects, ()
+        return IncidentDraft(self.key, cause, effects) if cause else None
+
+    def merged(self, later: IncidentDraft) -> IncidentDraft:
+        """This incident's draft grown by a later poll's news about it (an escalation): the root
+        message, edited, tells the whole story at the worst severity."""
+        return IncidentDraft(self.key, self.cause + later.cause, self.effects + later.effects)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "cause": [e.to_json() for e in self.cause],
+                "effects": [e.to_json() for e in self.effects]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IncidentDraft:
+        """ValueError when the data is not a draft (another version's, or damaged)."""
+        try:
+            cause = tuple(Event.from_json(e) for e in data["cause"])
+            effects = tuple(Event.from_json(e) for e in data["effects"])
+            key = str(data["key"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"cannot read an incident draft: {exc!r}") from exc
+        if not cause:
+            raise ValueError("cannot read an incident draft: it has no cause")
+        return cls(key, cause, effects)
 
 
 def _vip_summary(effects: tuple[Event, ...]) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from bot.pacemaker.diff import (
     Event,
     EventKind,
     Flapping,
+    IncidentDraft,
     WatchState,
     diff,
     incidents,
@@ -388,6 +389,33 @@ def test_a_clone_gap_closed_by_the_node_going_away_is_absorbed_by_the_node() -> 
     (inc,) = [d for d in incidents(events) if d.key == "node:node2"]
     assert [e.kind for e in inc.events] == [K.NODE_STANDBY, K.CLONE_STARTED]
     assert inc.opens == ("node_standby:node2",) and inc.closes == ("clone_stopped:loadbalancer-clone@node2",)
+
+
+def test_the_recovery_in_a_problem_draft_is_a_draft_of_its_own() -> None:
+    # The watcher posts the absorbed clone recovery to the clone's incident, not node2's.
+    stuck = report("b_standby", with_node("node2", standby=False))
+    (inc,) = [d for d in incidents(run(stuck, report("b_standby"))[0]) if d.key == "node:node2"]
+    assert inc.is_problem
+    part = inc.only(lambda e: e.recovery)
+    assert part is not None and (part.key, part.is_recovery, part.is_problem) == ("node:node2", True, False)
+    assert part.title == "loadbalancer-clone is no longer expected on node2: node2 cannot run resources now"
+    assert part.closes == inc.closes and part.opens == ()
+    assert inc.only(lambda e: e.kind is K.FENCE_FAILED) is None
+
+
+def test_an_escalated_draft_tells_the_whole_story_and_survives_json() -> None:
+    standby, unclean = run(report("a_healthy"), report("a_healthy", with_node("node3", standby=True)),
+                           report("a_healthy", with_node("node3", standby=True, online=False, unclean=True)))
+    (first,), (worse,) = incidents(standby), incidents(unclean)
+    whole = first.merged(worse)
+    assert (whole.key, whole.severity) == ("node:node3", Severity.CRITICAL)
+    assert whole.title.startswith("node3 was put in standby; node3 went OFFLINE; node3 is UNCLEAN")
+    assert whole.remedy == first.remedy == Remedy("unstandby", ("node3",))
+    assert IncidentDraft.from_json(json.loads(json.dumps(whole.to_json()))) == whole
+    with pytest.raises(ValueError):
+        IncidentDraft.from_json({"key": "node:node3", "cause": [], "effects": []})
+    with pytest.raises(ValueError):
+        IncidentDraft.from_json({"key": "node:node3"})
 
 
 def test_resource_flags_thresholds_failures_and_fencing_on_the_complex_cluster() -> None:
