@@ -40,6 +40,7 @@ AUTH = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revok
                   "missing_scope", "not_allowed_token_type"})
 MAX_BACKOFF_S = 60.0
 MAX_DOUBLINGS = 30  # caps the exponent: 2.0 ** attempts overflows a float after ~1000 failed attempts
+PRUNE_EVERY = timedelta(hours=1)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Deliverer:
     max_backoff_s: float = MAX_BACKOFF_S
     delivered: int = 0
     stopped: bool = False  # run() has ended: nothing delivers alerts any more (readiness reports it)
+    retention: timedelta | None = None  # delivered messages and resolved incidents older are deleted
+    _pruned_at: datetime | None = None
     _traced: set[int] = field(default_factory=set)  # items whose unexpected failure was logged in full
     _auth_logged: set[str] = field(default_factory=set)  # token errors told at error level until a success
     # incident id -> why its first message was dropped, for the follow-up that replaces it. In memory
@@ -72,11 +75,24 @@ class Deliverer:
             while True:
                 try:
                     await self.deliver_due()
+                    self.prune_if_due()
                 except Exception:  # the store itself failed: alerts wait in the outbox, the loop lives on
                     log.exception("alert delivery round failed; trying again in %.0fs", idle_s)
                 await self._idle(idle_s)
         finally:
             self.stopped = True
+
+    def prune_if_due(self) -> None:
+        """Hourly: forget what was delivered or resolved longer than `retention` ago, so the state
+        database does not grow for ever on a busy cluster."""
+        now = self.clock()
+        if self.retention is None or (self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY):
+            return
+        self._pruned_at = now
+        rows, incidents = self.store.prune(before=now - self.retention)
+        if rows or incidents:
+            log.info("pruned %d delivered alert messages and %d resolved incidents older than %s",
+                     rows, incidents, self.retention)
 
     async def _idle(self, seconds: float) -> None:
         # asyncio.timeout, not wait_for: 3.11's wait_for can get stuck when cancelled.

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
@@ -67,8 +67,8 @@ class Runtime:
 
     def watch(self, poster: Poster, *, fix_button: bool = False, metrics: Metrics | None = None) -> Watcher:
         """Start the watcher and the alert deliverer as background tasks."""
-        self.deliverer = Deliverer(self.store, poster, now,
-                                   max_backoff_s=self.settings.alert_retry_max_s)
+        self.deliverer = Deliverer(self.store, poster, now, max_backoff_s=self.settings.alert_retry_max_s,
+                                   retention=timedelta(days=self.settings.retention_days))
         self.watcher = Watcher(self.settings, self.services.collect, self.store, now,
                                notify=self.deliverer.wake.set, fix_button=fix_button, metrics=metrics)
         self.tasks += [asyncio.create_task(self.watcher.run(), name="watcher"),

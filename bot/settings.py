@@ -133,6 +133,9 @@ class Settings(BaseSettings):
         "its crm_mon answer is unchanged (the status shows their age); 0 asks them every time. "
         "crm_mon itself is always asked; remediation checks always ask everything."))
     alert_retry_max_s: float = Field(60.0, gt=0, le=3600)  # longest wait between alert retries
+    retention_days: float = Field(30.0, ge=1, le=3650, description=(
+        "Delivered alert messages and resolved incidents older than this are deleted from the "
+        "state database (hourly). The audit log is kept whole."))
     flap_limit: int = Field(4, ge=2, le=10000)  # toggles within flap_window_s that make "flapping"
     flap_window_s: float = Field(600.0, gt=0, description="The window flap_limit counts toggles in.")
     state_dir: Path = Path("/var/lib/clusterbot")

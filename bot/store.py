@@ -447,6 +447,25 @@ class Store:
         self._conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
                            (_ts(next_attempt_at), item_id))
 
+    # ------------------------------------------------------------ retention
+
+    def prune(self, *, before: datetime) -> tuple[int, int]:
+        """Delete outbox rows delivered, and incidents resolved, before `before`: (rows, incidents).
+
+        An incident a message still waiting in the outbox refers to is kept (its thread is needed).
+        The audit log is never pruned: it is the record, exported with `clusterbot audit --jsonl`.
+        """
+        cutoff = _ts(before)
+        with self._write() as c:
+            rows = c.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                             (cutoff,)).rowcount
+            incidents = c.execute(
+                "DELETE FROM incidents WHERE state = 'resolved' AND resolved_at < ? AND id NOT IN ("
+                " SELECT json_extract(payload, '$.incident') FROM outbox"
+                " WHERE delivered_at IS NULL AND json_extract(payload, '$.incident') IS NOT NULL)",
+                (cutoff,)).rowcount
+        return rows, incidents
+
     # ------------------------------------------------------------ locks
 
     def try_lock(self, cluster: str, request_id: str, now: datetime) -> bool:

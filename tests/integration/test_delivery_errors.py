@@ -8,6 +8,7 @@ alert silently queued in the outbox.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ import pytest
 from bot.delivery import Deliverer, doc_json
 from bot.errors import SlackError
 from bot.metrics import Metrics
-from bot.poster import SlackPoster
+from bot.poster import SlackPoster, TextPoster
 from bot.render.doc import Doc
 from bot.settings import Settings
 from bot.slack.client import web_client
@@ -234,3 +235,40 @@ async def _until(done: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not done():
             await asyncio.sleep(0.01)
+
+
+async def test_the_deliverer_prunes_old_history_hourly_while_it_runs(tmp_path: Path) -> None:
+    clock = [datetime(2026, 3, 1, tzinfo=UTC)]
+
+    def delivered(days_ago: int) -> int:
+        item = store.enqueue("root", {"channel": "C1"}, now=clock[0] - timedelta(days=days_ago))
+        store.mark_delivered(item, "1.1", now=clock[0] - timedelta(days=days_ago))
+        return item
+
+    def kept() -> list[int]:
+        return [r[0] for r in store._conn.execute("SELECT id FROM outbox ORDER BY id")]
+
+    async def until(wanted: list[int]) -> list[int]:
+        for _ in range(200):  # bounded: the loop turns every 10 ms
+            if kept() == wanted:
+                break
+            await asyncio.sleep(0.01)
+        return kept()
+
+    with Store.open(tmp_path / "state.sqlite3") as store:
+        delivered(31)
+        recent = delivered(29)
+        deliverer = Deliverer(store, TextPoster(io.StringIO()), lambda: clock[0],
+                              retention=timedelta(days=30))
+        task = asyncio.create_task(deliverer.run(idle_s=0.01))
+        try:
+            assert await until([recent]) == [recent]  # the first round prunes
+            late = delivered(40)  # old history appearing now waits for the next hourly prune
+            clock[0] += timedelta(minutes=30)
+            await asyncio.sleep(0.1)
+            assert kept() == [recent, late]
+            clock[0] += timedelta(minutes=31)
+            assert await until([recent]) == [recent]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

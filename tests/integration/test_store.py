@@ -320,6 +320,29 @@ def test_outbox_order_survives_restart_and_retries_block_later_items(path: Path)
         assert [i.payload["text"] for i in s.due(T0 + timedelta(minutes=1), limit=10)] == ["m2", "m3", "m4"]
 
 
+def test_prune_forgets_old_deliveries_and_resolved_incidents_but_not_the_audit(path: Path) -> None:
+    old, recent = T0, T0 + timedelta(days=40)
+    with Store.open(path) as s:
+        def incident(key: str, at: datetime) -> int:
+            inc = s.open_incident(cluster="c", key=key, now=at, severity=Severity.WARNING,
+                                  title=key, channel="C1")
+            s.resolve_incident(inc.id, now=at)
+            return inc.id
+        gone, waited_for, kept = incident("a", old), incident("b", old), incident("c", recent)
+        delivered = s.enqueue("root", {"incident": gone}, now=old)
+        s.mark_delivered(delivered, "1.1", now=old)
+        pending = s.enqueue("reply", {"incident": waited_for}, now=old)  # Slack was down for weeks
+        fresh = s.enqueue("root", {"incident": kept}, now=recent)
+        s.mark_delivered(fresh, "2.2", now=recent)
+        s.append_audit(now=old, actor="U1", event="probe")
+        assert s.prune(before=recent - timedelta(days=30)) == (1, 1)
+        assert s.get_incident(gone) is None
+        assert s.get_incident(waited_for) is not None and s.get_incident(kept) is not None
+        assert [i.id for i in s.due(recent)] == [pending]
+        assert [e.event for e in s.audit_tail(10)] == ["probe"]
+        assert s.prune(before=recent - timedelta(days=30)) == (0, 0)
+
+
 # ---------------------------------------------------------------- watch state and incidents
 
 
