@@ -375,8 +375,16 @@ async def _given(view: NodeView) -> NodeView:
 
 def _same(a: NodeResult, b: NodeResult) -> bool:
     """The same answer (the view compared by identity: the parse cache keeps it identical)."""
-    return (a.view is b.view and a.daemons == b.daemons and a.corosync == b.corosync
+    return (a.view is b.view and a.daemons == b.daemons and _stable(a.corosync) == _stable(b.corosync)
             and a.error == b.error and a.corosync_error == b.corosync_error)
+
+
+def _stable(corosync: NodeCorosync | None) -> NodeCorosync | None:
+    """Without quorumtool's clock line, which differs in every answer: like crm_mon's timestamps,
+    it must not make an unchanged node look changed (a full poll and a diff every detail turn)."""
+    if corosync is None or corosync.quorum is None or corosync.quorum.date is None:
+        return corosync
+    return replace(corosync, quorum=replace(corosync.quorum, date=None))
 
 
 def _failed(node: str, err: SshError | ParseError, started: float) -> NodeResult:

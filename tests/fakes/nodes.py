@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from bot.demo.sshd import KeyMaterial, LoopbackSshServer
@@ -40,11 +42,17 @@ def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def quorumtool_answer(scenario: str, node: str) -> tuple[int, str, str]:
-    """What `corosync-quorumtool -s` really answered on that node in that scenario."""
+def quorumtool_answer(scenario: str, node: str, when: datetime | None = None) -> tuple[int, str, str]:
+    """What `corosync-quorumtool -s` really answered on that node in that scenario; `when`: the
+    time its "Date:" line shows instead (the real tool prints the node's clock at each call)."""
     base = PCMK / scenario / f"{node}.quorumtool.txt"
-    return (_rc(scenario, node, "quorumtool.txt"), _text(base),
-            _text(base.with_name(base.name + ".stderr")))
+    text = _text(base)
+    if when is not None:
+        text = _DATE.sub(f"Date:             {when:%a %b %d %H:%M:%S %Y}", text)
+    return (_rc(scenario, node, "quorumtool.txt"), text, _text(base.with_name(base.name + ".stderr")))
+
+
+_DATE = re.compile(r"^Date:[^\n]*", re.M)
 
 
 def corosync_down(scenario: str) -> frozenset[str]:
@@ -82,6 +90,7 @@ class FakeNode:
     as_node: str | None = None  # serve another node's capture (a node that disagrees)
     server: LoopbackSshServer | None = None
     inactive: frozenset[str] = frozenset()  # units `systemctl is-active` reports inactive
+    clock: Callable[[], datetime] | None = None  # quorumtool's "Date:" line; None: the capture's
 
     async def handle(self, command: str, username: str) -> tuple[int, str, str]:
         argv = shlex.split(command)
@@ -96,7 +105,7 @@ class FakeNode:
             return 0, "Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project\n", ""
         # Only the lab's node names have Corosync captures; other names lack the tools.
         if argv == ["corosync-quorumtool", "-s"] and self.name in LAB_NODES:
-            return quorumtool_answer(self.scenario, self.name)
+            return quorumtool_answer(self.scenario, self.name, self.clock() if self.clock else None)
         if argv == ["corosync-cfgtool", "-s"] and self.name in LAB_NODES:
             return cfgtool_answer(self.scenario, self.name)
         if argv[0] != "crm_mon":

@@ -212,6 +212,26 @@ async def test_light_polls_report_a_daemon_change_that_crm_mon_does_not_show(tmp
     assert reports[3] is first and reports[5] is reports[4]  # unchanged before and after
 
 
+async def test_a_detail_turn_that_only_sees_a_new_quorumtool_clock_changes_nothing(tmp_path: Path) -> None:
+    # corosync-quorumtool prints the node's clock: an unchanged cluster must still give the very
+    # same report (no diff, no store write) when a turn asks a node's details again.
+    clock = [datetime(2026, 11, 26, 3, 0)]
+    async with fake_cluster(tmp_path, detail_every=1) as fc, SshPool() as pool:
+        for node in fc.nodes.values():
+            node.clock = lambda: clock[0]
+        collector = Collector(pool, fc.settings)
+        first = await collector.collect(fc.config, ask=Ask.TURN)
+        assert first.results[0].corosync is not None and first.results[0].corosync.quorum is not None
+        assert first.results[0].corosync.quorum.date is not None  # the captures carry the clock line
+        polls = []
+        for _ in range(6):
+            clock[0] += timedelta(seconds=1)
+            polls.append(await collector.collect(fc.config, ask=Ask.TURN))
+        asked = sum(1 for s in fc.servers() for c in s.commands if "quorumtool" in c)
+    assert all(p is first for p in polls)
+    assert asked == 3 + 6  # each turn did ask its node's details
+
+
 async def test_a_hung_crm_mon_costs_one_timeout_per_light_poll(tmp_path: Path) -> None:
     async with fake_cluster(tmp_path, command_timeout_s=0.5) as fc, SshPool() as pool:
         collector = Collector(pool, fc.settings)
