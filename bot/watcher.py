@@ -113,13 +113,13 @@ class Watcher:
         if self.metrics is not None:
             self.metrics.record_poll(report, self.monotonic() - started)
         # The collector hands back the very same report when no node said anything new.
-        same = report is self._last.get(cluster.name)
-        self._last[cluster.name] = report
-        if same:
+        if report is self._last.get(cluster.name):
             drafts: tuple[IncidentDraft, ...] = ()
             self._settle_flapping(cluster, report)
         else:
             drafts = self.observe(cluster, report)
+            # Only once observed and committed: a report whose writes failed is news next poll too.
+            self._last[cluster.name] = report
         self.polls += 1
         async with self._polled:
             self._polled.notify_all()

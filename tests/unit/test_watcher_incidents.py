@@ -309,6 +309,28 @@ def test_a_store_error_mid_poll_leaves_no_trace_and_the_next_poll_alerts(tmp_pat
     assert bot.open("node:node3") is not None
 
 
+async def test_a_store_error_in_a_poll_is_news_again_while_the_report_stays_the_same(tmp_path: Path) -> None:
+    # The collector hands back the very same report object while nothing changes: the report
+    # whose writes failed must not count as seen, or its change would never be alerted.
+    store = failing_store(tmp_path / "state.db")
+    bot = make(store)
+    current = report("a_healthy")
+
+    async def collect(cluster: ClusterConfig, *, ask: Ask) -> ClusterReport:
+        return current
+
+    bot.watcher.collect = collect
+    await bot.watcher.poll(CLUSTER)
+    current = report("a_healthy", vip2_stopped)
+    store.failures = 1
+    with pytest.raises(sqlite3.OperationalError):
+        await bot.watcher.poll(CLUSTER)
+    bot.clock.tick()
+    await bot.watcher.poll(CLUSTER)
+    vip = bot.open("vip:virtual_ip_2")
+    assert vip is not None and vip.severity is Severity.CRITICAL
+
+
 def test_a_store_error_then_a_restart_still_alerts(tmp_path: Path) -> None:
     store = failing_store(tmp_path / "state.db")
     clock = Clock()
