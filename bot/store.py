@@ -189,8 +189,17 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        if self._conn.in_transaction:  # inside transaction(): the outermost one commits or rolls back
-            yield self._conn
+        if self._conn.in_transaction:  # inside transaction(): the outermost one commits
+            # A savepoint: a call that fails undoes its own writes (a refused START stays
+            # APPROVED) even when its caller handles the error and the outer transaction commits.
+            self._conn.execute("SAVEPOINT joined")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK TO joined")
+                self._conn.execute("RELEASE joined")
+                raise
+            self._conn.execute("RELEASE joined")
             return
         # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading.
         self._conn.execute("BEGIN IMMEDIATE")

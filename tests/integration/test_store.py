@@ -29,7 +29,7 @@ from bot.approvals import (
     new_request,
     transition,
 )
-from bot.errors import ApprovalError, ConfigError
+from bot.errors import ApprovalError, ClusterBusy, ConfigError
 from bot.pacemaker.health import Severity
 from bot.store import INTERRUPTED, IncidentState, Store
 
@@ -421,6 +421,21 @@ def test_a_transaction_waits_for_another_writer_then_fails_whole(store: Store, p
 
 
 # ---------------------------------------------------------------- opening
+
+
+def test_a_call_that_fails_inside_a_transaction_undoes_only_its_own_writes(store: Store) -> None:
+    # A caller that handles the error (as remediation does with ClusterBusy) commits the rest;
+    # the refused START must not come with it.
+    approved(store)
+    assert store.try_lock("prod-haproxy", "other", T0)
+    with store.transaction():
+        store.save_watch_state("prod-haproxy", '{"poll": 1}')
+        with pytest.raises(ClusterBusy):
+            store.apply("r1", Start(), now=SOON, is_approver=False)
+    req = store.get_request("r1")
+    assert req is not None and req.state is State.APPROVED
+    assert store.lock_holder("prod-haproxy").request_id == "other"  # type: ignore[union-attr]
+    assert store.load_watch_state("prod-haproxy") == '{"poll": 1}'
 
 
 def test_memory_database() -> None:
