@@ -13,7 +13,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from bot.collect import Ask
 from bot.delivery import doc_json
 from bot.metrics import Metrics
-from bot.pacemaker.diff import ONE_SHOT, Flapping, IncidentDraft, WatchState, diff, incidents, step
+from bot.pacemaker.diff import Event, Flapping, IncidentDraft, WatchState, diff, incidents, step
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.snapshot import Snapshot
@@ -155,6 +156,7 @@ class Watcher:
             self._settle_flaps(poll)
             for draft in drafts:
                 self._handle(poll, draft)
+            self._track_flaps(poll, drafts)
             if report.healthy:
                 self._resolve_all(poll)
         return drafts
@@ -199,8 +201,15 @@ class Watcher:
     # -- incidents -------------------------------------------------------------------------
 
     def _handle(self, poll: _Poll, draft: IncidentDraft) -> None:
-        if not self._quiet_for_flapping(poll, draft):
+        # A one-shot (a fence) toggles nothing: it does not count towards flapping, and it is said
+        # when it happens, not once a flap has calmed and it is stale.
+        toggles = draft.only(lambda e: not e.one_shot)
+        if toggles is None or not self._quiet_for_flapping(poll, toggles):
             self._deliver(poll, draft)
+            return
+        shots = draft.only(lambda e: e.one_shot)
+        if shots is not None:
+            self._deliver(poll, shots)
 
     def _deliver(self, poll: _Poll, draft: IncidentDraft) -> None:
         """The draft's news where it belongs; each of its recoveries in the thread of what it ends,
@@ -231,22 +240,29 @@ class Watcher:
         inc = self.store.open_incident(
             cluster=cluster.name, key=draft.key, severity=draft.severity, title=draft.title,
             channel=self._channel(cluster), now=self.clock(),
-            payload={"open": list(draft.opens), "remedy": _remedy(draft), "draft": draft.to_json()})
+            payload={"open": list(draft.opens), "remedy": _remedy(draft), "draft": draft.to_json(),
+                     "shots": _counted({}, draft)})
         self._opened_metric(poll, inc)
         self._enqueue("root", cluster, inc, self._root_doc(cluster, draft, inc))
         return inc
 
     def _follow_up(self, poll: _Poll, found: Incident, draft: IncidentDraft) -> Incident:
         """More news about an open incident: a reply in its thread. If it is worse, or a CRITICAL
-        one-shot (a failed fencing), the channel hears it too: a thread reply notifies nobody."""
+        one-shot (a failed fencing) new to it, the channel hears it too: a thread reply notifies
+        nobody. A one-shot that repeats (a fence device failing retry after retry) pages only once:
+        the retries are replies that count."""
         cluster = poll.cluster
         opened = sorted(set(_opened(found)) | set(draft.opens))
-        inc = self.store.update_incident(found.id, payload={**found.payload, "open": opened})
-        self._enqueue("reply", cluster, inc, followup_doc(cluster.name, draft))
+        seen = _shots(found)
+        shots = _counted(seen, draft)
+        inc = self.store.update_incident(found.id, payload={**found.payload, "open": opened, "shots": shots})
+        times = max((shots[e.series] for e in draft.events if e.one_shot), default=1)
+        self._enqueue("reply", cluster, inc, followup_doc(cluster.name, draft, times=times))
         worse = draft.severity > found.severity
         if worse:
             inc = self._escalate(cluster, inc, draft)
-        if worse or any(e.kind in ONE_SHOT and e.severity is Severity.CRITICAL for e in draft.events):
+        if worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen
+                        for e in draft.events):
             doc = escalation_doc(cluster.name, draft, incident_key=found.key, incident_title=found.title,
                                  was=found.severity, mention=cluster.mention)
             # Not "root" with the incident: that would move the incident's thread to this message.
@@ -329,7 +345,8 @@ class Watcher:
 
     def _quiet_for_flapping(self, poll: _Poll, draft: IncidentDraft) -> bool:
         """Count the toggle. A key flapping (or whose flapping incident is still open) stays quiet
-        until it has not toggled for a whole window: then `_settle_flaps` says how it ended."""
+        until it has not toggled for a whole window: then `_settle_flaps` says how it ended. The
+        draft's events are changes of conditions: `_handle` keeps one-shots out of it."""
         now = self.monotonic()
         poll.flaps = poll.flaps.record(draft.key, now)
         cluster, key = poll.cluster, FLAPPING + draft.key
@@ -339,18 +356,32 @@ class Watcher:
         poll.due = _earliest(poll.due, now + poll.flaps.window)
         silenced = {e.key for e in draft.events}  # the conditions to look at again once it is calm
         if found is None:
-            # The cluster before the first quiet change: what the alerts so far have told.
-            before = poll.before.to_json() if poll.before is not None else None
+            # "latest": each silenced condition's latest change, kept by `_track_flaps`.
             inc = self.store.open_incident(
                 cluster=cluster.name, key=key, severity=Severity.WARNING, title=f"{draft.key} is flapping",
                 now=self.clock(), channel=self._channel(cluster),
-                payload={"open": [], "before": before, "silenced": sorted(silenced)})
+                payload={"open": [], "silenced": sorted(silenced), "latest": {}})
             doc = flapping_doc(cluster.name, draft.key, poll.flaps.count(draft.key, now), poll.flaps.window)
             self._enqueue("root", cluster, inc, doc)
         elif not silenced <= set(_strings(found, "silenced")):
             known = silenced | set(_strings(found, "silenced"))
             self.store.update_incident(found.id, payload={**found.payload, "silenced": sorted(known)})
         return True
+
+    def _track_flaps(self, poll: _Poll, drafts: tuple[IncidentDraft, ...]) -> None:
+        """Keep in each open flapping incident the latest change of every condition it silenced,
+        quiet or alerted in another incident's draft: when the flap calms, that is how the condition
+        is. Neither the picture from before the flap (an incident may have been resolved as healthy
+        since) nor the quiet changes alone (another incident may have taken the last one) can say."""
+        changes = [e for d in drafts for e in d.events if _condition_change(e)]
+        if poll.due is None or not changes:  # no flap open (or nothing it could silence): no query
+            return
+        for inc in self.store.open_incidents(poll.cluster.name):
+            silenced = set(_strings(inc, "silenced")) if inc.key.startswith(FLAPPING) else set()
+            mine = {e.key: e.to_json() for e in changes if e.key in silenced}
+            if mine:
+                latest = {**_mapping(inc, "latest"), **mine}
+                self.store.update_incident(inc.id, payload={**inc.payload, "latest": latest})
 
     def _settle_flaps(self, poll: _Poll) -> None:
         """End every flap that calmed (no toggle for a whole window). Until one is due: no query."""
@@ -372,7 +403,7 @@ class Watcher:
         return self.monotonic() if last is None else last + poll.flaps.window
 
     def _end_flap(self, poll: _Poll, inc: Incident, calm: timedelta) -> None:
-        """What changed for good while we were quiet is alerted as if it had just happened (a
+        """What the flap left that no open incident says is alerted as if it had just happened (a
         problem gets its own incident, at its own severity); then the flapping incident ends in
         its thread, naming the incidents of what is still wrong."""
         silenced = set(_strings(inc, "silenced"))
@@ -392,19 +423,28 @@ class Watcher:
                                                                now - done.opened_at))
 
     def _net_change(self, poll: _Poll, inc: Incident, silenced: set[str]) -> tuple[IncidentDraft, ...]:
-        """The quiet changes that did not undo themselves: the cluster before the flap against the
-        cluster now, for the conditions the flap touched. Problems and recoveries: moves and the
+        """Each condition the flap silenced, as its latest change left it, against the conditions
+        open now: a problem no open incident holds is news (one that some incident holds is not
+        news again), and so is a recovery of a condition an incident still holds. Moves and the
         like in between are history."""
+        latest = {**self._since_before(poll, inc), **_latest(inc)}
+        held = {key for i in self.store.open_incidents(poll.cluster.name) for key in _opened(i)}
+        left = [e for e in latest.values() if e.key in silenced and _condition_change(e)
+                and (e.recovery if e.key in held else e.problem)]
+        return incidents(left)
+
+    def _since_before(self, poll: _Poll, inc: Incident) -> dict[str, Event]:
+        """A flap opened by an older clusterbot kept no latest changes, only the cluster before it:
+        the changes from that picture to the cluster now stand in for them."""
         raw = inc.payload.get("before")
-        if poll.before is None or not isinstance(raw, dict) or not silenced:
-            return ()
+        if poll.before is None or not isinstance(raw, dict):
+            return {}
         try:
             before = Snapshot.from_json(raw)
         except ValueError:
             log.warning("%s: the view before %s is unreadable; not comparing", poll.cluster.name, inc.key)
-            return ()
-        net = [e for e in diff(before, poll.before) if e.key in silenced]
-        return tuple(d for d in incidents(net) if d.is_problem or d.is_recovery)
+            return {}
+        return {e.key: e for e in diff(before, poll.before)}
 
     def _resume_flaps(self, poll: _Poll) -> None:
         """After a restart the toggles of a flapping incident left open are gone: count the restart
@@ -487,6 +527,37 @@ def _strings(inc: Incident, field_name: str) -> list[str]:
 
 def _opened(inc: Incident) -> list[str]:
     return _strings(inc, "open")
+
+
+def _mapping(inc: Incident, field_name: str) -> dict[str, Any]:
+    value = inc.payload.get(field_name, {})
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _shots(inc: Incident) -> dict[str, int]:
+    """How often each one-shot series (a fence failing, per node) happened during the incident."""
+    return {k: v for k, v in _mapping(inc, "shots").items() if isinstance(v, int)}
+
+
+def _counted(shots: Mapping[str, int], draft: IncidentDraft) -> dict[str, int]:
+    """`shots` with the draft's one-shot events counted in."""
+    return dict(Counter(shots) + Counter(e.series for e in draft.events if e.one_shot))
+
+
+def _latest(inc: Incident) -> dict[str, Event]:
+    """A flapping incident's latest change of each condition it silenced (see `_track_flaps`)."""
+    latest: dict[str, Event] = {}
+    for key, raw in _mapping(inc, "latest").items():
+        try:
+            latest[key] = Event.from_json(raw)
+        except ValueError:
+            log.warning("incident %d: the latest change of %s is unreadable", inc.id, key)
+    return latest
+
+
+def _condition_change(event: Event) -> bool:
+    """A condition going bad or good: what a flap silences and how it ends (not a move, not a fence)."""
+    return event.recovery or (event.problem and not event.one_shot)
 
 
 def _remedy(draft: IncidentDraft) -> str | None:

@@ -137,6 +137,16 @@ class Event:
     def problem(self) -> bool:
         return not (self.recovery or self.neutral)
 
+    @property
+    def one_shot(self) -> bool:
+        return self.kind in ONE_SHOT
+
+    @property
+    def series(self) -> str:
+        """What happened to whom, whatever the attempt: a fence device failing retry after retry
+        is one series, which pages once per incident."""
+        return f"{self.kind}:{self.subject}"
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = encode(self)
         return data
@@ -696,7 +706,7 @@ class IncidentDraft:
     @property
     def opens(self) -> tuple[str, ...]:
         """Conditions its problems raise; an incident is over when all it opened are closed."""
-        return _unique(e.key for e in self.events if e.problem and e.kind not in ONE_SHOT)
+        return _unique(e.key for e in self.events if e.problem and not e.one_shot)
 
     @property
     def closes(self) -> tuple[str, ...]:

@@ -40,10 +40,13 @@ def incident_doc(cluster: str, draft: IncidentDraft, *, incident_id: int | None 
                buttons=buttons, context=(f"{draft.severity.label} · incident {draft.key}",))
 
 
-def followup_doc(cluster: str, draft: IncidentDraft) -> Doc:
+def followup_doc(cluster: str, draft: IncidentDraft, *, times: int = 1) -> Doc:
+    """A reply in the incident's thread. `times`: how often its one-shot news (a failed fencing)
+    has happened in the incident, this time included; a retry says so instead of paging again."""
     emoji = OK_EMOJI if draft.is_recovery else SEVERITY_EMOJI[draft.severity]
+    again = f" · {times} times in this incident" if times > 1 else ""
     lines = draft.evidence if len(draft.evidence) > 1 else ()
-    return Doc(verdict=f"{emoji} {draft.title}", fallback=f"{cluster}: {draft.title}",
+    return Doc(verdict=f"{emoji} {draft.title}{again}", fallback=f"{cluster}: {draft.title}{again}",
                sections=(Section(None, lines),) if lines else ())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
@@ -22,7 +23,7 @@ from bot.pacemaker.diff import (
 )
 from bot.pacemaker.health import Expectations, Remedy, Severity
 from bot.pacemaker.merge import ClusterReport, NodeResult, merge, single
-from bot.pacemaker.model import NodeView, ResourceHistory
+from bot.pacemaker.model import FenceEvent, NodeView, ResourceHistory
 from bot.pacemaker.parse import parse
 from bot.pacemaker.snapshot import Snapshot, snapshot
 from tests.conftest import FIXTURES, capture
@@ -401,6 +402,22 @@ def test_the_recovery_in_a_problem_draft_is_a_draft_of_its_own() -> None:
     assert part.title == "loadbalancer-clone is no longer expected on node2: node2 cannot run resources now"
     assert part.closes == inc.closes and part.opens == ()
     assert inc.only(lambda e: e.kind is K.FENCE_FAILED) is None
+
+
+def test_the_retries_of_a_failing_fence_are_one_series_of_one_shots() -> None:
+    # Each failed attempt is news of its own (its own key), yet of one series: paged once per incident.
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def attempts(n: int) -> Change:
+        history = tuple(FenceEvent("reboot", "node3", "failed", exit_reason="timed out",
+                                   completed=start + timedelta(seconds=40 * i)) for i in range(n))
+        return lambda v: replace(v, fence_history=history)
+
+    polls = run(report("a_healthy"), *(report("a_healthy", attempts(n)) for n in (1, 2)))
+    (one,), (two,) = polls
+    assert (one.kind, two.kind) == (K.FENCE_FAILED, K.FENCE_FAILED) and one.one_shot and two.one_shot
+    assert one.key != two.key and one.series == two.series == "fence_failed:node3"
+    assert incidents(polls[1])[0].opens == ()
 
 
 def test_an_escalated_draft_tells_the_whole_story_and_survives_json() -> None:

@@ -20,6 +20,7 @@ from bot.collect import Ask
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.model import FenceEvent, NodeView
+from bot.pacemaker.snapshot import snapshot
 from bot.settings import ClusterConfig, Settings
 from bot.store import Incident, IncidentState, Store
 from bot.watcher import Watcher
@@ -369,3 +370,128 @@ def test_another_writer_holding_the_lock_delays_the_alert_but_does_not_lose_it(t
     other.close()
     bot.see(report("c_node3_crashed"))
     assert bot.open("node:node3") is not None and len(bot.channel()) == 1
+
+
+def test_a_flap_that_went_quiet_on_a_healthy_toggle_and_calmed_down_stopped_is_paged() -> None:
+    # The toggle that makes the key flap is a start: the cluster is healthy, so the VIP's incident
+    # is resolved ("healthy again") while the picture from before the flap shows the VIP down.
+    bot = make()
+    up, down = report("a_healthy"), report("a_healthy", vip2_stopped)
+    bot.see(up, down)
+    bot.clock.tick(WINDOW_S)  # that toggle is forgotten: the next start is the fifth toggle
+    bot.see(up, down, up, down)
+    bot.see(up)
+    flap = bot.incident("flapping:vip:virtual_ip_2")
+    assert bot.open("vip:virtual_ip_2") is None
+    bot.see(down, *[down] * int(WINDOW_S // 5))  # quiet, then stopped for a whole calm window
+    vip = bot.open("vip:virtual_ip_2")
+    assert vip is not None and vip.severity is Severity.CRITICAL
+    assert bot.channel()[-1] == f"{MENTION} :red_circle: *prod-haproxy*: virtual_ip_2 STOPPED (was on node2)"
+    ended = bot.thread(flap)[-1]
+    assert "recovered" not in ended and "but it is not fine" in ended
+    assert "incident `vip:virtual_ip_2`" in ended
+
+
+def flap_then_come_back(bot: Bot) -> None:
+    up = report("a_healthy")
+    bot.see(up)
+    for _ in range(4):
+        bot.see(report("a_healthy", vip2_stopped), up)
+    assert bot.open("flapping:vip:virtual_ip_2") is not None and bot.open("vip:virtual_ip_2") is None
+
+
+NODE2_STANDBY_VIP2_STOPPED = compose(with_node("node2", standby=True), vip2_stopped)
+
+
+def test_a_flap_that_ends_in_another_incident_is_not_paged_again() -> None:
+    bot = make()
+    flap_then_come_back(bot)
+    both = report("a_healthy", NODE2_STANDBY_VIP2_STOPPED)
+    bot.see(both)  # node2's incident takes the stop with it, and pages
+    node2 = bot.open("node:node2")
+    assert node2 is not None and "vip_stopped:virtual_ip_2" in node2.payload["open"]
+    flap, pages = bot.incident("flapping:vip:virtual_ip_2"), bot.channel()
+    bot.see(*[both] * (int(WINDOW_S // 5) + 1))
+    assert bot.open("flapping:vip:virtual_ip_2") is None
+    assert bot.channel() == pages and bot.open("vip:virtual_ip_2") is None
+    ended = bot.thread(flap)[-1]
+    assert "but it is not fine" in ended and "incident `node:node2`" in ended
+
+
+def vip2_on(node: str) -> Change:
+    return lambda v: replace(v, instances=tuple(replace(i, active=True, nodes=(node,))
+                                                if i.id == "virtual_ip_2" else i for i in v.instances))
+
+
+def test_a_flap_that_ends_started_closes_the_stop_another_incident_holds() -> None:
+    bot = make()
+    flap_then_come_back(bot)
+    bot.see(report("a_healthy", NODE2_STANDBY_VIP2_STOPPED))
+    node2 = bot.incident("node:node2")
+    moved = report("a_healthy", compose(with_node("node2", standby=True), vip2_on("node1")))
+    bot.see(*[moved] * (int(WINDOW_S // 5) + 2))  # the start is quiet: the VIP is still flapping
+    assert bot.open("flapping:vip:virtual_ip_2") is None
+    now = bot.open("node:node2")
+    assert now is not None and now.payload["open"] == ["node_standby:node2"]
+    assert "virtual_ip_2 moved node2 → node1" in bot.thread(node2)[-1]
+
+
+def test_a_flap_opened_by_an_older_clusterbot_ends_with_its_net_change() -> None:
+    # An older clusterbot kept only the cluster before the flap, not the latest change of each key.
+    bot = make()
+    flap_then_stay_down(bot)
+    flap = bot.open("flapping:vip:virtual_ip_2")
+    assert flap is not None
+    before = snapshot(report("a_healthy"), CLUSTER.expectations).to_json()
+    older = {k: v for k, v in flap.payload.items() if k != "latest"}
+    bot.store.update_incident(flap.id, payload={**older, "before": before})
+    bot.see(*[report("a_healthy", vip2_stopped)] * (int(WINDOW_S // 5) + 1))
+    assert bot.open("flapping:vip:virtual_ip_2") is None
+    vip = bot.open("vip:virtual_ip_2")
+    assert vip is not None and vip.severity is Severity.CRITICAL
+
+
+# ---------------------------------------------------------------- one-shot events
+
+
+def fence_failures(attempts: int) -> Change:
+    """Pacemaker retrying a failing fence device: node3's failed reboots, one every 40 s."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    history = tuple(FenceEvent("reboot", "node3", "failed", exit_reason="timed out",
+                               completed=start + timedelta(seconds=40 * i)) for i in range(attempts))
+    return lambda v: replace(v, fence_history=history)
+
+
+def test_a_failing_fence_device_pages_once_and_its_retries_go_to_the_thread() -> None:
+    bot = make()
+    unclean = compose(NODE1_STANDBY, with_node("node3", online=False, unclean=True))
+    bot.see(report("a_healthy", NODE1_STANDBY), report("a_healthy", unclean))
+    node3, roots = bot.incident("node:node3"), len(bot.channel())
+    for attempts in range(1, 11):  # stonith-max-attempts=10, an attempt every 40 s (8 polls)
+        bot.see(*[report("a_healthy", compose(unclean, fence_failures(attempts)))] * 8)
+    (page,) = bot.channel()[roots:]
+    assert page.startswith(f"{MENTION} :red_circle:") and "fencing (reboot) of node3 FAILED" in page
+    retried = ":red_circle: fencing (reboot) of node3 FAILED: timed out · 10 times in this incident"
+    assert bot.thread(node3)[-1] == retried
+    assert bot.open("flapping:node:node3") is None  # retries are no toggles
+    bot.see(*[report("a_healthy", compose(unclean, fence_failures(10)))] * (int(WINDOW_S // 5) + 1))
+    assert len(bot.channel()) == roots + 1  # and no summary of them later
+    bot.see(report("a_healthy", compose(NODE1_STANDBY, fence_failures(10))))  # node3 is back
+    assert bot.incident("node:node3").state is IncidentState.RESOLVED
+
+
+def test_a_fence_during_a_flap_is_said_when_it_happens_not_when_the_flap_calms() -> None:
+    bot = make()
+    up, down = report("a_healthy"), report("a_healthy", with_node("node3", online=False))
+    bot.see(up)
+    for _ in range(2):
+        bot.see(down, up)
+    bot.see(down)
+    assert bot.open("flapping:node:node3") is not None
+    back_unfenced = report("a_healthy", fence("failed", "timed out"))  # node3's return is a quiet toggle
+    bot.see(back_unfenced)
+    (failed,) = [t for t in bot.channel() if "FAILED" in t]
+    assert failed.startswith(f"{MENTION} :red_circle:")
+    bot.see(*[back_unfenced] * (int(WINDOW_S // 5) + 1))
+    assert bot.open("flapping:node:node3") is None
+    assert [t for t in bot.channel() if "FAILED" in t] == [failed]
