@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from slack_sdk.errors import SlackApiError
+
 from bot.approvals import (
     Approve,
     Cancel,
@@ -40,6 +42,7 @@ from bot.render.approvals import SEP, commands, note_doc, output_doc, request_do
 from bot.render.doc import Doc
 from bot.render.status import remedy_command, status_doc
 from bot.settings import ClusterConfig, Settings
+from bot.slack.client import error_code
 from bot.ssh import Completed
 from bot.store import Store
 from commands.spec import CommandSpec, Invocation, Reply
@@ -84,11 +87,24 @@ class Remediation:
         except Refused as err:
             raise NotAllowed(f"`{spec.name}` refused: {err.message}") from err
         req = self._new(inv, cluster, p, report, await self._predict(cluster, action, p))
+        # Posted before it is stored: a request nobody can see (the bot may not post in this
+        # channel) must not wait in the store and the audit log for approvals that cannot come.
+        ts = await self._post_request(req)
         self.store.create_request(req)
-        ts = await self.poster.post(req.channel, self._doc(req))
         self.store.set_message_ts(req.id, ts)
         return Reply(note_doc(f":lock: request `{req.id}` posted: it runs after "
                               f"{req.required_approvals} approval(s)"), ephemeral=True, request_id=req.id)
+
+    async def _post_request(self, req: Request) -> str:
+        try:
+            return await self.poster.post(req.channel, self._doc(req))
+        except Exception as exc:  # any Slack failure: nothing was stored, say why in one line
+            why = (error_code(exc) or "error") if isinstance(exc, SlackApiError) else type(exc).__name__
+            log.warning("request for %s on %s not posted in %s: %s", req.action, req.cluster, req.channel,
+                        f"{type(exc).__name__}: {exc}".splitlines()[0])
+            raise NotAllowed(f"could not post the request in this channel (Slack said `{why}`), so nothing "
+                             "was filed: invite the bot (`/invite @clusterbot`) or ask in a channel it "
+                             "is in") from exc
 
     def _new(self, inv: Invocation, cluster: ClusterConfig, p: Plan, report: ClusterReport,
              prediction: str | None) -> Request:

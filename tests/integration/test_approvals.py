@@ -321,6 +321,24 @@ async def test_an_approval_whose_window_passed_while_the_bot_was_down_does_not_r
         assert note is not None and "approval window has passed" in note
 
 
+async def test_a_request_the_bot_cannot_post_is_not_filed() -> None:
+    # A private channel the bot was not invited to: Slack refuses the post. Nothing may wait in
+    # the store (or the audit log) for approvals nobody can give; the user is told why.
+    async with running_bot(watch=False, cluster={"approvers": (BOSS,)}) as h:
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        h.slack.fail("chat.postMessage", error="not_in_channel", times=1)
+        await h.slash("cleanup prod-haproxy virtual_ip_2", channel="G0PRIVATE")
+        told = await h.slack.wait_for("response_url", lambda c: "could not post" in json.dumps(c.params),
+                                      timeout=15)
+        said = json.dumps(told.params)
+        assert "not_in_channel" in said and "/invite @clusterbot" in said
+        store = h.bot.runtime.store
+        assert store.pending_requests() == []
+        assert not any(e.event == "request" for e in store.audit_tail(20))
+        req = await ask(h)  # the next request, in a channel the bot is in, is filed as usual
+        assert req.message_ts is not None
+
+
 async def test_request_fix_button_on_an_alert() -> None:
     async with running_bot(cluster={"approvers": (BOSS,)}) as h:
         await h.watcher.wait_polls(1)  # a change seen by the watcher, not a state it found at start
@@ -330,6 +348,11 @@ async def test_request_fix_button_on_an_alert() -> None:
         button = next(e for b in blocks if b["type"] == "actions" for e in b["elements"])
         await h.click(button["action_id"], button["value"], USER)
         await h.slack.wait_for("chat.postMessage", lambda c: "requested by <@U0USER>" in text_of(c))
+        # Stored once Slack answered the post (a request nobody can see is never filed).
+        for _ in range(100):
+            if h.bot.runtime.store.pending_requests():
+                break
+            await asyncio.sleep(0.02)
         req = h.bot.runtime.store.pending_requests()[-1]
         assert req.action == "cleanup" and "virtual_ip_2" in req.args
 
