@@ -1,4 +1,9 @@
-"""Incidents -> Docs: the root alert, thread follow-ups, the recovery and the resolved edit."""
+"""Incidents -> Docs: the root alert, thread follow-ups, the recovery and the resolved edit.
+
+Titles, evidence and incident keys are the core's raw text, quoting the cluster (an agent's
+exitreason, a node's SSH error): each is escaped here, where it becomes mrkdwn. The configured
+`mention` is markup on purpose and goes in as it is.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from datetime import timedelta
 from bot.pacemaker.diff import IncidentDraft
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
-from bot.render.doc import Button, Doc, Section
-from bot.render.status import OK_EMOJI, SEVERITY_EMOJI, finding_line, remedy_command
+from bot.render.doc import Button, Doc, Section, mrkdwn
+from bot.render.status import OK_EMOJI, SEVERITY_EMOJI, finding_line, fix_code
 
 FIX_ACTION = "clusterbot:request_fix"
 
@@ -28,16 +33,26 @@ def incident_doc(cluster: str, draft: IncidentDraft, *, incident_id: int | None 
     """The root message: emoji and one line, the evidence, the fix to request."""
     emoji = SEVERITY_EMOJI[draft.severity]
     who = f"{mention} " if mention and draft.severity is Severity.CRITICAL else ""
-    verdict = f"{who}{emoji} *{cluster}*: {draft.title}"
-    sections = [Section("Evidence", draft.evidence)] if len(draft.evidence) > 1 else []
+    verdict = f"{who}{emoji} *{mrkdwn(cluster)}*: {mrkdwn(draft.title)}"
+    sections = _evidence(draft)
     remedy = draft.remedy
     if remedy is not None:
-        sections.append(Section("Suggested fix", (f"`{remedy_command(cluster, remedy)}`",)))
+        sections.append(Section("Suggested fix", (fix_code(cluster, remedy),)))
     buttons: tuple[Button, ...] = ()
     if remedy is not None and fix_button and incident_id is not None:
         buttons = (Button("Request fix", FIX_ACTION, str(incident_id), "primary"),)
-    return Doc(verdict=verdict, fallback=f"{cluster}: {draft.title}", sections=tuple(sections),
-               buttons=buttons, context=(f"{draft.severity.label} · incident {draft.key}",))
+    return Doc(verdict=verdict, fallback=_fallback(cluster, draft.title), sections=tuple(sections),
+               buttons=buttons, context=(f"{draft.severity.label} · incident {mrkdwn(draft.key)}",))
+
+
+def _evidence(draft: IncidentDraft) -> list[Section]:
+    """Every event of a draft, when there is more than its title to say."""
+    lines = tuple(mrkdwn(e) for e in draft.evidence)
+    return [Section("Evidence", lines)] if len(lines) > 1 else []
+
+
+def _fallback(cluster: str, text: str) -> str:
+    return mrkdwn(f"{cluster}: {text}")
 
 
 def followup_doc(cluster: str, draft: IncidentDraft, *, times: int = 1) -> Doc:
@@ -45,15 +60,16 @@ def followup_doc(cluster: str, draft: IncidentDraft, *, times: int = 1) -> Doc:
     has happened in the incident, this time included; a retry says so instead of paging again."""
     emoji = OK_EMOJI if draft.is_recovery else SEVERITY_EMOJI[draft.severity]
     again = f" · {times} times in this incident" if times > 1 else ""
-    lines = draft.evidence if len(draft.evidence) > 1 else ()
-    return Doc(verdict=f"{emoji} {draft.title}{again}", fallback=f"{cluster}: {draft.title}{again}",
-               sections=(Section(None, lines),) if lines else ())
+    lines = tuple(mrkdwn(e) for e in draft.evidence)
+    return Doc(verdict=f"{emoji} {mrkdwn(draft.title)}{again}",
+               fallback=_fallback(cluster, draft.title + again),
+               sections=(Section(None, lines),) if len(lines) > 1 else ())
 
 
 def resolved_doc(cluster: str, title: str, severity: Severity, lasted: timedelta) -> Doc:
     """The root message, edited once every condition it opened has cleared."""
-    text = f"{OK_EMOJI} *{cluster}*: ~{title}~ · resolved after {duration(lasted)}"
-    return Doc(verdict=text, fallback=f"{cluster}: resolved after {duration(lasted)}: {title}",
+    text = f"{OK_EMOJI} *{mrkdwn(cluster)}*: ~{mrkdwn(title)}~ · resolved after {duration(lasted)}"
+    return Doc(verdict=text, fallback=_fallback(cluster, f"resolved after {duration(lasted)}: {title}"),
                context=(f"was {severity.label}",))
 
 
@@ -64,21 +80,21 @@ def escalation_doc(cluster: str, draft: IncidentDraft, *, incident_key: str, inc
     the incident to follow, whose root message is edited to the new severity."""
     emoji = SEVERITY_EMOJI[draft.severity]
     who = f"{mention} " if mention and draft.severity is Severity.CRITICAL else ""
-    which = f"incident `{incident_key}` ({incident_title})"
+    which = f"incident `{mrkdwn(incident_key)}` ({mrkdwn(incident_title)})"
     worse = draft.severity > was
     where = f"{which} escalated to {draft.severity.label.upper()}" if worse else f"during {which}"
-    verdict = f"{who}{emoji} *{cluster}*: {draft.title} · {where}; updates in its thread"
-    sections = [Section("Evidence", draft.evidence)] if len(draft.evidence) > 1 else []
+    verdict = f"{who}{emoji} *{mrkdwn(cluster)}*: {mrkdwn(draft.title)} · {where}; updates in its thread"
+    sections = _evidence(draft)
     if draft.remedy is not None:
-        sections.append(Section("Suggested fix", (f"`{remedy_command(cluster, draft.remedy)}`",)))
-    return Doc(verdict=verdict, fallback=f"{cluster}: {draft.title}", sections=tuple(sections),
-               context=(f"{draft.severity.label} · incident {incident_key}",))
+        sections.append(Section("Suggested fix", (fix_code(cluster, draft.remedy),)))
+    return Doc(verdict=verdict, fallback=_fallback(cluster, draft.title), sections=tuple(sections),
+               context=(f"{draft.severity.label} · incident {mrkdwn(incident_key)}",))
 
 
 def recovery_doc(cluster: str, report: ClusterReport, lasted: timedelta) -> Doc:
     """An incident is over; the cluster is healthy only if the report says so."""
     return Doc(verdict=f"{OK_EMOJI} {_recovered(report, f'after {duration(lasted)}')}",
-               fallback=f"{cluster}: recovered after {duration(lasted)}")
+               fallback=_fallback(cluster, f"recovered after {duration(lasted)}"))
 
 
 def _recovered(report: ClusterReport, when: str) -> str:
@@ -88,32 +104,32 @@ def _recovered(report: ClusterReport, when: str) -> str:
 
 
 def still_wrong(report: ClusterReport, most: int = 2) -> str:
-    """The worst problems of an unhealthy report, briefly: the rest has its own alerts."""
+    """The worst problems of an unhealthy report, briefly (mrkdwn): the rest has its own alerts."""
     problems = sorted((f for f in report.findings if f.severity > Severity.INFO), key=lambda f: -f.severity)
     if not problems:
         return "no status from the cluster" if not report.has_view else "nothing serious"
     more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
-    return "; ".join(f.message for f in problems[:most]) + more
+    return "; ".join(mrkdwn(f.message) for f in problems[:most]) + more
 
 
 def flapping_doc(cluster: str, key: str, toggles: int, window_s: float) -> Doc:
-    text = (f"{SEVERITY_EMOJI[Severity.WARNING]} *{cluster}*: `{key}` is flapping: {toggles} changes "
-            f"in {int(window_s // 60)} min. Staying quiet about it until it is stable.")
-    return Doc(verdict=text, fallback=f"{cluster}: {key} is flapping")
+    text = (f"{SEVERITY_EMOJI[Severity.WARNING]} *{mrkdwn(cluster)}*: `{mrkdwn(key)}` is flapping: "
+            f"{toggles} changes in {int(window_s // 60)} min. Staying quiet about it until it is stable.")
+    return Doc(verdict=text, fallback=_fallback(cluster, f"{key} is flapping"))
 
 
 def flap_over_doc(cluster: str, key: str, calm: timedelta, report: ClusterReport,
                   still: tuple[tuple[str, str, Severity], ...]) -> Doc:
     """The flapping incident's last word. `still`: the incidents (key, title, severity) of what
     the flap left broken, alerted on their own: the reply points at them."""
-    stable = f"`{key}` has not changed for {duration(calm)}"
+    stable = f"`{mrkdwn(key)}` has not changed for {duration(calm)}"
     if not still:
         return Doc(verdict=f"{OK_EMOJI} {stable}: {_recovered(report, 'now')}",
-                   fallback=f"{cluster}: {key} is stable again")
+                   fallback=_fallback(cluster, f"{key} is stable again"))
     worst = max(sev for _, _, sev in still)
-    where = "; ".join(f"{title} (incident `{inc}`)" for inc, title, _ in still)
+    where = "; ".join(f"{mrkdwn(title)} (incident `{mrkdwn(inc)}`)" for inc, title, _ in still)
     return Doc(verdict=f"{SEVERITY_EMOJI[worst]} {stable}, but it is not fine: {where}. Alerted on its own.",
-               fallback=f"{cluster}: {key} is stable again, not fine")
+               fallback=_fallback(cluster, f"{key} is stable again, not fine"))
 
 
 def initial_doc(report: ClusterReport, *, mention: str | None = None) -> Doc:
@@ -121,7 +137,7 @@ def initial_doc(report: ClusterReport, *, mention: str | None = None) -> Doc:
     sev = report.severity or Severity.WARNING
     who = f"{mention} " if mention and sev is Severity.CRITICAL else ""
     lines = tuple(finding_line(report.cluster, f) for f in report.findings if f.severity > Severity.INFO)
-    text = (f"{who}{SEVERITY_EMOJI[sev]} *{report.cluster}* was already unhealthy when clusterbot "
+    text = (f"{who}{SEVERITY_EMOJI[sev]} *{mrkdwn(report.cluster)}* was already unhealthy when clusterbot "
             "started watching")
-    return Doc(verdict=text, fallback=f"{report.cluster}: unhealthy at start of watch",
+    return Doc(verdict=text, fallback=_fallback(report.cluster, "unhealthy at start of watch"),
                sections=(Section("Problems and fixes", lines),))

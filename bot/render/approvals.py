@@ -1,4 +1,9 @@
-"""Approval requests -> Docs: the root message (edited at every change) and thread posts."""
+"""Approval requests -> Docs: the root message (edited at every change) and thread posts.
+
+A request quotes the cluster: its reason is a finding's message (an agent's exitreason), its
+prediction crm_simulate's output, its note an SSH error, its result the command's output. All of
+it is escaped where it becomes mrkdwn; user and group mentions are markup on purpose.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import shlex
 from datetime import datetime
 
 from bot.approvals import Request, Result, State
-from bot.render.doc import Button, Doc, Section
+from bot.render.doc import Button, Doc, Section, mrkdwn
 
 APPROVE, DENY, CANCEL = "clusterbot:approve", "clusterbot:deny", "clusterbot:cancel"
 SEP = "&&"  # separates the commands of a multi-step action inside Request.argv
@@ -36,17 +41,19 @@ def commands(argv: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 def command_line(argv: tuple[str, ...], sudo: bool) -> str:
+    """The shell line, raw (`&&` and all): escape it to show it in mrkdwn."""
     prefix = "sudo -n " if sudo else ""
     return " && ".join(prefix + shlex.join(c) for c in commands(argv))
 
 
 def request_doc(req: Request, *, sudo: bool, approvers: tuple[str, ...], now: datetime) -> Doc:
     who = f"<@{req.requester}>"
-    title = f":lock: `{req.action} {' '.join(req.args)}` on *{req.cluster}*, requested by {who}"
+    title = f":lock: `{_what(req)}` on *{mrkdwn(req.cluster)}*, requested by {who}"
     lines = [
-        f"*Command:* `{command_line(req.argv, sudo)}` on *{req.node}*",
-        f"*Why:* {req.reason}",
-        f"*Pacemaker predicts:* {req.prediction}" if req.prediction else "*Prediction:* none available",
+        f"*Command:* `{mrkdwn(command_line(req.argv, sudo))}` on *{mrkdwn(req.node)}*",
+        f"*Why:* {mrkdwn(req.reason)}",
+        (f"*Pacemaker predicts:* {mrkdwn(req.prediction)}" if req.prediction
+         else "*Prediction:* none available"),
         f"*Status:* {_status(req)}",
     ]
     if req.state is State.PENDING:
@@ -57,11 +64,16 @@ def request_doc(req: Request, *, sudo: bool, approvers: tuple[str, ...], now: da
     if req.state is State.PENDING:
         buttons = (Button("Approve", APPROVE, req.id, "primary"), Button("Deny", DENY, req.id, "danger"),
                    Button("Cancel", CANCEL, req.id))
-    return Doc(verdict=title, fallback=f"{req.cluster}: {req.action} {' '.join(req.args)} "
-                                        f"requested ({req.state.value})",
+    return Doc(verdict=title, fallback=mrkdwn(f"{req.cluster}: {req.action} {' '.join(req.args)} "
+                                               f"requested ({req.state.value})"),
                sections=(Section(None, tuple(lines)),), buttons=buttons,
                context=(f"request {req.id} · state fingerprint {req.fingerprint} · "
                         "reply `approve`, `deny` or `cancel` in this thread",))
+
+
+def _what(req: Request) -> str:
+    """`cleanup virtual_ip_2`, escaped: the arguments are names the user typed."""
+    return mrkdwn(" ".join((req.action, *req.args)))
 
 
 def _status(req: Request) -> str:
@@ -71,7 +83,7 @@ def _status(req: Request) -> str:
     if req.approvers and req.state is not State.PENDING:
         line += f" · approved by {', '.join(f'<@{u}>' for u in req.approvers)}"
     if req.note:
-        line += f" · {req.note}"
+        line += f" · {mrkdwn(req.note)}"
     if req.result is not None and req.result.exit_status is not None:
         line += f" · exit {req.result.exit_status} in {req.result.duration_s:.1f}s"
     return line
@@ -90,14 +102,17 @@ def output_doc(req: Request, result: Result) -> Doc:
     for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
         if text.strip():
             lines.append(f"*{name}:*\n```{_clip(text)}```")
-    return Doc(verdict=f"{head}: `{req.action} {' '.join(req.args)}` on {req.node}",
+    return Doc(verdict=f"{head}: `{_what(req)}` on {mrkdwn(req.node)}",
                fallback=f"{req.action} exited {result.exit_status}", sections=(Section(None, tuple(lines)),))
 
 
 def _clip(text: str) -> str:
+    """Command output for a code block: cut on the raw text, then escaped, so no entity is cut in
+    half; Slack parses `<!channel>` even inside a code block."""
     text = text.strip().replace("```", "'''")
-    return text if len(text) <= MAX_OUTPUT else text[:MAX_OUTPUT] + "\n…(truncated)"
+    return mrkdwn(text if len(text) <= MAX_OUTPUT else text[:MAX_OUTPUT] + "\n…(truncated)")
 
 
 def note_doc(text: str) -> Doc:
+    """`text` is mrkdwn as it is (it may mention users): the caller escapes data with `mrkdwn()`."""
     return Doc(verdict=text, fallback=text.replace("*", ""))

@@ -78,7 +78,14 @@ def _pack(sec: Section, limit: int) -> list[list[str]]:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    # Never end in half an entity of escaped data (`&am`): Slack would show the fragment.
+    amp = cut.rfind("&", len(cut) - len("&amp"))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
 def _header(text: str) -> Block:

@@ -26,7 +26,7 @@ from bot.pacemaker.health import (
 )
 from bot.pacemaker.merge import ClusterReport, NodeResult
 from bot.pacemaker.model import Instance, Node, NodeView, ResourceKind, Role
-from bot.render.doc import Doc, Section
+from bot.render.doc import Doc, Section, mrkdwn
 
 MAX_NODE_LINES = 24
 MAX_VIP_LINES = 16
@@ -45,8 +45,19 @@ UNKNOWN_EMOJI = ":black_circle:"
 
 
 def remedy_command(cluster: str, remedy: Remedy) -> str:
-    """How a user asks for a remedy in chat: `/cluster cleanup prod-haproxy virtual_ip_2`."""
+    """How a user asks for a remedy in chat: `/cluster cleanup prod-haproxy virtual_ip_2`.
+    Raw text: `fix_code()` is its mrkdwn form."""
     return " ".join(("/cluster", remedy.action, cluster, *remedy.args))
+
+
+def fix_code(cluster: str, remedy: Remedy) -> str:
+    """The remedy command as a code span; its arguments are cluster names, escaped like any."""
+    return f"`{mrkdwn(remedy_command(cluster, remedy))}`"
+
+
+def _names(items: Iterable[str]) -> str:
+    """`a, b, c` of names from the cluster, escaped."""
+    return ", ".join(mrkdwn(n) for n in items)
 
 
 def status_doc(report: ClusterReport, expect: Expectations = Expectations()) -> Doc:
@@ -70,7 +81,7 @@ def status_doc(report: ClusterReport, expect: Expectations = Expectations()) -> 
 
 def verdict(report: ClusterReport) -> str:
     """One line, emoji first: the answer to "is it OK?"."""
-    name = f"*{report.cluster}*"
+    name = f"*{mrkdwn(report.cluster)}*"
     view = report.reference
     if report.kind == "corosync":
         if report.corosync is None or report.corosync.quorum is None:
@@ -86,14 +97,14 @@ def verdict(report: ClusterReport) -> str:
     counts = Counter(f.severity for f in report.findings if f.severity > Severity.INFO)
     tally = ", ".join(f"{counts[s]} {s.label}{'s' if counts[s] > 1 else ''}"
                       for s in (Severity.CRITICAL, Severity.WARNING) if counts[s])
-    return f"{SEVERITY_EMOJI[sev]} {name}: {tally} · {report.findings[0].message} · {facts}"
+    return f"{SEVERITY_EMOJI[sev]} {name}: {tally} · {mrkdwn(report.findings[0].message)} · {facts}"
 
 
 def _facts(report: ClusterReport, view: NodeView) -> str:
     quorum = {True: "quorum", False: "NO QUORUM", None: "quorum unknown"}[view.quorate]
     members = [n for n in view.nodes if n.type.value == "member"]
     online = sum(1 for n in members if n.online)
-    return f"{quorum} · DC {view.dc or 'none'} · {online}/{len(members)} nodes online"
+    return f"{quorum} · DC {mrkdwn(view.dc or 'none')} · {online}/{len(members)} nodes online"
 
 
 def _fallback(report: ClusterReport) -> str:
@@ -114,16 +125,16 @@ def _context(report: ClusterReport) -> tuple[str, ...]:
     parts = [f"{answered}/{len(report.results)} nodes answered" if report.collected
              else "from saved crm_mon output"]
     if report.kind == "corosync" and report.corosync is not None and report.corosync.reference_node:
-        parts.insert(0, f"reference: {report.corosync.reference_node}'s view")
+        parts.insert(0, f"reference: {mrkdwn(report.corosync.reference_node)}'s view")
         if report.corosync.transport:
-            parts.append(f"Corosync {report.corosync.transport}")
+            parts.append(f"Corosync {mrkdwn(report.corosync.transport)}")
     view = report.reference
     if view is not None and report.collected:
-        parts.insert(0, f"reference: {report.reference_node}'s view")
+        parts.insert(0, f"reference: {mrkdwn(report.reference_node or '')}'s view")
     if view is not None:
         version = (view.summary.dc_version or "").split("-")[0]
         if version:
-            parts.append(f"Pacemaker {version}")
+            parts.append(f"Pacemaker {mrkdwn(version)}")
         if view.summary.last_update:
             parts.append(f"updated {view.summary.last_update:%Y-%m-%d %H:%M:%S} UTC")
     return (" · ".join(parts),)
@@ -147,19 +158,20 @@ def _vip_section(view: NodeView, expect: Expectations) -> Section:
 
 def _vip_line(view: NodeView, vip: str) -> str:
     nodes = view.running_on(vip)
+    code = f"`{mrkdwn(vip)}`"
     if view.resource(vip) is None:
-        return f":grey_question: `{vip}` not configured"
+        return f":grey_question: {code} not configured"
     if not nodes:
-        return f":red_circle: `{vip}` → *STOPPED*"
+        return f":red_circle: {code} → *STOPPED*"
     mark = ":warning:" if len(nodes) > 1 else ":white_check_mark:"
-    return f"{mark} `{vip}` → {', '.join(nodes)}"
+    return f"{mark} {code} → {_names(nodes)}"
 
 
 def _node_section(report: ClusterReport, view: NodeView) -> Section:
     known = {n.name for n in view.nodes}
     lines = [_node_line(n, report.result(n.name)) for n in view.nodes]
     if report.collected:
-        lines += [f":grey_question: {r.node}: configured for clusterbot but not in the cluster"
+        lines += [f":grey_question: {mrkdwn(r.node)}: configured for clusterbot but not in the cluster"
                   for r in report.results if r.node not in known]
     # Nodes needing attention first, so the cap never hides a problem.
     lines.sort(key=lambda line: line.startswith(":white_check_mark:"))
@@ -176,17 +188,17 @@ def _node_line(node: Node, result: NodeResult | None) -> str:
         tags.append(node.type.value)
     ssh = ""
     if result is not None and result.view is None:
-        ssh = f" · ssh: {result.error or 'no answer'}"
+        ssh = f" · ssh: {mrkdwn(result.error or 'no answer')}"
     elif result is not None and result.view is not None and not result.view.connected:
         ssh = " · Pacemaker not running"
     if not node.online:
-        return f":x: {node.name} *OFFLINE*{_tags(tags)}{ssh}"
+        return f":x: {mrkdwn(node.name)} *OFFLINE*{_tags(tags)}{ssh}"
     mark = ":white_check_mark:" if node.healthy and not ssh else ":warning:"
-    return f"{mark} {node.name} online{_tags(tags)}{ssh}"
+    return f"{mark} {mrkdwn(node.name)} online{_tags(tags)}{ssh}"
 
 
 def _tags(tags: list[str]) -> str:
-    return f" ({', '.join(tags)})" if tags else ""
+    return f" ({_names(tags)})" if tags else ""  # the node's health attribute is the cluster's text
 
 
 def _clone_section(view: NodeView, expect: Expectations) -> Section | None:
@@ -202,9 +214,9 @@ def _clone_section(view: NodeView, expect: Expectations) -> Section | None:
         mark = ":warning:" if missing or clone.failed else ":white_check_mark:"
         if not running:
             mark = ":red_circle:"
-        gap = f" · missing on {', '.join(missing)}" if missing else ""
-        lines.append(f"{mark} `{clone.id}` on {len(running)}/{len(healthy)} eligible nodes: "
-                     f"{' '.join(running) or 'none'}{gap}")
+        gap = f" · missing on {_names(missing)}" if missing else ""
+        lines.append(f"{mark} `{mrkdwn(clone.id)}` on {len(running)}/{len(healthy)} eligible nodes: "
+                     f"{' '.join(map(mrkdwn, running)) or 'none'}{gap}")
     shown, more = _capped(lines, MAX_RESOURCE_LINES, "…and {n} more clones")
     return Section("Clones", shown, more)
 
@@ -234,10 +246,10 @@ def _fine(inst: Instance) -> bool:
 
 def _instance_line(inst: Instance) -> str:
     name = inst.id if not inst.parents else f"{inst.top}/{inst.id}"
-    where = ", ".join(inst.nodes) or "nowhere"
+    where = _names(inst.nodes) or "nowhere"
     mark = ":white_check_mark:" if _fine(inst) else ":red_circle:"
     failed = " *FAILED*" if inst.failed else ""
-    return f"{mark} `{name}` {inst.role.value}{failed} on {where}"
+    return f"{mark} `{mrkdwn(name)}` {inst.role.value}{failed} on {where}"
 
 
 def _problem_section(report: ClusterReport) -> Section | None:
@@ -251,8 +263,9 @@ def _problem_section(report: ClusterReport) -> Section | None:
 
 
 def finding_line(cluster: str, finding: Finding) -> str:
-    fix = f" → `{remedy_command(cluster, finding.remedy)}`" if finding.remedy else ""
-    return f"{SEVERITY_EMOJI[finding.severity]} {finding.message}{fix}"
+    """A finding's message quotes the cluster (an agent's exitreason, SSH stderr): escaped."""
+    fix = f" → {fix_code(cluster, finding.remedy)}" if finding.remedy else ""
+    return f"{SEVERITY_EMOJI[finding.severity]} {mrkdwn(finding.message)}{fix}"
 
 
 def _daemon_section(report: ClusterReport) -> Section | None:
@@ -278,10 +291,10 @@ def _details_age(report: ClusterReport) -> str:
 
 def _daemon_line(unit: str, states: Iterable[tuple[str, str]]) -> str:
     states = list(states)
-    bad = [f"{state} on {node}" for node, state in states if state != "active"]
+    bad = [f"{mrkdwn(state)} on {mrkdwn(node)}" for node, state in states if state != "active"]
     if not bad:
-        return f":white_check_mark: {unit}: active on {len(states)}/{len(states)}"
-    return f":warning: {unit}: {'; '.join(bad)}"
+        return f":white_check_mark: {mrkdwn(unit)}: active on {len(states)}/{len(states)}"
+    return f":warning: {mrkdwn(unit)}: {'; '.join(bad)}"
 
 
 # ---------------------------------------------------------------- Corosync
@@ -333,16 +346,16 @@ def _quorum_line(summary: CorosyncSummary, q: QuorumStatus) -> str:
     vq = q.votequorum
     votes = f" · {vq.total_votes}/{vq.expected_votes} votes ({vq.quorum} needed)" if vq else ""
     if vq is not None and vq.flags:
-        extra = [f for f in vq.flags if f != "Quorate"]
+        extra = [mrkdwn(f) for f in vq.flags if f != "Quorate"]
         votes += f" · {' '.join(extra)}" if extra else ""
     return f"{mark} {state}{votes} · members: {_some(summary.members)}"
 
 
-def _some(names: Iterable[str], cap: int = MAX_NAMES) -> str:
-    """`a, b, c` in natural order (nodeid 2 before nodeid 10), at most `cap` of them."""
-    ordered = sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in _DIGITS.split(n)])
+def _some(items: Iterable[str], cap: int = MAX_NAMES) -> str:
+    """`a, b, c` in natural order (nodeid 2 before nodeid 10), at most `cap` of them, escaped."""
+    ordered = sorted(items, key=lambda n: [int(t) if t.isdigit() else t for t in _DIGITS.split(n)])
     more = f" and {len(ordered) - cap} more" if len(ordered) > cap else ""
-    return ", ".join(ordered[:cap]) + more
+    return _names(ordered[:cap]) + more
 
 
 def _links_ok(summary: CorosyncSummary) -> str:
@@ -358,7 +371,7 @@ def _tool_errors(report: ClusterReport) -> list[str]:
         if not r.answered or r.corosync_error is None:
             continue  # no SSH answer at all: the node's own line or finding says so
         mark = ":x:" if r.corosync_down else ":grey_question:"
-        lines.append(f"{mark} {r.node}: {r.corosync_error}")
+        lines.append(f"{mark} {mrkdwn(r.node)}: {mrkdwn(r.corosync_error)}")
     return lines
 
 
@@ -372,7 +385,7 @@ def _view_differences(report: ClusterReport, summary: CorosyncSummary, ref: Quor
     for r in report.results:
         q = _own_view(r)
         if q is not None and (q.member_ids != ref.member_ids or q.quorate != ref.quorate):
-            lines.append(f"{SEVERITY_EMOJI[Severity.WARNING]} {r.node} sees {_view_text(summary, q)}")
+            lines.append(f"{SEVERITY_EMOJI[Severity.WARNING]} {mrkdwn(r.node)} sees {_view_text(summary, q)}")
     return lines
 
 
@@ -387,7 +400,7 @@ def _member_lines(report: ClusterReport, summary: CorosyncSummary, ref: QuorumSt
     lines = [_member_line(n, members.get(n), report.result(n), summary, ref) for n in names]
     if ref.qdevice is not None:
         mark = ":white_check_mark:" if ref.qdevice.votes else ":warning:"
-        lines.append(f"{mark} quorum device {ref.qdevice.name} · {ref.qdevice.votes} vote(s)")
+        lines.append(f"{mark} quorum device {mrkdwn(ref.qdevice.name)} · {ref.qdevice.votes} vote(s)")
     # Members needing attention first, so the cap never hides a problem.
     return sorted(lines, key=lambda line: line.startswith(":white_check_mark:"))
 
@@ -395,15 +408,15 @@ def _member_lines(report: ClusterReport, summary: CorosyncSummary, ref: QuorumSt
 def _member_line(name: str, m: Member | None, result: NodeResult | None, summary: CorosyncSummary,
                  ref: QuorumStatus) -> str:
     """One configured node (or unconfigured member): in the membership or not, and its own view."""
-    head = f"{name} · {_member_text(m)}"
+    head = f"{mrkdwn(name)} · {_member_text(m)}"
     bad = ":warning:" if m else ":x:"
     if result is None:
         return f":grey_question: {head} · not configured for clusterbot"
     if not result.answered:
-        return f"{bad} {head} · ssh: {result.error or 'no answer'}"
+        return f"{bad} {head} · ssh: {mrkdwn(result.error or 'no answer')}"
     own = _own_view(result)
     if own is None:
-        return f"{bad} {head} · {result.corosync_error or 'no quorum view'}"
+        return f"{bad} {head} · {mrkdwn(result.corosync_error or 'no quorum view')}"
     if own.member_ids != ref.member_ids or own.quorate != ref.quorate:
         return f"{bad} {head} · own view: {_view_text(summary, own)}"
     if m is None:  # agrees with the reference yet is not in it: its own id is not listed
@@ -447,7 +460,7 @@ def _lost_text(link: int, lost: list[LinkDown]) -> str:
 def overview_doc(reports: Sequence[ClusterReport]) -> Doc:
     """Every cluster on one line; the unhealthy ones' problems below."""
     lines = tuple(verdict(r) for r in reports)
-    problems = [f"*{r.cluster}* · {finding_line(r.cluster, f)}"
+    problems = [f"*{mrkdwn(r.cluster)}* · {finding_line(r.cluster, f)}"
                 for r in reports if not r.healthy for f in r.findings if f.severity > Severity.INFO]
     shown, more = _capped(problems, MAX_FINDING_LINES, "…and {n} more problems")
     sick = sum(1 for r in reports if not r.healthy)

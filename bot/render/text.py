@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.render.doc import Doc
+from bot.render.doc import Doc, unescape
 
 # Slack shortcodes we emit, as terminal-friendly symbols.
 _EMOJI = {
@@ -28,16 +28,20 @@ _BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
 
 
 def plain(mrkdwn: str) -> str:
-    """Slack mrkdwn to terminal text: emoji shortcodes to symbols, *bold* to BOLD-less text."""
+    """Slack mrkdwn to terminal text: emoji shortcodes to symbols, *bold* to BOLD-less text,
+    escaped data back to its own characters."""
     text = _SHORTCODE.sub(lambda m: _EMOJI.get(m.group(0), m.group(0)), mrkdwn)
     text = _BOLD.sub(r"\1", text)
-    return re.sub(r"<([^|>]+)\|([^>]+)>", r"\2", text)  # <url|label> links
+    text = re.sub(r"<([^|>]+)\|([^>]+)>", r"\2", text)  # <url|label> links
+    # Last: an escaped `<http://x|label>` in the data is text, shown as it was, never a link.
+    return unescape(text)
 
 
 def to_text(doc: Doc) -> str:
     out: list[str] = []
     if doc.header:
-        out += [plain(doc.header), "=" * min(len(doc.header), 72)]
+        header = plain(doc.header)
+        out += [header, "=" * min(len(header), 72)]
     out.append(plain(doc.verdict))
     for sec in doc.sections:
         out.append("")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import PCMK
+from tests.unit.test_render_escaping import EVIL, assert_escaped, evil_capture
 
 
 def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -55,3 +57,21 @@ def test_bad_input_exit_2_one_line(stdin: bytes, needle: str) -> None:
 def test_missing_file() -> None:
     out = run("/nonexistent/file.xml")
     assert out.returncode == 2 and "cannot read /nonexistent/file.xml" in out.stderr.decode()
+
+
+def test_cli_render_text_blocks_and_json(tmp_path: Path) -> None:
+    """`clusterbot render` on the real capture: text and JSON as the agent wrote it, blocks escaped."""
+    xml = tmp_path / "node1.crm_mon.xml"
+    xml.write_bytes(evil_capture("node1"))
+    assert (PCMK / "e_failed_actions" / "node1.crm_mon.xml").read_bytes() != xml.read_bytes()
+
+    def render(fmt: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "bot", "render", str(xml), "--cluster", "prod-haproxy",
+                              "--format", fmt], capture_output=True, timeout=60, check=True)
+        return out.stdout.decode()
+
+    text = render("text")
+    assert f"({EVIL}) not cleaned up" in text and "&lt;" not in text
+    blocks = render("blocks")
+    assert_escaped(json.dumps(json.loads(blocks), ensure_ascii=False))
+    assert EVIL in json.dumps(json.loads(render("json")), ensure_ascii=False)
