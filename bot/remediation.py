@@ -39,8 +39,8 @@ from bot.pacemaker.model import NodeView
 from bot.poster import Poster
 from bot.remedies import Action, Plan, Refused, Target, fingerprint_parts, plan, target_of
 from bot.render.approvals import SEP, commands, note_doc, output_doc, request_doc
-from bot.render.doc import Doc
-from bot.render.status import remedy_command, status_doc
+from bot.render.doc import Doc, mrkdwn
+from bot.render.status import fix_code, status_doc
 from bot.settings import ClusterConfig, Settings
 from bot.slack.client import error_code
 from bot.ssh import Completed
@@ -205,7 +205,7 @@ class Remediation:
             await self._finish_refused(req, f"{err}; ask again once it is done")
             return
         except ApprovalError as err:  # cancelled, expired or started meanwhile
-            await self._thread(req, f":no_entry: not run: {err}")
+            await self._thread(req, f":no_entry: not run: {mrkdwn(str(err))}")
             return
         await self._edit(running)
         result = await self._run_all(cluster, running)
@@ -268,11 +268,11 @@ class Remediation:
             previous = keys if pending is None else None
             await asyncio.sleep(1.0)  # re-poll while Pacemaker converges, bounded by the deadline
         verdict = (":white_check_mark: verified: the change took effect" if pending is None
-                   else f":warning: not verified after {self.verify_timeout_s:.0f}s: {pending}")
+                   else f":warning: not verified after {self.verify_timeout_s:.0f}s: {mrkdwn(pending)}")
         self.store.append_audit(now=self.clock(), actor="clusterbot", event="verify",
                                 request_id=req.id, cluster=req.cluster,
                                 detail={"verified": pending is None, "pending": pending})
-        undo = f" · undo with `{remedy_command(req.cluster, _undo(action, req))}`" if action.undo else ""
+        undo = f" · undo with {fix_code(req.cluster, _undo(action, req))}" if action.undo else ""
         await self._thread(req, verdict + undo)
         await self._post(req, status_doc(report, cluster.expectations))
 
@@ -286,10 +286,11 @@ class Remediation:
         try:
             done = self.store.apply(req.id, Refuse(why), now=self.clock(), is_approver=False)
         except ApprovalError as err:  # cancelled or expired meanwhile: it ended anyway
-            await self._thread(req, f":no_entry: not run: {err}")
+            await self._thread(req, f":no_entry: not run: {mrkdwn(str(err))}")
             return
         await self._edit(done)
-        await self._thread(done, f":no_entry: refused before running: {why}")
+        # `why` may carry a finding's text from the cluster (an agent's exitreason): data, not markup.
+        await self._thread(done, f":no_entry: refused before running: {mrkdwn(why)}")
 
     # -- sweeping and restart ------------------------------------------------------------------
 
