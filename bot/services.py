@@ -13,7 +13,7 @@ from bot.remediation import Remediation
 from bot.render.doc import Doc, Section
 from bot.settings import ClusterConfig, Settings
 from bot.store import AuditEntry, Store
-from commands.spec import CommandSpec, Invocation, Reply
+from commands.spec import CommandSpec, Invocation, Reply, UsageError
 
 
 @dataclass
@@ -45,6 +45,8 @@ class AppServices:
         return await self.remediation.request(inv, spec)
 
     async def audit_tail(self, n: int) -> Reply:
+        if n < 1:  # "last 0 entries: the audit log is empty" would be a false answer
+            raise UsageError(None, "`/cluster audit N` shows the last N entries: N is 1 to 50 (default 10)")
         if self.store is None:
             raise NotAllowed("the audit log is not available here")
         entries = self.store.audit_tail(n)

@@ -6,46 +6,150 @@ the answer follows as a channel message updated in place.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ClusterbotError, ConfigError, NotAllowed
-from bot.render.doc import Doc
+from bot.render.doc import Doc, mrkdwn
 from bot.settings import Settings
-from bot.slack.replies import SlackOut, text_doc
+from bot.slack.client import error_code
+from bot.slack.replies import SLACK_TROUBLE, SlackOut, text_doc, why
 from commands import authorize, dispatch, parse_text, resolve
 from commands.help import detail
 from commands.spec import Invocation, Services, Source, UsageError
 
 log = logging.getLogger(__name__)
 COMMAND = "/cluster"
+AUTH_RETRY_FIRST_S = 2.0  # pause before the first background auth.test retry, doubled after each
+AUTH_RETRY_MAX_S = 60.0
+# Errors Slack gives for its own trouble; any other auth.test error is about the token itself.
+_SLACK_SIDE = ("ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout")
+
+
+class BotIdentity(AsyncAuthorize):
+    """Who the bot is, from one auth.test before serving: bolt's authorize hook, answered from memory.
+
+    Bolt's own single-team authorization calls auth.test inside the ack path, on the first request
+    and on every one after it until a call succeeds; with the Web API degraded after a restart even
+    answers known locally (help, usage errors) missed Slack's 3-second ack deadline.
+    """
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+        self.known: AuthorizeResult | None = None
+        self._retry: asyncio.Task[None] | None = None
+
+    async def __call__(self, *, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None,
+                       user_id: str | None, actor_enterprise_id: str | None = None,
+                       actor_team_id: str | None = None, actor_user_id: str | None = None
+                       ) -> AuthorizeResult:
+        if self.known is not None:
+            return self.known
+        # auth.test has not answered yet (Slack was unreachable at startup): the configured token is
+        # all a request needs. Bolt cannot skip the bot's own events meanwhile; our listeners do.
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=self.client.token)
+
+    async def start(self) -> None:
+        """auth.test once. A token Slack refuses fails startup: no retry fixes configuration, and a bot
+        running on it would fail every answer. Slack being down or slow does not: the watcher and
+        local answers work without it, and a crash loop would only hammer a struggling API."""
+        try:
+            await self._auth_test()
+        except SLACK_TROUBLE as err:
+            if refused(err):
+                raise ConfigError(f"Slack refused SLACK_BOT_TOKEN (auth.test: {why(err)}); "
+                                  "check the xoxb- token on the OAuth & Permissions page") from err
+            log.warning("auth.test failed at startup (%s): serving anyway, retrying in the background",
+                        why(err))
+            self._retry = asyncio.create_task(self._keep_trying(), name="auth.test retry")
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+            self._retry = None
+
+    async def _auth_test(self) -> None:
+        resp = await self.client.auth_test()
+        self.known = AuthorizeResult.from_auth_test_response(auth_test_response=resp,
+                                                             bot_token=self.client.token)
+        log.info("Slack: authorized as %s (bot %s) in team %s", self.known.bot_user_id, self.known.bot_id,
+                 self.known.team_id)
+
+    async def _keep_trying(self) -> None:
+        pause = AUTH_RETRY_FIRST_S
+        while self.known is None:
+            await asyncio.sleep(pause)
+            try:
+                await self._auth_test()
+            except SLACK_TROUBLE as err:
+                pause = min(pause * 2, AUTH_RETRY_MAX_S)
+                level = logging.ERROR if refused(err) else logging.WARNING
+                log.log(level, "auth.test failed again (%s); next try in %.0fs", why(err), pause)
+
+
+def refused(err: BaseException) -> bool:
+    """Slack answered, and said no to the token (invalid_auth, token_revoked, account_inactive, ...)."""
+    code = error_code(err) if isinstance(err, SlackApiError) else None
+    return bool(code) and code not in _SLACK_SIDE
+
+
+class BotApp(AsyncApp):
+    """The bolt app and the identity its requests are authorized with (learned before serving)."""
+
+    identity: BotIdentity
 
 
 def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
-              socket_mode: bool) -> AsyncApp:
+              socket_mode: bool) -> BotApp:
     """Register listeners; no logic lives here beyond translating payloads."""
     secret = settings.slack_signing_secret
     if not socket_mode and secret is None:
         raise ConfigError("SLACK_SIGNING_SECRET is required in HTTP mode (Basic Information page)")
-    app = AsyncApp(
-        client=client,
-        signing_secret=secret.get_secret_value() if secret else None,
-        # Socket Mode frames come over our own authenticated WebSocket; HTTP must be signed.
-        request_verification_enabled=not socket_mode,
-        process_before_response=False,
-    )
+    identity = BotIdentity(client)
+    with _token_not_ignored():
+        app = BotApp(
+            client=client,
+            signing_secret=secret.get_secret_value() if secret else None,
+            # Socket Mode frames come over our own authenticated WebSocket; HTTP must be signed.
+            request_verification_enabled=not socket_mode,
+            process_before_response=False,
+            authorize=identity,
+        )
+    app.identity = identity
     _register(app, services)
     return app
+
+
+@contextlib.contextmanager
+def _token_not_ignored() -> Iterator[None]:
+    """Hush bolt's warning that the client's token "will be ignored" because `authorize` is given:
+    BotIdentity hands that very token to every request, so the warning would only mislead."""
+    def hush(record: logging.LogRecord) -> bool:
+        return "will be ignored" not in record.getMessage()
+    bolt = logging.getLogger("slack_bolt.AsyncApp")
+    bolt.addFilter(hush)
+    try:
+        yield
+    finally:
+        bolt.removeFilter(hush)
 
 
 def _register(app: AsyncApp, services: Services) -> None:
     @app.command(COMMAND)
     async def on_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        inv = slash_invocation(body)
-        refusal = precheck(inv, services)
+        inv, problem = slash_invocation(body)
+        refusal = precheck(inv, services, problem)
         if refusal is not None:
             await ack(response_type="ephemeral", text=refusal)
             return
@@ -55,9 +159,9 @@ def _register(app: AsyncApp, services: Services) -> None:
 
     @app.event("app_mention")
     async def on_mention(event: dict[str, Any], client: AsyncWebClient) -> None:
-        inv = mention_invocation(event)
+        inv, problem = mention_invocation(event)
         out = SlackOut(client, inv.channel or "", inv.user, thread_ts=inv.thread_ts)
-        refusal = precheck(inv, services)
+        refusal = precheck(inv, services, problem)
         if refusal is not None:
             await out.ephemeral(text_doc(refusal))
             return
@@ -68,32 +172,38 @@ def _register(app: AsyncApp, services: Services) -> None:
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
 
 
-def slash_invocation(body: dict[str, Any]) -> Invocation:
-    """The slash command payload -> Invocation. Words are split on whitespace, never on shell rules."""
-    name, args = _words(str(body.get("text", "")))
+def slash_invocation(body: dict[str, Any]) -> tuple[Invocation, UsageError | None]:
+    """The slash command payload -> Invocation (and why its text cannot be a command, if so).
+
+    Words are split on whitespace, never on shell rules."""
+    name, args, problem = _words(str(body.get("text", "")))
     return Invocation(name, args, user=str(body.get("user_id", "")),
-                      channel=str(body.get("channel_id", "")) or None, source=Source.SLASH)
+                      channel=str(body.get("channel_id", "")) or None, source=Source.SLASH), problem
 
 
-def mention_invocation(event: dict[str, Any]) -> Invocation:
-    name, args = _words(str(event.get("text", "")))
+def mention_invocation(event: dict[str, Any]) -> tuple[Invocation, UsageError | None]:
+    name, args, problem = _words(str(event.get("text", "")))
     ts = event.get("thread_ts") or event.get("ts")
     return Invocation(name, args, user=str(event.get("user", "")),
                       channel=str(event.get("channel", "")) or None,
-                      thread_ts=str(ts) if ts else None, source=Source.MENTION)
+                      thread_ts=str(ts) if ts else None, source=Source.MENTION), problem
 
 
-def _words(text: str) -> tuple[str, tuple[str, ...]]:
+def _words(text: str) -> tuple[str, tuple[str, ...], UsageError | None]:
+    """The command word and arguments; text that cannot be a command keeps its reason for precheck,
+    which gives it only after the channel check (the allowlist answers first, as for any command)."""
     try:
-        return parse_text(text)
-    except UsageError:
-        return "__too_long__", ()
+        return (*parse_text(text), None)
+    except UsageError as err:
+        return "", (), err
 
 
-def precheck(inv: Invocation, services: Services) -> str | None:
+def precheck(inv: Invocation, services: Services, problem: UsageError | None = None) -> str | None:
     """Access and usage checks that must answer within the ack: a refusal text, or None."""
     try:
         authorize(inv, services)
+        if problem is not None:
+            raise problem
         resolve(inv, services)
     except UsageError as err:
         return usage_text(err)
@@ -114,26 +224,36 @@ async def execute(inv: Invocation, services: Services, out: SlackOut) -> None:
     ts = None
     try:
         if spec.progress is not None:
-            ts = await out.post(text_doc(spec.progress(inv, services)))
+            ts = await _progress(out, spec.progress(inv, services))
         reply = await dispatch(inv, services)
     except (UsageError, NotAllowed) as err:
         text = usage_text(err) if isinstance(err, UsageError) else f":no_entry: {err}"
         await _finish(out, ts, text_doc(f":warning: `{spec.name}` was not run"), text_doc(text))
         return
     except ClusterbotError as err:
-        await out.update(ts, text_doc(f":x: {spec.name} failed: {err}"))
+        await out.answer(ts, text_doc(f":x: {spec.name} failed: {mrkdwn(str(err))}"))  # may carry stderr
         return
     except Exception:
         log.exception("command %s failed", inv.command)
-        await out.update(ts, text_doc(f":x: {spec.name} failed with an internal error; see the bot's log"))
+        await out.answer(ts, text_doc(f":x: {spec.name} failed with an internal error; see the bot's log"))
         return
     if reply.ephemeral:
         await _finish(out, ts, None, reply.doc)
     else:
-        await out.update(ts, reply.doc)
+        await out.answer(ts, reply.doc)
+
+
+async def _progress(out: SlackOut, text: str) -> str | None:
+    """Post "gathering status…": its ts, or None if that failed (the answer is still posted, later)."""
+    try:
+        return await out.post(text_doc(text))
+    except SLACK_TROUBLE as err:
+        log.warning("progress message for %s in %s failed (%s): the answer follows without it",
+                    out.user, out.channel, why(err))
+        return None
 
 
 async def _finish(out: SlackOut, ts: str | None, public: Doc | None, private: Doc) -> None:
     if ts is not None and public is not None:
-        await out.update(ts, public)
+        await out.answer(ts, public)
     await out.ephemeral(private)

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 DECISION = re.compile(r"^clusterbot:(approve|deny|cancel)$")
 VERBS = ("approve", "deny", "cancel")
 GROUP_CACHE_S = 60.0
+# A plain reply, or one sent with "Also send to channel" (thread_broadcast): both are a person's word.
+_FROM_A_PERSON = (None, "thread_broadcast")
 
 
 def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
@@ -48,8 +50,9 @@ def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
     async def on_message(event: dict[str, Any], client: AsyncWebClient) -> None:
         verb = str(event.get("text", "")).strip().lower().rstrip(".!")
         thread, channel = event.get("thread_ts"), event.get("channel")
-        if verb not in VERBS or not thread or not channel or event.get("bot_id") or event.get("subtype"):
-            return  # ordinary conversation
+        person = not event.get("bot_id") and event.get("subtype") in _FROM_A_PERSON
+        if verb not in VERBS or not thread or not channel or not person:
+            return  # ordinary conversation, a bot, or an edit/deletion (never a fresh decision)
         req = store.find_request_by_message(str(channel), str(thread))
         if req is None:
             return

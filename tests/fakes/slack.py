@@ -204,6 +204,7 @@ class _Fault:
     status: int
     error: str
     retry_after: int | None = None
+    passes: int = 0  # calls let through before this fault applies
 
 
 @dataclass
@@ -480,6 +481,9 @@ def _json_reply(reply: _Reply) -> web.Response:
 
 def _pop_fault(faults: dict[str, deque[_Fault]], method: str) -> _Fault | None:
     queue = faults.get(method)
+    if queue and queue[0].passes > 0:
+        queue[0].passes -= 1
+        return None
     return queue.popleft() if queue else None
 
 
@@ -587,10 +591,13 @@ class FakeSlack:
         queue = self._rate_limits.setdefault(method, deque())
         queue.extend(_Fault(429, "ratelimited", retry_after) for _ in range(times))
 
-    def fail(self, method: str, *, error: str, times: int = 1) -> None:
-        """The next ``times`` authorized calls of ``method`` answer ``{"ok": false, "error"}``."""
+    def fail(self, method: str, *, error: str, times: int = 1, after: int = 0) -> None:
+        """The next ``times`` authorized calls of ``method`` answer ``{"ok": false, "error"}``.
+
+        With ``after``, that many calls succeed first (e.g. a progress post, then its retry fails).
+        """
         queue = self._failures.setdefault(method, deque())
-        queue.extend(_Fault(200, error) for _ in range(times))
+        queue.extend(_Fault(200, error, passes=after if i == 0 else 0) for i in range(times))
 
     def set_down(self, down: bool, *, status: int = 503, page: str | None = None,
                  content_type: str = "text/plain") -> None:

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
-from tests.fakes.botharness import CHANNEL, SECRET, running_bot
+import aiohttp
+import pytest
+
+from bot.demo.cluster import DemoCluster
+from bot.errors import ConfigError
+from bot.server import start_bot
+from bot.slack.app import build_app
+from bot.slack.client import web_client
+from bot.slack.serve import serve_http
+from commands.spec import Services
+from tests.fakes.botharness import CHANNEL, SECRET, Harness, demo_settings, running_bot
 from tests.fakes.signing import app_mention_event, sign, slash_command_body
-from tests.fakes.slack import Call
+from tests.fakes.slack import Call, FakeSlack
 
 
 def blocks_text(call: Call) -> str:
@@ -112,3 +123,53 @@ async def test_rate_limited_update_is_retried() -> None:
         ok = await h.slack.wait_for("chat.update", lambda c: c.ok, timeout=10)
         assert "is healthy" in blocks_text(ok)
         assert [c.status for c in h.slack.calls if c.method == "chat.update"] == [429, 200]
+
+
+async def test_too_many_words_says_so_on_the_ack() -> None:
+    async with running_bot(watch=False) as h:
+        status, body, _ = await h.slash("status " + " ".join(["x"] * 9))
+        ack = json.loads(body)
+        assert status == 200 and ack["response_type"] == "ephemeral"
+        assert "too many words (10)" in ack["text"] and "unknown command" not in ack["text"]
+
+
+async def test_ack_never_waits_on_the_web_api() -> None:
+    async with running_bot(watch=False) as h:
+        # The bot learned who it is before serving: the only auth.test, before any request.
+        assert [c.method for c in h.slack.calls] == ["auth.test"] and h.slack.calls[0].ok
+        h.slack.set_down(True, status=503)  # the Web API degrades after the restart
+        for text, needle in (("status nope", "unknown cluster `nope`"), ("frobnicate", "unknown command")):
+            status, body, elapsed = await h.slash(text)
+            assert status == 200 and elapsed < 1.0 and needle in json.loads(body)["text"]
+        status, _, elapsed = await h.slash("help")  # acked empty; the answer follows
+        assert status == 200 and elapsed < 1.0
+        assert [c.method for c in h.slack.calls].count("auth.test") == 1
+
+
+async def test_slack_down_at_startup_serves_and_authorizes_later() -> None:
+    async with FakeSlack() as slack, DemoCluster() as demo:
+        slack.set_down(True, status=503)
+        bot = await start_bot(demo_settings(slack, demo), watch=False)
+        h = Harness(slack, demo, bot, aiohttp.ClientSession())
+        try:
+            status, body, elapsed = await h.slash("status nope")
+            assert status == 200 and elapsed < 1.0 and "unknown cluster `nope`" in json.loads(body)["text"]
+            slack.set_down(False)
+            await slack.wait_for("auth.test", lambda c: c.ok, timeout=20)  # retried in the background
+            await h.slash("list")
+            await slack.wait_for("chat.postMessage", lambda c: "prod-haproxy" in blocks_text(c), timeout=10)
+        finally:
+            await h.http.close()
+            await bot.stop()
+
+
+async def test_token_slack_refuses_fails_startup_loudly() -> None:
+    async with FakeSlack() as slack, DemoCluster() as demo, aiohttp.ClientSession() as session:
+        slack.fail("auth.test", error="invalid_auth")
+        settings = demo_settings(slack, demo)
+        services = cast(Services, SimpleNamespace(settings=settings))
+        app = build_app(settings, services, web_client(settings, session), socket_mode=False)
+        with pytest.raises(ConfigError, match=r"SLACK_BOT_TOKEN.*invalid_auth"):
+            server = await serve_http(app, "127.0.0.1", 0)
+            await server.close()
+        assert [c.method for c in slack.calls] == ["auth.test"]  # no retry can fix a refused token
