@@ -778,10 +778,14 @@ def incidents(events: Iterable[Event]) -> tuple[IncidentDraft, ...]:
     rest = list(events)
     drafts: list[IncidentDraft] = []
     for recovering in (False, True):
+        # Each cause is checked again when its turn comes: an earlier one may have absorbed its
+        # events (a view regained takes the quorum regained with it), leaving nothing to tell.
         for group in _cluster_causes(rest, recovering):
-            drafts.append(_absorb(rest, group, lambda e: True, recovering))
+            if _is_cause(rest, group, recovering):
+                drafts.append(_absorb(rest, group, lambda e: True, recovering))
         for group in _node_causes(rest, recovering):
-            drafts.append(_absorb(rest, group, _involving(group.removeprefix("node:")), recovering))
+            if _is_cause(rest, group, recovering):
+                drafts.append(_absorb(rest, group, _involving(group.removeprefix("node:")), recovering))
     for group in _unique(e.group for e in rest):
         drafts.append(_absorb(rest, group, lambda e: False, True))
     return tuple(sorted(drafts, key=lambda d: -d.severity))

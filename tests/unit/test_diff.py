@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.pacemaker.diff import (
     Event,
@@ -610,3 +612,26 @@ def test_a_vip_stopped_then_started_elsewhere_is_named_a_move() -> None:
     started = {e.subject: e for e in back if e.kind is K.VIP_STARTED}
     assert started["virtual_ip_3"].message == "virtual_ip_3 moved node3 → node1 (stopped in between)"
     assert started["virtual_ip_1"].message == "virtual_ip_1 started on node1"  # back where it was
+
+
+# ---------------------------------------------------------------- grouping, any sequence
+
+STATES = ("a_healthy", "b_standby", "b2_unstandby", "c_node3_crashed", "d_two_nodes_down",
+          "e_failed_actions", "e2_after_cleanup", "f2_cluster_maintenance", "g1_node2_back", "ALL_DOWN")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(STATES), min_size=2, max_size=6))
+def test_every_event_of_any_sequence_lands_in_exactly_one_titled_draft(names: list[str]) -> None:
+    # A regained view and a regained quorum in one poll (pacemaker back on every node after it
+    # was down everywhere) once left an empty draft behind, and the watcher raised on it every
+    # poll from then on: no alert for that cluster again.
+    state = None
+    for name in names:
+        r = pacemaker_down_everywhere() if name == "ALL_DOWN" else report(name)
+        state, events = step(state, r, PROD)
+        drafts = incidents(events)
+        grouped = [id(e) for d in drafts for e in d.events]
+        assert sorted(grouped) == sorted(id(e) for e in events)
+        assert all(d.cause and d.title for d in drafts)
+        assert [d.severity for d in drafts] == sorted((d.severity for d in drafts), reverse=True)
