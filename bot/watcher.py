@@ -151,6 +151,8 @@ class Watcher:
                 self.store.save_watch_state(name, dumped)
             if prev is None and not report.healthy:  # first sight (or a first sight that failed)
                 self._open_initial(poll)
+            elif prev is not None and prev.last is None and state.last is not None and not report.healthy:
+                self._first_view(poll)
             # Before this poll's news: a flap that calmed is settled against what the cluster looked
             # like until now, and this poll's change is then news like any other.
             self._settle_flaps(poll)
@@ -335,6 +337,22 @@ class Watcher:
                                        payload={"open": []})
         self._opened_metric(poll, inc)
         self._enqueue("root", cluster, inc, initial_doc(report, mention=cluster.mention))
+
+    def _first_view(self, poll: _Poll) -> None:
+        """The first view after a start when no node answered. There is no earlier view to diff
+        against, so nothing else would ever say what is wrong: the "unhealthy at start" incident
+        says it now, in its root and thread, and pages when it turns out CRITICAL."""
+        cluster, report = poll.cluster, poll.report
+        found = self.store.find_open_incident(cluster.name, INITIAL_KEY)
+        if found is None:
+            return
+        severity = report.severity or Severity.WARNING
+        inc = self.store.update_incident(found.id, severity=max(found.severity, severity))
+        doc = initial_doc(report, mention=cluster.mention, first_view=True)
+        self._enqueue("edit", cluster, inc, doc)
+        self._enqueue("reply", cluster, inc, doc)
+        if severity is Severity.CRITICAL and found.severity < Severity.CRITICAL:
+            self._enqueue("root", cluster, None, doc)  # a thread reply notifies nobody
 
     def _opened_metric(self, poll: _Poll, inc: Incident) -> None:
         if self.metrics is not None:

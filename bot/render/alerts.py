@@ -132,12 +132,14 @@ def flap_over_doc(cluster: str, key: str, calm: timedelta, report: ClusterReport
                fallback=_fallback(cluster, f"{key} is stable again, not fine"))
 
 
-def initial_doc(report: ClusterReport, *, mention: str | None = None) -> Doc:
-    """When clusterbot starts watching a cluster that is already unhealthy."""
+def initial_doc(report: ClusterReport, *, mention: str | None = None, first_view: bool = False) -> Doc:
+    """When clusterbot starts watching a cluster that is already unhealthy. `first_view`: the
+    nodes answer now, after a start when none did: what "unhealthy" turned out to be."""
     sev = report.severity or Severity.WARNING
     who = f"{mention} " if mention and sev is Severity.CRITICAL else ""
     lines = tuple(finding_line(report.cluster, f) for f in report.findings if f.severity > Severity.INFO)
-    text = (f"{who}{SEVERITY_EMOJI[sev]} *{mrkdwn(report.cluster)}* was already unhealthy when clusterbot "
-            "started watching")
+    what = ("answers now, and is unhealthy: no node answered when clusterbot started watching" if first_view
+            else "was already unhealthy when clusterbot started watching")
+    text = f"{who}{SEVERITY_EMOJI[sev]} *{mrkdwn(report.cluster)}* {what}"
     return Doc(verdict=text, fallback=_fallback(report.cluster, "unhealthy at start of watch"),
                sections=(Section("Problems and fixes", lines),))

@@ -215,6 +215,24 @@ def test_a_cluster_already_critical_at_first_sight_pages() -> None:
     assert alert.startswith(f"{MENTION} :red_circle:")
 
 
+def test_a_start_when_no_node_answered_says_what_is_wrong_once_they_answer() -> None:
+    # No earlier view to diff against: without this, "unhealthy at start" was all anyone heard,
+    # while the cluster's real problem (a stopped VIP) was never named.
+    bot = make()
+    blind = {n: "ssh: connection timed out" for n in ("node1", "node2", "node3")}
+    bot.see(report("a_healthy", **blind))
+    initial = bot.open("initial")
+    assert initial is not None and len(bot.channel()) == 1
+    bot.see(report("a_healthy", vip2_stopped))
+    (reply,) = bot.thread(initial)
+    assert "answers now, and is unhealthy" in reply
+    docs = [item.payload["doc"] for item in bot.store.due(bot.clock.now(), limit=100)]
+    assert any("virtual_ip_2" in line for d in docs[1:] for s in d["sections"] for line in s["lines"])
+    assert [k for k, _, _ in bot.outbox()] == ["root", "edit", "reply"]
+    bot.see(report("a_healthy", vip2_stopped))  # said once
+    assert len(bot.outbox()) == 3
+
+
 # ---------------------------------------------------------------- flapping
 
 
