@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.fakes.botharness import ALERTS, running_bot
+from tests.fakes.botharness import ALERTS, Harness, running_bot
 
 
 def text_of(call: object) -> str:
@@ -77,23 +77,23 @@ async def test_slack_down_alerts_delivered_later_in_order() -> None:
         assert edit.params["ts"] == delivered[0].response["ts"]
 
 
+async def flap_node2(h: Harness, times: int) -> None:
+    """Crash and heal node2 `times` times, one watcher poll after each."""
+    for _ in range(times):
+        for verb in ("kill", "heal"):
+            await h.demo.demo_command((verb, "node2"))
+            await h.watcher.wait_polls(1)
+
+
 async def test_flapping_becomes_one_quiet_incident() -> None:
     async with running_bot() as h:
         await h.watcher.wait_polls(1)
-        for _ in range(6):
-            await h.demo.demo_command(("kill", "node2"))
-            await h.watcher.wait_polls(1)
-            await h.demo.demo_command(("heal", "node2"))
-            await h.watcher.wait_polls(1)
+        await flap_node2(h, 6)
         roots = [text_of(c) for c in h.roots()]
         flapping = [t for t in roots if "is flapping" in t]
         assert len(flapping) == 1
         before = len(h.roots())
-        for _ in range(3):
-            await h.demo.demo_command(("kill", "node2"))
-            await h.watcher.wait_polls(1)
-            await h.demo.demo_command(("heal", "node2"))
-            await h.watcher.wait_polls(1)
+        await flap_node2(h, 3)
         assert len(h.roots()) == before  # quiet while it keeps flapping
 
 
@@ -103,11 +103,7 @@ async def test_a_flap_that_calmed_down_is_resolved_in_its_thread() -> None:
     # a change in the report.
     async with running_bot(flap_window_s=3.0, flap_limit=2, detail_every=1000) as h:
         await h.watcher.wait_polls(1)
-        for _ in range(3):
-            await h.demo.demo_command(("kill", "node2"))
-            await h.watcher.wait_polls(1)
-            await h.demo.demo_command(("heal", "node2"))
-            await h.watcher.wait_polls(1)
+        await flap_node2(h, 3)
         root = await h.slack.wait_for("chat.postMessage", lambda c: c.ok and "is flapping" in text_of(c))
         ts = root.response["ts"]
         edit = await h.slack.wait_for("chat.update", lambda c: c.params.get("ts") == ts, timeout=15)
