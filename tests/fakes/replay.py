@@ -1,0 +1,256 @@
+"""Replay a recorded lab sequence through the real watcher, in virtual time, and count what an
+on-call would read.
+
+The chain is the real one from the SSH answer on: the real Collector (light turns, full polls,
+parse cache, merge) asks a pool whose answers are the sequence's recorded samples at the virtual
+time of the poll, and the real Watcher diffs, groups and writes to a real SQLite store. Polls fall
+at `phase + k * poll_s`. What the outbox holds is what the deliverer posts to Slack; each row is
+stamped with its poll's virtual time plus the CPU time the poll really took.
+
+Only the public contract of a Sequence is used (tests/fakes/sequences.py): `answer(node, cmd, t)`,
+`nodes`, `vips`, `everywhere`, `kind`, `duration`, `steps`, `samples`; so the same harness
+measures any version of the watcher (the "before" figures come from main's).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from collections.abc import Iterable, Sequence as Seq
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.collect import Collector
+from bot.corosync.parse import parse_quorum
+from bot.errors import ParseError, SudoRefused, Unreachable
+from bot.settings import ClusterConfig, NodeConfig, Settings
+from bot.ssh import Completed, SshTarget
+from bot.store import Store
+from bot.watcher import Watcher
+
+MENTION = "<!subteam^S0ONCALL>"
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+CRITICAL_EMOJI = ":red_circle:"
+OK_EMOJI = ":large_green_circle:"
+# After the last sample the cluster stays as it was: long enough for a flap to calm and every
+# settle window to pass, so every incident has had its chance to end.
+TAIL_S = 30.0
+
+
+class SampleLike(Protocol):
+    t: float
+    node: str
+    cmd: str
+    rc: int
+    out: str
+    err: str
+
+
+class SequenceLike(Protocol):
+    name: str
+    kind: str
+    nodes: tuple[str, ...]
+    vips: tuple[str, ...]
+    everywhere: tuple[str, ...]
+    duration: float
+    steps: Any
+    samples: Any
+
+    def answer(self, node: str, cmd: str, t: float) -> Any: ...
+
+
+def cmd_name(argv: Iterable[str]) -> str | None:
+    """The recorded command an argv asks for (with or without sudo)."""
+    words = [w for w in argv if w not in ("sudo", "-n")]
+    if not words:
+        return None
+    tool = words[0]
+    return {"crm_mon": "crm_mon", "corosync-quorumtool": "quorumtool", "corosync-cfgtool": "cfgtool",
+            "systemctl": "daemons", "pacemakerd": "version"}.get(tool)
+
+
+@dataclass
+class VClock:
+    """Virtual time: seconds since the start of the sequence."""
+
+    t: float = 0.0
+
+    def now(self) -> datetime:
+        return BASE + timedelta(seconds=self.t)
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+@dataclass
+class ReplayPool:
+    """An SshPool whose nodes answer what the sequence recorded at the virtual time."""
+
+    seq: SequenceLike
+    clock: VClock
+    asked: int = 0
+
+    async def read(self, target: SshTarget, argv: Seq[str], *, timeout_s: float) -> Completed:
+        self.asked += 1
+        cmd = cmd_name(argv)
+        sample = self.seq.answer(target.node, cmd, self.clock.t) if cmd else None
+        if sample is None:
+            if cmd == "daemons":  # not recorded: like a sudoers file without the unit list
+                raise SudoRefused(target.node, "daemon states were not recorded")
+            raise Unreachable(target.node, f"nothing recorded for {shlex.join(argv)}")
+        return Completed(target.node, tuple(argv), sample.rc, sample.out, sample.err,
+                         getattr(sample, "dt", 0.05))
+
+    run = read
+
+
+@dataclass(frozen=True)
+class Message:
+    at: float  # virtual time it was queued: poll time + the poll's real processing time
+    kind: str  # root | reply | edit
+    incident: int | None
+    verdict: str
+    thread: str | None  # a request's thread (remediation-aware posts)
+
+
+@dataclass
+class Replay:
+    seq: SequenceLike
+    poll_s: float
+    phase: float
+    messages: list[Message] = field(default_factory=list)
+    open_at_end: list[str] = field(default_factory=list)
+    polls: int = 0
+    cpu_s: float = 0.0
+
+    @property
+    def roots(self) -> list[Message]:
+        return [m for m in self.messages if m.kind == "root"]
+
+    @property
+    def replies(self) -> list[Message]:
+        return [m for m in self.messages if m.kind == "reply"]
+
+    @property
+    def pages(self) -> list[Message]:
+        return [m for m in self.messages if m.kind in ("root", "reply") and MENTION in m.verdict]
+
+    def first_root_lag(self) -> float | None:
+        """From the first sample showing the change to the first root queued."""
+        if not self.roots:
+            return None
+        return self.roots[0].at - first_change(self.seq)
+
+    def false_recoveries(self) -> list[Message]:
+        """Recoveries said while a node they name is out of the Corosync membership."""
+        out = []
+        for m in self.messages:
+            if m.kind == "root" or not _says_recovered(m.verdict):
+                continue
+            absent = [n for n in self.seq.nodes if _names(m.verdict, n) and not member(self.seq, n, m.at)]
+            if absent:
+                out.append(m)
+        return out
+
+
+def _says_recovered(verdict: str) -> bool:
+    return verdict.startswith(OK_EMOJI) or "up again" in verdict or "resolved after" in verdict
+
+
+def _names(text: str, node: str) -> bool:
+    return re.search(rf"\b{re.escape(node)}\b", text) is not None
+
+
+def member(seq: SequenceLike, node: str, t: float) -> bool:
+    """Ground truth from the recording: some node's own Corosync view at t counts `node` in."""
+    for asker in seq.nodes:
+        sample = seq.answer(asker, "quorumtool", t)
+        if sample is None or not sample.out.strip():
+            continue
+        try:
+            status = parse_quorum(sample.out)
+        except ParseError:
+            continue
+        if node in {m.name for m in status.members if m.name}:
+            return True
+    return False
+
+
+def first_change(seq: SequenceLike) -> float:
+    """The first sample after the scenario's first step whose answer differs from before it
+    (crm_mon or Corosync's quorum view: what an alert can be about)."""
+    start = min((s.t for s in seq.steps), default=0.0)
+    changed = [s.t for s in seq.samples if s.t >= start and s.cmd in ("crm_mon", "quorumtool", "cfgtool")]
+    return min(changed, default=start)
+
+
+def cluster_of(seq: SequenceLike, **extra: Any) -> ClusterConfig:
+    return ClusterConfig(name=seq.name.replace("_", "-"), kind=seq.kind,  # type: ignore[arg-type]
+                         nodes=tuple(NodeConfig(name=n, host=f"{n}.lab") for n in seq.nodes),
+                         vips=tuple(seq.vips), everywhere=tuple(seq.everywhere), mention=MENTION, **extra)
+
+
+def settings_of(cluster: ClusterConfig, tmp: Path, poll_s: float, **extra: Any) -> Settings:
+    values: dict[str, Any] = {"flap_limit": 4, "flap_window_s": 120.0}
+    values.update(extra)
+    return Settings(clusters=(cluster,), poll_interval_s=poll_s, state_dir=tmp, alert_channel="C0ALERTS",
+                    **values)
+
+
+async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 0.0,
+                 tail_s: float | None = None, store: Store | None = None,
+                 **settings: Any) -> Replay:
+    """Replay `seq` polling every `poll_s` from `phase`, then `tail_s` more of its last state."""
+    clock = VClock(phase)
+    cluster = cluster_of(seq)
+    conf = settings_of(cluster, tmp, poll_s, **settings)
+    own = store is None
+    store = store or Store.open(tmp / f"replay-{poll_s}-{phase}.db")
+    pool = ReplayPool(seq, clock)
+    collector = Collector(pool=pool, settings=conf, now=clock.now)  # type: ignore[arg-type]
+    watcher = Watcher(settings=conf, collect=collector.collect, store=store, clock=clock.now,
+                      monotonic=clock.monotonic)
+    result = Replay(seq, poll_s, phase)
+    end = seq.duration + (conf.flap_window_s + TAIL_S if tail_s is None else tail_s)
+    seen = 0
+    try:
+        while clock.t <= end:
+            started = time.process_time()
+            await watcher.poll(cluster)
+            cost = time.process_time() - started
+            result.cpu_s += cost
+            result.polls += 1
+            seen = _collect_messages(store, result, clock.t + cost, seen)
+            clock.t += poll_s
+        result.open_at_end = [i.key for i in store.open_incidents(cluster.name)]
+    finally:
+        if own:
+            store.close()
+    return result
+
+
+def _collect_messages(store: Store, result: Replay, at: float, seen: int) -> int:
+    for item in store.due(BASE + timedelta(days=365), limit=100000):
+        if item.id <= seen:
+            continue
+        p = item.payload
+        inc = p.get("incident")
+        result.messages.append(Message(at, item.kind, int(inc) if isinstance(inc, int | str) else None,
+                                       str(p["doc"]["verdict"]), p.get("thread")))  # type: ignore[index,arg-type]
+        seen = item.id
+    return seen
+
+
+def table_row(name: str, poll_s: float, runs: list[Replay]) -> str:
+    roots = sorted(len(r.roots) for r in runs)
+    lags = sorted(lag for r in runs if (lag := r.first_root_lag()) is not None)
+    p50 = lags[len(lags) // 2] if lags else float("nan")
+    worst = lags[-1] if lags else float("nan")
+    false = sum(len(r.false_recoveries()) for r in runs)
+    pages = sum(len(r.pages) for r in runs)
+    left = sum(len(r.open_at_end) for r in runs)
+    return (f"{name:28} {poll_s:>4.0f}s  roots {roots[0]}-{roots[-1]}  lag p50 {p50:5.2f} max {worst:5.2f}  "
+            f"false {false}  pages {pages}  open {left}")
