@@ -156,7 +156,7 @@ class Deliverer:
         incident = self.store.get_incident(incident_id) if incident_id is not None else None
         channel = str(p.get("channel") or (incident.channel if incident else ""))
         doc = _doc(p)
-        thread = incident.thread_ts if incident else None
+        thread = incident.thread_ts if incident else _opt_str(p.get("thread"))
         if item.kind == "edit":
             if thread is None:
                 return "skipped: root never posted"
@@ -169,6 +169,8 @@ class Deliverer:
             # mean nothing, so this reply takes the root's place and says what it follows.
             why = self._dropped.get(incident.id)
             return await self._post_root(channel, _first_of_thread(doc, incident, why), incident)
+        if p.get("broadcast") and thread is not None:  # a reply the channel must see too
+            return await self.poster.post(channel, doc, thread_ts=thread, broadcast=True)
         return await self.poster.post(channel, doc, thread_ts=thread)
 
     async def _post_root(self, channel: str, doc: Doc, incident: Incident | None) -> str:
@@ -178,6 +180,10 @@ class Deliverer:
             self.store.update_incident(incident.id, thread_ts=ts, last_posted_at=self.clock())
             self._dropped.pop(incident.id, None)
         return ts
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _incident_id(item: OutboxItem) -> int | None:

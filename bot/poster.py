@@ -14,7 +14,9 @@ from bot.slack.replies import message
 
 
 class Poster(Protocol):
-    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None) -> str: ...
+    # broadcast: a thread reply Slack also shows in the channel (reply_broadcast)
+    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None, *,
+                   broadcast: bool = False) -> str: ...
 
     async def update(self, channel: str, ts: str, doc: Doc) -> None: ...
 
@@ -23,8 +25,11 @@ class Poster(Protocol):
 class SlackPoster:
     client: AsyncWebClient
 
-    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None) -> str:
-        resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **message(doc))
+    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None, *,
+                   broadcast: bool = False) -> str:
+        resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                                  reply_broadcast=bool(broadcast and thread_ts) or None,
+                                                  **message(doc))
         return str(resp["ts"])
 
     async def update(self, channel: str, ts: str, doc: Doc) -> None:
@@ -38,9 +43,11 @@ class TextPoster:
     out: TextIO
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None) -> str:
+    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None, *,
+                   broadcast: bool = False) -> str:
         ts = f"{next(self._ids)}"
-        prefix = f"  ↳ [in thread {thread_ts}] " if thread_ts else f"[#{channel} message {ts}] "
+        also = f", also in #{channel}" if broadcast else ""
+        prefix = f"  ↳ [in thread {thread_ts}{also}] " if thread_ts else f"[#{channel} message {ts}] "
         self._write(prefix + to_text(doc).replace("\n", "\n    "))
         return ts
 

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         "state database (hourly). The audit log is kept whole."))
     flap_limit: int = Field(4, ge=2, le=10000)  # toggles within flap_window_s that make "flapping"
     flap_window_s: float = Field(600.0, gt=0, description="The window flap_limit counts toggles in.")
+    settle_s: float = Field(15.0, ge=0, le=600, description=(
+        "Watcher: how long Pacemaker may still be acting after a node left or joined (or an "
+        "approved fix ran). Derived findings (VIPs not one per node, a clone instance missing, "
+        "a link down) are held that long, and alerted only if they still hold; a recovery's tail "
+        "within it goes to the incident's thread."))
     state_dir: Path = Path("/var/lib/clusterbot")
     alert_channel: str | None = None
     allowed_channels: tuple[str, ...] = ()

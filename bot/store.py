@@ -300,6 +300,19 @@ class Store:
     def running_requests(self) -> list[Request]:
         return self._requests_in(State.RUNNING)
 
+    def acting_requests(self, cluster: str, since: datetime) -> list[tuple[Request, datetime | None]]:
+        """Approved remediations of `cluster` acting now (approved, running) or that ended at or
+        after `since`, each with when it ended (None: still acting). The watcher routes their
+        effects to their thread instead of alerting them as news."""
+        rows = self._conn.execute(
+            "SELECT r.*, (SELECT MAX(a.at) FROM audit a WHERE a.request_id = r.id AND a.state_to = r.state)"
+            " AS ended FROM requests r WHERE r.cluster = ? AND (r.state IN (?, ?) OR (r.state IN (?, ?)"
+            " AND EXISTS (SELECT 1 FROM audit a WHERE a.request_id = r.id AND a.state_to = r.state"
+            " AND a.at >= ?))) ORDER BY r.created_at, r.id",
+            (cluster, State.APPROVED, State.RUNNING, State.SUCCEEDED, State.FAILED, _ts(since)))
+        return [(_request_from(r), None if r["state"] in (State.APPROVED, State.RUNNING) else _dt(r["ended"]))
+                for r in rows]
+
     def _requests_in(self, state: State) -> list[Request]:
         rows = self._conn.execute(
             "SELECT * FROM requests WHERE state = ? ORDER BY created_at, id", (state,))
@@ -416,6 +429,28 @@ class Store:
         self._conn.execute(
             "UPDATE incidents SET state = 'resolved', resolved_at = ? WHERE id = ? AND state = 'open'",
             (_ts(now), incident_id))
+        return self._incident(incident_id)
+
+    def recent_incident(self, cluster: str, key: str, since: datetime) -> Incident | None:
+        """The latest incident with this key resolved at or after `since` (the watcher reopens
+        it, or threads a recovery tail into it, instead of posting a new root)."""
+        row = self._conn.execute(
+            "SELECT * FROM incidents WHERE cluster = ? AND key = ? AND state = 'resolved'"
+            " AND resolved_at >= ? ORDER BY id DESC LIMIT 1", (cluster, key, _ts(since))).fetchone()
+        return None if row is None else _incident_from(row)
+
+    def recent_incidents(self, cluster: str, since: datetime) -> list[Incident]:
+        """Incidents open now or resolved at or after `since`, oldest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM incidents WHERE cluster = ? AND (state = 'open' OR resolved_at >= ?)"
+            " ORDER BY id", (cluster, _ts(since)))
+        return [_incident_from(r) for r in rows]
+
+    def reopen_incident(self, incident_id: int) -> Incident:
+        """A resolved incident is open again (its key must have no other open incident)."""
+        self._conn.execute(
+            "UPDATE incidents SET state = 'open', resolved_at = NULL WHERE id = ? AND state = 'resolved'",
+            (incident_id,))
         return self._incident(incident_id)
 
     def _incident(self, incident_id: int) -> Incident:

@@ -15,7 +15,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.snapshot import Snapshot
 from bot.render.alerts import (
     escalation_doc,
+    fix_doc,
     flap_over_doc,
     flapping_doc,
     followup_doc,
@@ -38,12 +39,16 @@ from bot.render.alerts import (
 )
 from bot.render.doc import Doc
 from bot.settings import ClusterConfig, Settings
-from bot.store import Incident, Store
+from bot.store import Incident, IncidentState, Store
+from bot.watch.fixes import Fix, explaining
+from bot.watch.grouping import owner
+from bot.watch.settle import settle
 
 log = logging.getLogger(__name__)
 JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per cluster
 INITIAL_KEY = "initial"
 FLAPPING = "flapping:"  # key prefix of the incident standing for a flapping key
+FIX = "fix:"  # key prefix of the alert-channel root standing for an approved fix at work
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Watcher:
     _last: dict[str, ClusterReport] = field(default_factory=dict)
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _polled: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _fix_roots: dict[str, bool] = field(default_factory=dict)  # cluster -> an alert root of a fix is open
     polls: int = 0
 
     # -- loop ------------------------------------------------------------------------------
@@ -114,7 +120,7 @@ class Watcher:
         if self.metrics is not None:
             self.metrics.record_poll(report, self.monotonic() - started)
         # The collector hands back the very same report when no node said anything new.
-        if report is self._last.get(cluster.name):
+        if report is self._last.get(cluster.name) and not self._release_due(cluster):
             drafts: tuple[IncidentDraft, ...] = ()
             self._settle_flapping(cluster, report)
         else:
@@ -125,6 +131,14 @@ class Watcher:
         async with self._polled:
             self._polled.notify_all()
         return drafts
+
+    def _release_due(self, cluster: ClusterConfig) -> bool:
+        """A held finding's settle time is over: the report must be looked at again, unchanged or not."""
+        state = self._states.get(cluster.name)
+        if state is None or not state.settling.held:
+            return False
+        now, settle_s = self.clock().timestamp(), self.settings.settle_s
+        return any(now - h.since >= settle_s for h in state.settling.held)
 
     async def wait_polls(self, n: int, timeout: float = 30.0) -> None:
         """Wait until n more polls have finished (tests and benchmarks; no sleeping)."""
@@ -142,10 +156,15 @@ class Watcher:
         prev = self._states[name] if name in self._states else self._load(name)
         state, events = step(prev, report, cluster.expectations,
                              unreachable_after=self.settings.unreachable_after)
+        now = self.clock()
+        fixes = self._fixes(cluster, now)
+        settling, events = settle(state.settling, events, now.timestamp(), self.settings.settle_s,
+                                  fixing=any(f.acting(now, self.settings.settle_s) for f in fixes))
+        state = replace(state, settling=settling)
         drafts = incidents(events)
         dumped = _dump(state)
         poll = self._poll(cluster, report, prev.last if prev is not None else None)
-        poll.state, poll.dumped = state, dumped
+        poll.state, poll.dumped, poll.fixes = state, dumped, fixes
         with self._atomically(poll):
             if dumped != self._saved.get(name):  # an fsync per poll is wasted when nothing changed
                 self.store.save_watch_state(name, dumped)
@@ -159,9 +178,16 @@ class Watcher:
             for draft in drafts:
                 self._handle(poll, draft)
             self._track_flaps(poll, drafts)
+            self._end_fixes(poll)
             if report.healthy:
                 self._resolve_all(poll)
         return drafts
+
+    def _fixes(self, cluster: ClusterConfig, now: datetime) -> tuple[Fix, ...]:
+        """The approved remediations of this cluster acting now or within the settle window."""
+        since = now - timedelta(seconds=self.settings.settle_s)
+        return tuple(Fix(r.id, r.action, r.args, r.node, r.channel, r.message_ts, ended)
+                     for r, ended in self.store.acting_requests(cluster.name, since))
 
     def _load(self, name: str) -> WatchState | None:
         raw = self.store.load_watch_state(name)
@@ -203,6 +229,11 @@ class Watcher:
     # -- incidents -------------------------------------------------------------------------
 
     def _handle(self, poll: _Poll, draft: IncidentDraft) -> None:
+        fix = explaining(poll.fixes, draft, self.clock(), self.settings.settle_s)
+        if fix is not None:
+            self._fix_effect(poll, fix, draft)
+            return
+        draft = self._owned(poll, draft)
         # A one-shot (a fence) toggles nothing: it does not count towards flapping, and it is said
         # when it happens, not once a flap has calmed and it is stale.
         toggles = draft.only(lambda e: not e.one_shot)
@@ -213,21 +244,84 @@ class Watcher:
         if shots is not None:
             self._deliver(poll, shots)
 
-    def _deliver(self, poll: _Poll, draft: IncidentDraft) -> None:
+    def _owned(self, poll: _Poll, draft: IncidentDraft) -> IncidentDraft:
+        """The draft keyed on the incident it belongs to (its node's, when that node's incident is
+        open or just ended): one node's failure is one incident whichever symptom shows first."""
+        since = self.clock() - timedelta(seconds=self.settings.flap_window_s)
+        keys = [i.key for i in self.store.recent_incidents(poll.cluster.name, since)
+                if not i.key.startswith((FLAPPING, FIX))]
+        snap = poll.state.last if poll.state is not None else None
+        members = snap.members if snap is not None else ()
+        key = owner(draft, nodes=[n.name for n in poll.cluster.nodes], members=members, incidents=keys)
+        return draft if key == draft.key else replace(draft, key=key)
+
+    def _fix_effect(self, poll: _Poll, fix: Fix, draft: IncidentDraft) -> None:
+        """An approved fix's effect: told in its request's thread and the related incident's,
+        never paged, never an incident of its own. When alerts go to another channel than the
+        request's, that channel gets one plain root naming the fix, with its effects in the thread."""
+        cluster = poll.cluster
+        doc = followup_doc(cluster.name, draft)
+        if fix.message_ts is not None:
+            self._enqueue("reply", cluster, None, doc, thread=fix.message_ts, channel=fix.channel)
+        if fix.channel != self._channel(cluster):
+            self._enqueue("reply", cluster, self._fix_root(poll, fix), doc)
+        related = self.store.find_open_incident(cluster.name, self._owned(poll, draft).key)
+        if related is not None:
+            self._enqueue("reply", cluster, related, doc)
+        self._close(poll, draft, related, quiet=True)
+
+    def _fix_root(self, poll: _Poll, fix: Fix) -> Incident:
+        cluster = poll.cluster
+        found = self.store.find_open_incident(cluster.name, FIX + fix.request_id)
+        if found is not None:
+            return found
+        title = f"approved fix `{fix.label}` is acting"
+        inc = self.store.open_incident(cluster=cluster.name, key=FIX + fix.request_id, severity=Severity.INFO,
+                                       title=title, channel=self._channel(cluster), now=self.clock(),
+                                       payload={"open": [], "request": fix.request_id})
+        self._enqueue("root", cluster, inc, fix_doc(cluster.name, fix.label, fix.channel, fix.message_ts))
+        return inc
+
+    def _end_fixes(self, poll: _Poll) -> None:
+        """The alert-channel root of a fix ends once the fix and its settle window are over."""
+        acting = {FIX + f.request_id for f in poll.fixes if f.acting(self.clock(), self.settings.settle_s)}
+        if not poll.fixes and not self._fix_roots.get(poll.cluster.name):
+            return
+        roots = [i for i in self.store.open_incidents(poll.cluster.name) if i.key.startswith(FIX)]
+        self._fix_roots[poll.cluster.name] = bool(roots)
+        for inc in roots:
+            if inc.key not in acting:
+                self._resolve(poll, inc)
+
+    def _deliver(self, poll: _Poll, draft: IncidentDraft, *, loud: bool = False,
+                 host: Incident | None = None) -> None:
         """The draft's news where it belongs; each of its recoveries in the thread of what it ends,
         whatever else the draft is about (a problem in the same poll, a fence)."""
-        own = None if draft.is_recovery else self._news(poll, draft)
+        own = None if draft.is_recovery else self._news(poll, draft, loud=loud, host=host)
         self._close(poll, draft, own)
 
-    def _news(self, poll: _Poll, draft: IncidentDraft) -> Incident | None:
+    def _news(self, poll: _Poll, draft: IncidentDraft, *, loud: bool = False,
+              host: Incident | None = None) -> Incident | None:
         """Post a problem or a neutral change; the incident it went to, if any."""
         cluster = poll.cluster
-        if not draft.is_problem:  # neutral news (a VIP moved, the DC changed): one message, nothing open
-            self._enqueue("root", cluster, None, incident_doc(cluster.name, draft))
-            return None
         found = self.store.find_open_incident(cluster.name, draft.key)
+        if not draft.is_problem:
+            # Neutral news (a VIP moved, the DC changed): in the thread of the incident it follows
+            # (a recovery's tail, a VIP going back home), else one message that opens nothing.
+            tail = found or self._recent(poll, draft.key, self.settings.settle_s)
+            if tail is not None:
+                self._enqueue("reply", cluster, tail, followup_doc(cluster.name, draft))
+            else:
+                self._enqueue("root", cluster, None, incident_doc(cluster.name, draft))
+            return None
         if found is not None:
-            return self._follow_up(poll, found, draft)
+            return self._follow_up(poll, found, draft, loud=loud)
+        again = self._recent(poll, draft.key, self.settings.flap_window_s) if draft.opens else None
+        if again is None and host is not None and host.key == draft.key and draft.opens:
+            again = host  # what a flap left broken: the flapping incident again
+        if again is not None:
+            # The same cause again within the flap window: its incident again, said in the channel.
+            return self._follow_up(poll, self.store.reopen_incident(again.id), draft, reopened=True, loud=loud)
         if draft.opens:
             return self._open(poll, draft)
         # A one-shot problem (a fence) with no incident to join: one message, nothing left open;
@@ -248,7 +342,11 @@ class Watcher:
         self._enqueue("root", cluster, inc, self._root_doc(cluster, draft, inc))
         return inc
 
-    def _follow_up(self, poll: _Poll, found: Incident, draft: IncidentDraft) -> Incident:
+    def _recent(self, poll: _Poll, key: str, within_s: float) -> Incident | None:
+        return self.store.recent_incident(poll.cluster.name, key, self.clock() - timedelta(seconds=within_s))
+
+    def _follow_up(self, poll: _Poll, found: Incident, draft: IncidentDraft, *,
+                   reopened: bool = False, loud: bool = False) -> Incident:
         """More news about an open incident: a reply in its thread. If it is worse, or a CRITICAL
         one-shot (a failed fencing) new to it, the channel hears it too: a thread reply notifies
         nobody. A one-shot that repeats (a fence device failing retry after retry) pages only once:
@@ -259,16 +357,18 @@ class Watcher:
         shots = _counted(seen, draft)
         inc = self.store.update_incident(found.id, payload={**found.payload, "open": opened, "shots": shots})
         times = max((shots[e.series] for e in draft.events if e.one_shot), default=1)
-        self._enqueue("reply", cluster, inc, followup_doc(cluster.name, draft, times=times))
         worse = draft.severity > found.severity
-        if worse:
+        loud = loud or worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen
+                            for e in draft.events)
+        # A thread reply notifies nobody: news that must not hide there is also sent to the channel.
+        self._enqueue("reply", cluster, inc, followup_doc(cluster.name, draft, times=times),
+                      broadcast=reopened and not loud)
+        if worse or reopened:
             inc = self._escalate(cluster, inc, draft)
-        if worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen
-                        for e in draft.events):
+        if loud:
             doc = escalation_doc(cluster.name, draft, incident_key=found.key, incident_title=found.title,
                                  was=found.severity, mention=cluster.mention)
-            # Not "root" with the incident: that would move the incident's thread to this message.
-            self._enqueue("root", cluster, None, doc)
+            self._enqueue("reply", cluster, inc, doc, broadcast=True)
         return inc
 
     def _escalate(self, cluster: ClusterConfig, inc: Incident, draft: IncidentDraft) -> Incident:
@@ -287,13 +387,15 @@ class Watcher:
         return incident_doc(cluster.name, draft, incident_id=inc.id, mention=cluster.mention,
                             fix_button=self.fix_button)
 
-    def _close(self, poll: _Poll, draft: IncidentDraft, own: Incident | None) -> None:
+    def _close(self, poll: _Poll, draft: IncidentDraft, own: Incident | None, *, quiet: bool = False) -> None:
         """End the conditions the draft's recoveries clear, in whichever incidents opened them.
         `own`, the incident the draft was just posted to, needs no second message."""
         closes = set(draft.closes)
         if not closes:
             return
-        touched = [i for i in self.store.open_incidents(poll.cluster.name) if set(_opened(i)) & closes]
+        found = self.store.open_incidents(poll.cluster.name)
+        hosts = {_host(i) for i in found if i.key.startswith(FLAPPING)}  # they end with their flap
+        touched = [i for i in found if set(_opened(i)) & closes]
         for inc in touched:
             ended = set(_opened(inc)) & closes
             left = sorted(set(_opened(inc)) - closes)
@@ -302,18 +404,22 @@ class Watcher:
                 # A problem's draft may carry another incident's recovery: only that goes there.
                 part = draft if draft.is_recovery else _recoveries(draft, ended)
                 self._enqueue("reply", poll.cluster, inc, followup_doc(poll.cluster.name, part))
-            if not left:
+            if not left and inc.id not in hosts:
                 self._resolve(poll, inc)
-        if not touched:
+        if not touched and not quiet:
             log.info("%s: recovery with no open incident: %s", poll.cluster.name, draft.title)
 
     def _resolve_all(self, poll: _Poll) -> None:
-        """Back to healthy: every open incident is over; a flapping one once it calmed."""
-        for inc in self.store.open_incidents(poll.cluster.name):
+        """Back to healthy: every open incident is over; a flapping one (and the incident whose
+        thread it is told in) once it calmed; an approved fix's once its settle window is over."""
+        found = self.store.open_incidents(poll.cluster.name)
+        hosts = {_host(i) for i in found if i.key.startswith(FLAPPING)}
+        for inc in found:
             if inc.key.startswith(FLAPPING):
                 poll.due = _earliest(poll.due, self._calm_at(poll, inc.key))  # _settle_flaps ends it
                 continue
-            self._resolve(poll, inc)
+            if inc.id not in hosts and not inc.key.startswith(FIX):
+                self._resolve(poll, inc)
 
     def _resolve(self, poll: _Poll, inc: Incident) -> None:
         now = self.clock()
@@ -366,7 +472,8 @@ class Watcher:
         until it has not toggled for a whole window: then `_settle_flaps` says how it ended. The
         draft's events are changes of conditions: `_handle` keeps one-shots out of it."""
         now = self.monotonic()
-        poll.flaps = poll.flaps.record(draft.key, now)
+        if draft.cause[0].group == draft.key:  # what it causes is no toggle of its own
+            poll.flaps = poll.flaps.record(draft.key, now)
         cluster, key = poll.cluster, FLAPPING + draft.key
         found = self.store.find_open_incident(cluster.name, key)
         if found is None and not poll.flaps.is_flapping(draft.key, now):
@@ -374,17 +481,31 @@ class Watcher:
         poll.due = _earliest(poll.due, now + poll.flaps.window)
         silenced = {e.key for e in draft.events}  # the conditions to look at again once it is calm
         if found is None:
-            # "latest": each silenced condition's latest change, kept by `_track_flaps`.
+            # Told in the thread of the incident that is flapping, when it has one: one cause, one
+            # incident. "latest": each silenced condition's latest change, kept by `_track_flaps`.
+            host = (self.store.find_open_incident(cluster.name, draft.key)
+                    or self._reopened(poll, self._recent(poll, draft.key, poll.flaps.window)))
             inc = self.store.open_incident(
                 cluster=cluster.name, key=key, severity=Severity.WARNING, title=f"{draft.key} is flapping",
                 now=self.clock(), channel=self._channel(cluster),
-                payload={"open": [], "silenced": sorted(silenced), "latest": {}})
+                payload={"open": [], "silenced": sorted(silenced), "latest": {},
+                         **({"host": host.id} if host is not None else {})})
             doc = flapping_doc(cluster.name, draft.key, poll.flaps.count(draft.key, now), poll.flaps.window)
-            self._enqueue("root", cluster, inc, doc)
+            self._enqueue("reply" if host is not None else "root", cluster, inc, doc, broadcast=host is not None)
         elif not silenced <= set(_strings(found, "silenced")):
             known = silenced | set(_strings(found, "silenced"))
             self.store.update_incident(found.id, payload={**found.payload, "silenced": sorted(known)})
         return True
+
+    def _reopened(self, poll: _Poll, inc: Incident | None) -> Incident | None:
+        """A resolved incident open again, its root back to what it was about (not struck out)."""
+        if inc is None:
+            return None
+        inc = self.store.reopen_incident(inc.id)
+        root = _root_draft(inc)
+        if root is not None:
+            self._enqueue("edit", poll.cluster, inc, self._root_doc(poll.cluster, root, inc))
+        return inc
 
     def _track_flaps(self, poll: _Poll, drafts: tuple[IncidentDraft, ...]) -> None:
         """Keep in each open flapping incident the latest change of every condition it silenced,
@@ -425,8 +546,13 @@ class Watcher:
         problem gets its own incident, at its own severity); then the flapping incident ends in
         its thread, naming the incidents of what is still wrong."""
         silenced = set(_strings(inc, "silenced"))
+        host = self._flap_host(inc, silenced)
         for draft in self._net_change(poll, inc, silenced):
-            self._deliver(poll, draft)
+            self._deliver(poll, draft, loud=True, host=host)
+        if host is not None:
+            host = self.store.get_incident(host.id)
+            if host is not None and host.state is IncidentState.OPEN and not _opened(host):
+                self._resolve(poll, host)
         name = poll.cluster.name
         still = tuple((i.key, i.title, i.severity) for i in self.store.open_incidents(name)
                       if set(_opened(i)) & silenced)
@@ -437,8 +563,18 @@ class Watcher:
             poll.committed.append(lambda: metrics.incident_resolved(name))
         key = inc.key.removeprefix(FLAPPING)
         self._enqueue("reply", poll.cluster, done, flap_over_doc(name, key, calm, poll.report, still))
-        self._enqueue("edit", poll.cluster, done, resolved_doc(name, done.title, done.severity,
-                                                               now - done.opened_at))
+        if _host(done) == done.id:  # a hosted flap leaves the root to the incident it is told in
+            self._enqueue("edit", poll.cluster, done, resolved_doc(name, done.title, done.severity,
+                                                                   now - done.opened_at))
+
+    def _flap_host(self, inc: Incident, silenced: set[str]) -> Incident | None:
+        """The incident a flap is told in. What it held before the flap is stale now: the flap's
+        net change says how each silenced condition is."""
+        host = self.store.get_incident(_host(inc)) if _host(inc) != inc.id else None
+        if host is None or host.state is not IncidentState.OPEN:
+            return host
+        left = [k for k in _opened(host) if k not in silenced]
+        return self.store.update_incident(host.id, payload={**host.payload, "open": left})
 
     def _net_change(self, poll: _Poll, inc: Incident, silenced: set[str]) -> tuple[IncidentDraft, ...]:
         """Each condition the flap silenced, as its latest change left it, against the conditions
@@ -496,10 +632,18 @@ class Watcher:
     def _channel(self, cluster: ClusterConfig) -> str:
         return cluster.alert_channel or self.settings.alert_channel or "alerts"
 
-    def _enqueue(self, kind: str, cluster: ClusterConfig, inc: Incident | None, doc: Doc) -> None:
-        payload: dict[str, Any] = {"doc": doc_json(doc), "channel": self._channel(cluster)}
+    def _enqueue(self, kind: str, cluster: ClusterConfig, inc: Incident | None, doc: Doc, *,
+                 broadcast: bool = False, thread: str | None = None, channel: str | None = None) -> None:
+        """Queue one message. `inc`: the incident whose thread (or root) it is; a flap told in
+        another incident's thread goes there. `thread`/`channel`: another thread (a request's).
+        `broadcast`: a thread reply also shown in the channel."""
+        payload: dict[str, Any] = {"doc": doc_json(doc), "channel": channel or self._channel(cluster)}
         if inc is not None:
-            payload["incident"] = inc.id
+            payload["incident"] = _host(inc)
+        if thread is not None:
+            payload["thread"] = thread
+        if broadcast:
+            payload["broadcast"] = True
         self.store.enqueue(kind, payload, now=self.clock())
 
 
@@ -514,8 +658,15 @@ class _Poll:
     flaps: Flapping
     due: float | None  # monotonic time by which the first open flapping incident may have calmed
     committed: list[Callable[[], None]] = field(default_factory=list)  # to do once committed (metrics)
+    fixes: tuple[Fix, ...] = ()  # approved remediations acting on the cluster
     state: WatchState | None = None  # the new watch state, when the report was diffed
     dumped: str = ""  # ... and its JSON, as stored
+
+
+def _host(inc: Incident) -> int:
+    """The incident whose thread `inc` is told in: a flap is told in the flapping incident's."""
+    host = inc.payload.get("host")
+    return host if isinstance(host, int) else inc.id
 
 
 def _earliest(due: float | None, at: float) -> float:

@@ -25,6 +25,7 @@ from bot.pacemaker.snapshot import (
 )
 from bot.watch.codes import DISAGREEMENTS, FindingCode
 from bot.watch.events import CLEARS, NEUTRAL, ONE_SHOT, Event, EventKind
+from bot.watch.settle import Settling
 
 __all__ = ["CLEARS", "NEUTRAL", "ONE_SHOT", "Event", "EventKind", "IncidentDraft", "WatchState", "diff",
            "incidents", "step"]
@@ -442,6 +443,7 @@ class WatchState:
     disagree: tuple[tuple[str, int], ...] = ()
     # where each VIP last ran: a VIP stopped in one poll and started elsewhere in the next moved
     homes: tuple[tuple[str, str], ...] = ()
+    settling: Settling = Settling()  # derived findings held while Pacemaker acts (bot/watch/settle.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, **encode(self)}
@@ -468,7 +470,7 @@ def step(state: WatchState | None, report: ClusterReport, expect: Expectations =
     homes = dict(prev.homes)
     homes.update((vip, _words(nodes)) for vip, nodes in snap.vips if nodes)
     events = [_as_move(e, dict(prev.homes)) for e in events]
-    new = WatchState(snap, 0, False, misses, verdict, disagree, tuple(sorted(homes.items())))
+    new = WatchState(snap, 0, False, misses, verdict, disagree, tuple(sorted(homes.items())), prev.settling)
     # First sight: the watcher alerts on the report itself, a verdict is just remembered.
     return new, (() if state is None else tuple(events + reach))
 
@@ -627,7 +629,10 @@ class IncidentDraft:
     def merged(self, later: IncidentDraft) -> IncidentDraft:
         """This incident's draft grown by a later poll's news about it (an escalation): the root
         message, edited, tells the whole story at the worst severity."""
-        return IncidentDraft(self.key, self.cause + later.cause, self.effects + later.effects)
+        def grown(mine: tuple[Event, ...], news: tuple[Event, ...]) -> tuple[Event, ...]:
+            return mine + tuple(e for e in news if e not in mine)  # the same news again says nothing new
+
+        return IncidentDraft(self.key, grown(self.cause, later.cause), grown(self.effects, later.effects))
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "cause": [e.to_json() for e in self.cause],

@@ -143,3 +143,13 @@ def initial_doc(report: ClusterReport, *, mention: str | None = None, first_view
     text = f"{who}{SEVERITY_EMOJI[sev]} *{mrkdwn(report.cluster)}* {what}"
     return Doc(verdict=text, fallback=_fallback(report.cluster, "unhealthy at start of watch"),
                sections=(Section("Problems and fixes", lines),))
+
+
+def fix_doc(cluster: str, label: str, channel: str, message_ts: str | None) -> Doc:
+    """The alert channel's one root for an approved fix at work (its request lives in another
+    channel): what acts, where its request is; the fix's effects follow in this thread."""
+    where = f"<#{mrkdwn(channel)}>" if message_ts is None else \
+        f"its request in <#{mrkdwn(channel)}> (message {mrkdwn(message_ts)})"
+    text = (f"{SEVERITY_EMOJI[Severity.INFO]} *{mrkdwn(cluster)}*: approved fix `{mrkdwn(label)}` is acting; see {where}. "
+            "What it changes follows in this thread; none of it is paged.")
+    return Doc(verdict=text, fallback=_fallback(cluster, f"approved fix {label} is acting"))

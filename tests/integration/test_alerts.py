@@ -89,12 +89,15 @@ async def test_flapping_becomes_one_quiet_incident() -> None:
     async with running_bot() as h:
         await h.watcher.wait_polls(1)
         await flap_node2(h, 6)
-        roots = [text_of(c) for c in h.roots()]
-        flapping = [t for t in roots if "is flapping" in t]
+        # Issue 14: one root for the node, its flapping told in that thread and shown in the channel.
+        (root,) = h.roots()
+        assert "node2" in text_of(root)
+        ts = root.response["ts"]
+        flapping = [c for c in h.slack.calls if c.method == "chat.postMessage" and "is flapping" in text_of(c)]
         assert len(flapping) == 1
-        before = len(h.roots())
+        assert flapping[0].params.get("thread_ts") == ts and flapping[0].params.get("reply_broadcast")
         await flap_node2(h, 3)
-        assert len(h.roots()) == before  # quiet while it keeps flapping
+        assert len(h.roots()) == 1  # quiet while it keeps flapping
 
 
 async def test_a_flap_that_calmed_down_is_resolved_in_its_thread() -> None:
@@ -104,9 +107,11 @@ async def test_a_flap_that_calmed_down_is_resolved_in_its_thread() -> None:
     async with running_bot(flap_window_s=3.0, flap_limit=2, detail_every=1000) as h:
         await h.watcher.wait_polls(1)
         await flap_node2(h, 3)
-        root = await h.slack.wait_for("chat.postMessage", lambda c: c.ok and "is flapping" in text_of(c))
-        ts = root.response["ts"]
-        edit = await h.slack.wait_for("chat.update", lambda c: c.params.get("ts") == ts, timeout=15)
+        flap = await h.slack.wait_for("chat.postMessage", lambda c: c.ok and "is flapping" in text_of(c))
+        ts = flap.params["thread_ts"]  # told in node2's incident (issue 14), whose root ends resolved
+        edit = await h.slack.wait_for("chat.update", lambda c: c.params.get("ts") == ts
+                                      and "resolved after" in text_of(c), since=h.slack.calls.index(flap),
+                                      timeout=15)
         assert "resolved after" in text_of(edit)
         replies = [text_of(c) for c in h.slack.calls
                    if c.method == "chat.postMessage" and c.params.get("thread_ts") == ts]

@@ -69,7 +69,13 @@ class Bot:
         return [text for kind, i, text in self.outbox() if kind == "reply" and i == inc.id]
 
     def channel(self) -> list[str]:
-        """Messages that reach the channel itself (a thread reply notifies nobody)."""
+        """Messages that reach the channel itself: roots, and the thread replies also sent to
+        the channel (a plain thread reply notifies nobody)."""
+        return [_verdict(item.payload) for item in self.store.due(self.clock.now(), limit=1000)
+                if item.kind == "root" or item.payload.get("broadcast")]
+
+    def roots(self) -> list[str]:
+        """Top-level messages: one per incident, whatever it grew into."""
         return [text for kind, _, text in self.outbox() if kind == "root"]
 
     def open(self, key: str) -> Incident | None:
@@ -243,22 +249,29 @@ def flap_then_stay_down(bot: Bot) -> None:
         bot.see(down, up)
     bot.see(down)
     assert bot.open("flapping:vip:virtual_ip_2") is not None
-    assert bot.open("vip:virtual_ip_2") is None  # the last stop was quiet
+    assert _hosting(bot)  # the last stop was quiet: told in the VIP's own incident, open while it flaps
+
+
+def _hosting(bot: Bot) -> bool:
+    """Issue 14: a flap is told in the flapping key's own incident, which stays open while it flaps."""
+    flap, vip = bot.open("flapping:vip:virtual_ip_2"), bot.open("vip:virtual_ip_2")
+    return flap is not None and vip is not None and flap.payload["host"] == vip.id
 
 
 def test_a_flap_that_calmed_down_stopped_is_alerted_and_the_flap_ends_pointing_at_it() -> None:
     bot = make()
     flap_then_stay_down(bot)
+    pages = len(bot.channel())
     flap = bot.incident("flapping:vip:virtual_ip_2")
     for _ in range(int(WINDOW_S // 5) - 1):  # still quiet just short of a calm window
         bot.see(report("a_healthy", vip2_stopped))
-    assert bot.open("vip:virtual_ip_2") is None
+    assert _hosting(bot) and len(bot.channel()) == pages  # still quiet
     bot.see(report("a_healthy", vip2_stopped))
     vip = bot.open("vip:virtual_ip_2")
     assert vip is not None and vip.severity is Severity.CRITICAL
-    assert bot.channel()[-1] == f"{MENTION} :red_circle: *prod-haproxy*: virtual_ip_2 STOPPED (was on node2)"
+    assert bot.channel()[-1].startswith(f"{MENTION} :red_circle: *prod-haproxy*: virtual_ip_2 STOPPED (was on node2)")
     assert bot.incident(flap.key).state is IncidentState.RESOLVED
-    ended = bot.thread(flap)[-1]
+    ended = bot.thread(vip)[-1]  # the flap is told in the flapping VIP's own incident (issue 14)
     assert "has not changed for 10m00s" in ended and "incident `vip:virtual_ip_2`" in ended
     bot.see(*[report("a_healthy", vip2_stopped)] * 200)  # said once
     assert len([t for t in bot.channel() if "virtual_ip_2 STOPPED" in t]) == 3
@@ -400,12 +413,13 @@ def test_a_flap_that_went_quiet_on_a_healthy_toggle_and_calmed_down_stopped_is_p
     bot.see(up, down, up, down)
     bot.see(up)
     flap = bot.incident("flapping:vip:virtual_ip_2")
-    assert bot.open("vip:virtual_ip_2") is None
+    # Issue 14: the flap is told in the VIP's incident, which stays open while the flap is.
+    assert flap.payload["host"] == bot.incident("vip:virtual_ip_2").id
     bot.see(down, *[down] * int(WINDOW_S // 5))  # quiet, then stopped for a whole calm window
     vip = bot.open("vip:virtual_ip_2")
     assert vip is not None and vip.severity is Severity.CRITICAL
-    assert bot.channel()[-1] == f"{MENTION} :red_circle: *prod-haproxy*: virtual_ip_2 STOPPED (was on node2)"
-    ended = bot.thread(flap)[-1]
+    assert bot.channel()[-1].startswith(f"{MENTION} :red_circle: *prod-haproxy*: virtual_ip_2 STOPPED (was on node2)")
+    ended = bot.thread(vip)[-1]
     assert "recovered" not in ended and "but it is not fine" in ended
     assert "incident `vip:virtual_ip_2`" in ended
 
@@ -415,7 +429,7 @@ def flap_then_come_back(bot: Bot) -> None:
     bot.see(up)
     for _ in range(4):
         bot.see(report("a_healthy", vip2_stopped), up)
-    assert bot.open("flapping:vip:virtual_ip_2") is not None and bot.open("vip:virtual_ip_2") is None
+    assert _hosting(bot)
 
 
 NODE2_STANDBY_VIP2_STOPPED = compose(with_node("node2", standby=True), vip2_stopped)
@@ -431,8 +445,8 @@ def test_a_flap_that_ends_in_another_incident_is_not_paged_again() -> None:
     flap, pages = bot.incident("flapping:vip:virtual_ip_2"), bot.channel()
     bot.see(*[both] * (int(WINDOW_S // 5) + 1))
     assert bot.open("flapping:vip:virtual_ip_2") is None
-    assert bot.channel() == pages and bot.open("vip:virtual_ip_2") is None
-    ended = bot.thread(flap)[-1]
+    assert bot.channel() == pages and bot.open("vip:virtual_ip_2") is None  # ended with its flap
+    ended = bot.thread(bot.incident("vip:virtual_ip_2"))[-1]  # told in the VIP's incident (issue 14)
     assert "but it is not fine" in ended and "incident `node:node2`" in ended
 
 

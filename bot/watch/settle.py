@@ -1,0 +1,99 @@
+"""Settling: derived findings wait while Pacemaker is still acting.
+
+After a node leaves or joins, Pacemaker stops and starts resources one by one: for a few seconds
+the VIPs are not one per node, a clone instance is missing, a VIP is stopped between its two
+homes. Those are symptoms of the change already alerted, not news. A derived finding raised while
+the cluster is acting is held; if its recovery comes within `settle_s` both are dropped, and if it
+still holds after `settle_s` it is released as news (into the incident it belongs to).
+
+A link going down is held even when nothing else moves: on a power cut Corosync reports the links
+to the node down a poll or two before the membership loses it, and the node loss is the news.
+
+Critical conditions (node loss, quorum loss, a VIP stopped with no node joining, fencing) are
+never held: their latency is the poll's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from bot.watch.events import Event, EventKind
+
+_K = EventKind
+# Symptoms of Pacemaker acting: held while it acts.
+DERIVED = frozenset({_K.VIPS_UNBALANCED, _K.CLONE_STOPPED, _K.RESOURCE_STOPPED, _K.NODE_PENDING,
+                     _K.NODES_DISAGREE})
+# Held whenever they show: the membership says soon whether a node is gone.
+ALWAYS_HELD = frozenset({_K.LINK_DOWN})
+# A node changing its place in the cluster: Pacemaker acts on it for a while.
+NODE_CHANGES = frozenset({
+    _K.NODE_OFFLINE, _K.NODE_ONLINE, _K.MEMBER_LOST, _K.MEMBER_BACK, _K.NODE_STANDBY, _K.NODE_UNSTANDBY,
+    _K.NODE_MAINTENANCE, _K.NODE_UNMAINTENANCE, _K.NODE_PENDING, _K.NODE_JOINED, _K.QUORUM_LOST,
+    _K.QUORUM_REGAINED, _K.COROSYNC_QUORUM_LOST, _K.COROSYNC_QUORUM_REGAINED, _K.FENCE_SUCCEEDED,
+    _K.CLUSTER_REACHABLE, _K.MAINTENANCE_ON, _K.MAINTENANCE_OFF, _K.DC_ELECTED})
+LEAVES = frozenset({_K.NODE_OFFLINE, _K.MEMBER_LOST})
+# A node coming (back) in: its VIPs are stopped where they were and started on it.
+JOINS = frozenset({_K.NODE_ONLINE, _K.MEMBER_BACK, _K.NODE_JOINED, _K.NODE_UNSTANDBY,
+                   _K.NODE_UNMAINTENANCE, _K.QUORUM_REGAINED})
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    event: Event
+    since: float  # when it was first seen (seconds, the watcher's wall clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Settling:
+    """What a cluster's watcher holds back, and when Pacemaker last had a reason to act."""
+
+    held: tuple[Held, ...] = ()
+    changed_at: float | None = None  # the last node-level change
+    joined_at: float | None = None  # the last node joining
+
+    def acting(self, now: float, settle_s: float) -> bool:
+        return self.changed_at is not None and now - self.changed_at < settle_s
+
+    def joining(self, now: float, settle_s: float) -> bool:
+        return self.joined_at is not None and now - self.joined_at < settle_s
+
+    def holds(self, key: str) -> bool:
+        return any(h.event.key == key for h in self.held)
+
+
+def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float, *,
+           fixing: bool = False) -> tuple[Settling, tuple[Event, ...]]:
+    """One poll's events -> the state to keep and the events that are news now (in poll order,
+    then whatever outlived its hold). `fixing`: an approved remediation is acting."""
+    events = tuple(events)
+    if any(e.kind in NODE_CHANGES for e in events):
+        state = replace(state, changed_at=now)
+    if any(e.kind in JOINS for e in events):
+        state = replace(state, joined_at=now)
+    acting = fixing or state.acting(now, settle_s)
+    held = {h.event.key: h for h in state.held}
+    gone = {n for e in events if e.kind in LEAVES for n in e.nodes}
+    for key in [k for k, h in held.items() if h.event.kind in ALWAYS_HELD and gone & set(h.event.nodes)]:
+        del held[key]  # a link to a node that left: the node's loss is the news, not its links
+    news: list[Event] = []
+    for event in events:
+        if event.recovery and event.key in held:
+            del held[event.key]  # it passed before anyone had to hear of it
+        elif event.problem and _holdable(event, acting, state.joining(now, settle_s)):
+            held.setdefault(event.key, Held(event, now))
+        else:
+            news.append(event)
+    due = [h for h in held.values() if now - h.since >= settle_s]
+    for h in due:
+        del held[h.event.key]
+    news += [h.event for h in due]
+    return replace(state, held=tuple(held.values())), tuple(news)
+
+
+def _holdable(event: Event, acting: bool, joining: bool) -> bool:
+    if event.kind in ALWAYS_HELD:
+        return True
+    if event.kind is _K.VIP_STOPPED:
+        return joining  # between its old home and the node that joined: a move in progress
+    return acting and event.kind in DERIVED
