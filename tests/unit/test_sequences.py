@@ -1,0 +1,175 @@
+"""The recorded lab sequences (tests/fixtures/sequences) and their loader (tests/fakes/sequences).
+
+Facts asserted here come from the real cluster and could fail on a bad recording or loader:
+every recording starts healthy and ends settled, answers only ever move forward in time, and
+each scenario shows what it says it did, in the order a real cluster does it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from bot.collect import COROSYNC_DAEMONS
+from bot.corosync.parse import parse_cfgtool, parse_quorum
+from bot.pacemaker.model import NodeView
+from bot.pacemaker.parse import parse
+from bot.settings import ClusterConfig, Commands
+from bot.ssh import build_command
+from tests.fakes.sequences import FIXTURES, Sample, Sequence, cmd_of, load, names
+
+RECORDED = ("power_cut_rejoin",)
+LAB = Path(__file__).resolve().parents[2] / "deploy" / "lab"
+MAX_TOTAL_BYTES = 10_000_000
+
+
+def _recorder() -> ModuleType:
+    """deploy/lab/record.py, imported by path (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("cblab_record", LAB / "record.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("cblab_record", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _view(sample: Sample | None) -> NodeView | None:
+    return parse(sample.out) if sample is not None and sample.rc == 0 else None
+
+
+def _healthy(seq: Sequence, view: NodeView | None) -> bool:
+    if view is None or not view.quorate:
+        return False
+    home = all(view.running_on(vip) == (node,) for vip, node in zip(seq.vips, seq.nodes, strict=True))
+    everywhere = all(set(view.running_on(r)) == set(seq.nodes) for r in seq.everywhere)
+    nodes_ok = all((n := view.node(name)) is not None and n.online and not n.standby
+                   for name in seq.nodes)
+    return home and everywhere and nodes_ok and not view.failures
+
+
+def _members(sample: Sample | None) -> int | None:
+    if sample is None or not sample.out.strip():
+        return None
+    quorum = parse_quorum(sample.out)
+    return len(quorum.members) if quorum.quorate else None
+
+
+@pytest.fixture(scope="module", params=RECORDED)
+def seq(request: pytest.FixtureRequest) -> Sequence:
+    return load(request.param)
+
+
+def test_every_required_scenario_is_recorded_and_small() -> None:
+    assert set(RECORDED) <= set(names())
+    total = sum(f.stat().st_size for f in FIXTURES.glob("*/*"))
+    assert total < MAX_TOTAL_BYTES
+
+
+def test_metadata_is_complete(seq: Sequence) -> None:
+    meta = json.loads((FIXTURES / seq.name / "meta.json").read_text())
+    assert meta["kind"] in ("pacemaker", "corosync") and meta["kind"] == seq.kind
+    assert set(meta["versions"]) >= {"pacemaker", "corosync", "pcs"}
+    assert 0.2 <= seq.interval_s <= 0.5 and seq.token_ms == 1000
+    assert seq.steps and all(s.rc == 0 for s in seq.steps)
+    assert all(a.t_end <= b.t for a, b in zip(seq.steps, seq.steps[1:])), "steps overlap"
+    assert seq.samples[-1].t <= seq.duration
+
+
+def test_samples_are_sorted_and_change_each_time(seq: Sequence) -> None:
+    record = _recorder()
+    assert [s.t for s in seq.samples] == sorted(s.t for s in seq.samples)
+    for node in seq.nodes:
+        for cmd in seq.cmds:
+            lines = seq.changes(node, cmd)
+            assert lines, f"{node} never answered {cmd}"
+            keys = [(s.rc, record.stable(cmd, s.out), s.err) for s in lines]
+            assert all(a != b for a, b in zip(keys, keys[1:])), f"{node} {cmd}: unchanged line kept"
+
+
+def test_answer_is_the_latest_at_or_before_t(seq: Sequence) -> None:
+    node, cmd = seq.nodes[0], seq.cmds[0]
+    lines = seq.changes(node, cmd)
+    assert seq.answer(node, cmd, lines[0].t - 0.001) is None
+    for a, b in zip(lines, lines[1:]):
+        assert seq.answer(node, cmd, a.t) is a
+        assert seq.answer(node, cmd, (a.t + b.t) / 2) is a
+    assert seq.answer(node, cmd, seq.duration + 100) is lines[-1]
+    assert seq.answer("nodeX", cmd, 1.0) is None
+
+
+def test_answers_are_monotonic_in_t(seq: Sequence) -> None:
+    grid = [i * seq.interval_s / 2 for i in range(int(seq.duration / seq.interval_s * 2) + 2)]
+    for node in seq.nodes:
+        for cmd in seq.cmds:
+            times = [a.t for t in grid if (a := seq.answer(node, cmd, t)) is not None]
+            assert times == sorted(times)
+            assert all(t <= g for t, g in zip(times, grid[len(grid) - len(times):], strict=True))
+
+
+def test_starts_healthy_for_3s_and_ends_settled_for_10s(seq: Sequence) -> None:
+    first, last = seq.steps[0], seq.steps[-1]
+    assert first.t >= 3.0
+    assert seq.duration - last.t_end >= 10.0
+    for node in seq.nodes:
+        if seq.kind == "pacemaker":
+            assert _healthy(seq, _view(seq.answer(node, "crm_mon", first.t)))
+            assert _healthy(seq, _view(seq.answer(node, "crm_mon", seq.duration)))
+        assert _members(seq.answer(node, "quorumtool", first.t)) == len(seq.nodes)
+        assert _members(seq.answer(node, "quorumtool", seq.duration)) == len(seq.nodes)
+
+
+def test_cmd_of_maps_every_command_the_collector_sends() -> None:
+    cmds = Commands()
+    sent = {cmds.crm_mon: "crm_mon", cmds.daemons: "daemons", COROSYNC_DAEMONS: "daemons",
+            cmds.quorum: "quorumtool", cmds.links: "cfgtool"}
+    for argv, name in sent.items():
+        for sudo in (False, True):
+            assert cmd_of(build_command(argv, sudo)) == name
+    assert cmd_of(build_command(("pcs", "resource", "cleanup", "virtual_ip_1"), True)) is None
+    assert cmd_of(build_command(("crm_mon", "--one-shot"), False)) is None
+    assert cmd_of("crm_mon 'unbalanced") is None
+
+
+def test_recorder_asks_what_the_collector_asks() -> None:
+    record = _recorder()
+    cluster = ClusterConfig.model_validate(
+        {"name": "lab", "nodes": [{"name": "node1", "host": "10.224.77.11"}]})
+    for kind in ("pacemaker", "corosync"):
+        for probe in record.probes(cluster, kind):
+            assert cmd_of(build_command(probe.argv, False)) == probe.cmd
+    assert {p.argv for p in record.probes(cluster, "corosync")} == {
+        COROSYNC_DAEMONS, cluster.commands.quorum, cluster.commands.links}
+
+
+def test_recorded_argv_is_the_collectors(seq: Sequence) -> None:
+    for s in seq.samples:
+        assert cmd_of(build_command(s.argv, False)) == s.cmd
+
+
+def test_power_cut_shows_links_then_membership_then_failover_then_rejoin() -> None:
+    seq = load("power_cut_rejoin")
+    cut, on = seq.step("power_cut"), seq.step("power_on")
+    assert cut is not None and on is not None and cut.node == "node3"
+
+    def down(s: Sample) -> bool:
+        view = _view(s)
+        return view is not None and (n := view.node("node3")) is not None and not n.online
+
+    offline = seq.first_change("node1", "crm_mon", down, after=cut.t)
+    assert offline is not None and offline.t < on.t
+    links = seq.first_change("node1", "cfgtool",
+                             lambda s: any(3 in lk.down_peers for lk in parse_cfgtool(s.out).links),
+                             after=cut.t)
+    assert links is not None and links.t < offline.t, "knet links drop before membership"
+    # Corosync's membership changes in the same sampling round as Pacemaker's view.
+    assert _members(seq.answer("node1", "quorumtool", offline.t + seq.interval_s)) == 2
+    moved = _view(seq.answer("node1", "crm_mon", on.t))
+    assert moved is not None and moved.running_on("virtual_ip_3") in (("node1",), ("node2",))
+    back = seq.first_change("node1", "crm_mon", lambda s: _healthy(seq, _view(s)), after=on.t)
+    assert back is not None and back.t > on.t
+    # While cut, node3's own crm_mon cannot reach its (dead) cluster stack.
+    assert seq.answer("node3", "crm_mon", offline.t).rc != 0  # type: ignore[union-attr]
