@@ -131,9 +131,23 @@ def _pending(root: ET.Element) -> bool:
                for r in root.iter("resource"))
 
 
+def _recovered(root: ET.Element, rsc: str) -> bool:
+    """RSC has a failed action, and a successful monitor newer than it: Pacemaker restarted it
+    and its recurring monitor runs again."""
+    failed = [f for f in root.iter("failure") if f.get("op_key", "").startswith(rsc + "_")]
+    return bool(failed) and all(
+        any(op.get("task") == "monitor" and op.get("rc") == "0"
+            and int(op.get("call", "-1")) > int(f.get("call", "-1"))
+            for op in root.findall(f"./node_history/node[@name='{f.get('node')}']"
+                                   f"/resource_history[@id='{rsc}']/operation_history"))
+        for f in failed)
+
+
 def crm_holds(cond: str, root: ET.Element | None) -> bool:
     """labwait's conditions plus maintenance:N, no-maintenance:N, cluster-maintenance,
-    no-cluster-maintenance and settled (healthy, nothing pending, no maintenance anywhere)."""
+    no-cluster-maintenance, idle (no pending action), recovered:RES (failed, then monitored
+    fine again) and settled (healthy, idle, no
+    maintenance anywhere)."""
     kind, _, arg = cond.partition(":")
     if root is None:
         return cond == "down"
@@ -142,6 +156,8 @@ def crm_holds(cond: str, root: ET.Element | None) -> bool:
         "no-maintenance": lambda: not _node_flag(root, arg, "maintenance"),
         "cluster-maintenance": lambda: _cluster_maintenance(root),
         "no-cluster-maintenance": lambda: not _cluster_maintenance(root),
+        "idle": lambda: not _pending(root),
+        "recovered": lambda: _recovered(root, arg),
         "settled": lambda: (labwait.holds("healthy", labwait.View(root)) and not _pending(root)
                             and not _cluster_maintenance(root)
                             and not any(_node_flag(root, n, "maintenance") for n in labwait._LAB_NODES)),
@@ -245,7 +261,7 @@ SCENARIOS: dict[str, Scenario] = {
     "cluster_stop_start": Scenario(
         "`pcs cluster stop` on node3, then `pcs cluster start` on node3 (the start remediation)",
         (pcs("cluster_stop", "node3", "cluster", "stop"),
-         Wait("node1", ("offline:node3", "running:virtual_ip_3@!node3")),
+         Wait("node1", ("offline:node3", "running:virtual_ip_3@!node3", "idle")),
          pcs("start", "node3", "cluster", "start", remedy=("start", ("node3",))),
          Wait("node1", ("healthy",)))),
     "resync": Scenario(
@@ -259,7 +275,8 @@ SCENARIOS: dict[str, Scenario] = {
     "standby_unstandby": Scenario(
         "`pcs node standby node2` (run on node1), then `pcs node unstandby node2`",
         (pcs("standby", "node1", "node", "standby", "node2", remedy=("standby", ("node2",))),
-         Wait("node1", ("standby:node2", "running:virtual_ip_2@!node2", "clone:loadbalancer-clone=2")),
+         Wait("node1", ("standby:node2", "running:virtual_ip_2@!node2", "clone:loadbalancer-clone=2",
+                       "idle")),
          pcs("unstandby", "node1", "node", "unstandby", "node2", remedy=("unstandby", ("node2",))),
          Wait("node1", ("healthy",)))),
     "move_clear": Scenario(
@@ -267,7 +284,7 @@ SCENARIOS: dict[str, Scenario] = {
         "its constraint and the VIP goes home), then `pcs resource clear virtual_ip_1`",
         (pcs("move", "node1", "resource", "move-with-constraint", "virtual_ip_1", "node3",
              remedy=("move", ("virtual_ip_1", "node3"))),
-         Wait("node1", ("running:virtual_ip_1@node3",)),
+         Wait("node1", ("running:virtual_ip_1@node3", "idle")),
          pcs("clear", "node1", "resource", "clear", "virtual_ip_1", remedy=("clear", ("virtual_ip_1",))),
          Wait("node1", ("healthy",)))),
     "monitor_failure_cleanup": Scenario(
@@ -275,26 +292,27 @@ SCENARIOS: dict[str, Scenario] = {
         "Pacemaker recovers it in place; then `pcs resource cleanup virtual_ip_1`",
         (Do("break_resource", "node1", ("nodectl.sh", "node1", "break-resource", "virtual_ip_1"),
             nodectl=True),
-         Wait("node1", ("failures", "running:virtual_ip_1@node1"), 30),
+         Wait("node1", ("recovered:virtual_ip_1", "running:virtual_ip_1@node1", "idle"), 30),
          pcs("cleanup", "node1", "resource", "cleanup", "virtual_ip_1",
              remedy=("cleanup", ("virtual_ip_1",))),
          Wait("node1", ("healthy",)))),
     "quorum_loss": Scenario(
-        "node2 and node3 power cut at the same instant (node1 alone: no quorum), then both "
-        "started again",
+        "node2 and node3 power cut at the same instant (node1 alone: no quorum, so it stops "
+        "everything), then both started again",
         (Together((crash("node2"), crash("node3"))),
-         Wait("node1", ("offline:node2,node3", "no-quorum")),
+         Wait("node1", ("offline:node2,node3", "no-quorum", "stopped:virtual_ip_1",
+                        "clone:loadbalancer-clone=0", "idle")),
          Together((power_on("node2"), power_on("node3"))),
          Wait("node1", ("healthy",)))),
     "maintenance": Scenario(
         "`pcs node maintenance node2`, `pcs node unmaintenance node2`, then "
         "`pcs property set maintenance-mode=true` and back to false",
         (pcs("node_maintenance", "node1", "node", "maintenance", "node2"),
-         Wait("node1", ("maintenance:node2",)),
+         Wait("node1", ("maintenance:node2", "idle")),
          pcs("node_unmaintenance", "node1", "node", "unmaintenance", "node2"),
-         Wait("node1", ("no-maintenance:node2",)),
+         Wait("node1", ("no-maintenance:node2", "idle")),
          pcs("cluster_maintenance", "node1", "property", "set", "maintenance-mode=true"),
-         Wait("node1", ("cluster-maintenance",)),
+         Wait("node1", ("cluster-maintenance", "idle")),
          pcs("cluster_unmaintenance", "node1", "property", "set", "maintenance-mode=false"),
          Wait("node1", ("no-cluster-maintenance", "healthy")))),
     "corosync_member_loss": Scenario(
@@ -496,6 +514,7 @@ async def record(name: str, scenario: Scenario, out_dir: Path, interval_s: float
         finally:
             rec._stop = True
             await asyncio.gather(*samplers, return_exceptions=True)
+        duration = rec.now()
         post = Recorder(pool, settings, cluster, "pacemaker", interval_s)
         await _phase(post, scenario.teardown, "teardown")
     meta = {
@@ -503,7 +522,7 @@ async def record(name: str, scenario: Scenario, out_dir: Path, interval_s: float
         "nodes": [n.name for n in cluster.nodes], "vips": list(cluster.vips),
         "everywhere": list(cluster.everywhere),
         "recorded": datetime.now(UTC).isoformat(timespec="seconds"), "versions": vers,
-        "token_ms": token_ms, "interval_s": interval_s, "duration_s": round(rec.now(), 3),
+        "token_ms": token_ms, "interval_s": interval_s, "duration_s": round(duration, 3),
         "settled_s": round(settled_at, 3), "rounds": rec.rounds,
         "setup": prep.steps, "teardown": post.steps, "steps": rec.steps,
     }

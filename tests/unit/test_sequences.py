@@ -22,7 +22,10 @@ from bot.settings import ClusterConfig, Commands
 from bot.ssh import build_command
 from tests.fakes.sequences import FIXTURES, Sample, Sequence, cmd_of, load, names
 
-RECORDED = ("power_cut_rejoin",)
+RECORDED = ("power_cut_rejoin", "flapping_node", "cluster_stop_start", "resync", "standby_unstandby",
+            "move_clear", "monitor_failure_cleanup", "quorum_loss", "maintenance",
+            "corosync_member_loss")
+CATALOGUE = {"cleanup", "resync", "standby", "unstandby", "move", "clear", "start"}
 LAB = Path(__file__).resolve().parents[2] / "deploy" / "lab"
 MAX_TOTAL_BYTES = 10_000_000
 
@@ -75,7 +78,8 @@ def test_metadata_is_complete(seq: Sequence) -> None:
     assert set(meta["versions"]) >= {"pacemaker", "corosync", "pcs"}
     assert 0.2 <= seq.interval_s <= 0.5 and seq.token_ms == 1000
     assert seq.steps and all(s.rc == 0 for s in seq.steps)
-    assert all(a.t_end <= b.t for a, b in zip(seq.steps, seq.steps[1:])), "steps overlap"
+    # One after the other, except actions started together (two nodes cut at the same instant).
+    assert all(a.t_end <= b.t or abs(b.t - a.t) < 0.1 for a, b in zip(seq.steps, seq.steps[1:]))
     assert seq.samples[-1].t <= seq.duration
 
 
@@ -173,3 +177,126 @@ def test_power_cut_shows_links_then_membership_then_failover_then_rejoin() -> No
     assert back is not None and back.t > on.t
     # While cut, node3's own crm_mon cannot reach its (dead) cluster stack.
     assert seq.answer("node3", "crm_mon", offline.t).rc != 0  # type: ignore[union-attr]
+
+
+def _crm(seq: Sequence, t: float, node: str = "node1") -> NodeView:
+    view = _view(seq.answer(node, "crm_mon", t))
+    assert view is not None, f"{node} had no crm_mon view at {t}"
+    return view
+
+
+def _between(seq: Sequence, a: float, b: float, node: str = "node1") -> list[NodeView]:
+    """node's crm_mon views answered in [a, b) (plus the one standing at a)."""
+    first = seq.answer(node, "crm_mon", a)
+    lines = [s for s in seq.changes(node, "crm_mon") if a < s.t < b]
+    return [v for s in ([first] if first else []) + lines if (v := _view(s)) is not None]
+
+
+def _step(seq: Sequence, action: str, nth: int = 0) -> float:
+    step = seq.step(action, nth)
+    assert step is not None, f"{seq.name} has no step {action} #{nth}"
+    return step.t
+
+
+def test_remediation_steps_are_catalogue_fixes(seq: Sequence) -> None:
+    for step in seq.remediations:
+        assert step.remediation is not None and step.remediation[0] in CATALOGUE
+        assert step.remediation[1], "a remediation names its target"
+
+
+def test_flapping_node_goes_offline_five_times_within_a_minute() -> None:
+    seq = load("flapping_node")
+    online = [n.online for s in seq.changes("node1", "crm_mon")
+              if (v := _view(s)) is not None and (n := v.node("node2")) is not None]
+    drops = sum(1 for a, b in zip(online, online[1:]) if a and not b)
+    assert drops == 5 and online[-1]
+    cuts = [s for s in seq.steps if s.action == "power_cut"]
+    assert len(cuts) == 5 and {s.node for s in cuts} == {"node2"}
+    assert seq.steps[-1].t_end - cuts[0].t < 70
+
+
+def test_clean_stop_leaves_membership_before_links_and_start_is_a_remediation() -> None:
+    seq = load("cluster_stop_start")
+    stop, start = _step(seq, "cluster_stop"), _step(seq, "start")
+    assert seq.step("start") is not None and seq.step("start").remediation == ("start", ("node3",))  # type: ignore[union-attr]
+    views = _between(seq, stop, start)
+    assert any((n := v.node("node3")) is not None and not n.online for v in views)
+    off = seq.first_change("node1", "crm_mon",
+                           lambda s: (v := _view(s)) is not None and not v.node("node3").online,  # type: ignore[union-attr]
+                           after=stop)
+    links = seq.first_change("node1", "cfgtool",
+                             lambda s: any(3 in lk.down_peers for lk in parse_cfgtool(s.out).links),
+                             after=stop)
+    assert off is not None and links is not None and off.t <= links.t, \
+        "pacemaker leaves first on a clean stop; corosync (and its links) goes after it"
+    assert _healthy(seq, _crm(seq, seq.duration))
+
+
+def test_resync_takes_node2_out_and_back() -> None:
+    seq = load("resync")
+    fixes = [s.remediation for s in seq.remediations]
+    assert fixes == [("resync", ("node2",)), ("resync", ("node2",))]
+    views = _between(seq, _step(seq, "restart_corosync"), seq.duration)
+    assert any(not v.node("node2").online for v in views)  # type: ignore[union-attr]
+    assert any(v.running_on("virtual_ip_2") not in ((), ("node2",)) for v in views)
+
+
+def test_standby_moves_node2s_resources_off_and_back() -> None:
+    seq = load("standby_unstandby")
+    during = _crm(seq, _step(seq, "unstandby"))
+    assert during.node("node2").standby  # type: ignore[union-attr]
+    assert "node2" not in during.running_on("virtual_ip_2") and during.running_on("virtual_ip_2")
+    assert "node2" not in during.running_on("loadbalancer-clone")
+    assert _healthy(seq, _crm(seq, seq.duration))
+
+
+def test_move_puts_virtual_ip_1_on_node3_until_cleared() -> None:
+    seq = load("move_clear")
+    assert _crm(seq, _step(seq, "clear")).running_on("virtual_ip_1") == ("node3",)
+    assert _crm(seq, seq.duration).running_on("virtual_ip_1") == ("node1",)
+    assert [s.remediation for s in seq.remediations] == [
+        ("move", ("virtual_ip_1", "node3")), ("clear", ("virtual_ip_1",))]
+
+
+def test_monitor_failure_shows_then_cleanup_reprobes_and_clears_it() -> None:
+    seq = load("monitor_failure_cleanup")
+    broken, cleanup = _step(seq, "break_resource"), _step(seq, "cleanup")
+    failed = _crm(seq, cleanup)
+    assert [(f.resource, f.node, f.exitcode) for f in failed.failures] == [("virtual_ip_1", "node1", 7)]
+    assert _crm(seq, broken).failures == ()
+    # The cleanup's re-probe: virtual_ip_1 shows as stopped for a moment, with the failure gone.
+    reprobe = _between(seq, cleanup, seq.duration)
+    assert any(not v.failures and not v.running_on("virtual_ip_1") for v in reprobe)
+    assert _healthy(seq, _crm(seq, seq.duration))
+
+
+def test_quorum_loss_stops_every_vip_then_recovers() -> None:
+    seq = load("quorum_loss")
+    alone = _crm(seq, _step(seq, "power_on"))
+    assert alone.quorate is False
+    assert not alone.node("node2").online and not alone.node("node3").online  # type: ignore[union-attr]
+    assert all(not alone.running_on(vip) for vip in seq.vips)
+    assert _members(seq.answer("node1", "quorumtool", _step(seq, "power_on"))) is None  # not quorate
+    assert _healthy(seq, _crm(seq, seq.duration))
+
+
+def test_maintenance_node_then_cluster() -> None:
+    seq = load("maintenance")
+    node_on = _crm(seq, _step(seq, "node_unmaintenance"))
+    assert node_on.node("node2").maintenance and not node_on.summary.options.maintenance_mode  # type: ignore[union-attr]
+    cluster_on = _crm(seq, _step(seq, "cluster_unmaintenance"))
+    assert cluster_on.summary.options.maintenance_mode
+    end = _crm(seq, seq.duration)
+    assert not end.summary.options.maintenance_mode and not end.node("node2").maintenance  # type: ignore[union-attr]
+
+
+def test_corosync_only_member_loss_and_return() -> None:
+    seq = load("corosync_member_loss")
+    assert seq.kind == "corosync" and "crm_mon" not in seq.cmds
+    assert {s.argv for s in seq.samples if s.cmd == "daemons"} == {COROSYNC_DAEMONS}
+    cut, back = _step(seq, "power_cut"), _step(seq, "start_corosync")
+    assert _members(seq.answer("node1", "quorumtool", back)) == 2
+    dead = seq.answer("node3", "quorumtool", back)
+    assert dead is not None and dead.rc != 0
+    assert _members(seq.answer("node1", "quorumtool", cut)) == 3
+    assert _members(seq.answer("node1", "quorumtool", seq.duration)) == 3
