@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import shlex
@@ -418,10 +419,8 @@ class Recorder:
             if time.monotonic() >= deadline:
                 return False
             self._tick.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tick.wait(), max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
         return True
 
     # steps

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
 
@@ -16,7 +18,7 @@ import pytest
 
 from bot.collect import COROSYNC_DAEMONS
 from bot.corosync.parse import parse_cfgtool, parse_quorum
-from bot.pacemaker.model import NodeView
+from bot.pacemaker.model import Node, NodeView
 from bot.pacemaker.parse import parse
 from bot.settings import ClusterConfig, Commands
 from bot.ssh import build_command
@@ -79,7 +81,7 @@ def test_metadata_is_complete(seq: Sequence) -> None:
     assert 0.2 <= seq.interval_s <= 0.5 and seq.token_ms == 1000
     assert seq.steps and all(s.rc == 0 for s in seq.steps)
     # One after the other, except actions started together (two nodes cut at the same instant).
-    assert all(a.t_end <= b.t or abs(b.t - a.t) < 0.1 for a, b in zip(seq.steps, seq.steps[1:]))
+    assert all(a.t_end <= b.t or abs(b.t - a.t) < 0.1 for a, b in pairwise(seq.steps))
     assert seq.samples[-1].t <= seq.duration
 
 
@@ -91,14 +93,14 @@ def test_samples_are_sorted_and_change_each_time(seq: Sequence) -> None:
             lines = seq.changes(node, cmd)
             assert lines, f"{node} never answered {cmd}"
             keys = [(s.rc, record.stable(cmd, s.out), s.err) for s in lines]
-            assert all(a != b for a, b in zip(keys, keys[1:])), f"{node} {cmd}: unchanged line kept"
+            assert all(a != b for a, b in pairwise(keys)), f"{node} {cmd}: unchanged line kept"
 
 
 def test_answer_is_the_latest_at_or_before_t(seq: Sequence) -> None:
     node, cmd = seq.nodes[0], seq.cmds[0]
     lines = seq.changes(node, cmd)
     assert seq.answer(node, cmd, lines[0].t - 0.001) is None
-    for a, b in zip(lines, lines[1:]):
+    for a, b in pairwise(lines):
         assert seq.answer(node, cmd, a.t) is a
         assert seq.answer(node, cmd, (a.t + b.t) / 2) is a
     assert seq.answer(node, cmd, seq.duration + 100) is lines[-1]
@@ -159,11 +161,7 @@ def test_power_cut_shows_links_then_membership_then_failover_then_rejoin() -> No
     cut, on = seq.step("power_cut"), seq.step("power_on")
     assert cut is not None and on is not None and cut.node == "node3"
 
-    def down(s: Sample) -> bool:
-        view = _view(s)
-        return view is not None and (n := view.node("node3")) is not None and not n.online
-
-    offline = seq.first_change("node1", "crm_mon", down, after=cut.t)
+    offline = seq.first_change("node1", "crm_mon", _offline("node3"), after=cut.t)
     assert offline is not None and offline.t < on.t
     links = seq.first_change("node1", "cfgtool",
                              lambda s: any(3 in lk.down_peers for lk in parse_cfgtool(s.out).links),
@@ -176,7 +174,19 @@ def test_power_cut_shows_links_then_membership_then_failover_then_rejoin() -> No
     back = seq.first_change("node1", "crm_mon", lambda s: _healthy(seq, _view(s)), after=on.t)
     assert back is not None and back.t > on.t
     # While cut, node3's own crm_mon cannot reach its (dead) cluster stack.
-    assert seq.answer("node3", "crm_mon", offline.t).rc != 0  # type: ignore[union-attr]
+    own = seq.answer("node3", "crm_mon", offline.t)
+    assert own is not None and own.rc != 0
+
+
+def _node(view: NodeView, name: str) -> Node:
+    node = view.node(name)
+    assert node is not None, f"{name} is not in the view"
+    return node
+
+
+def _offline(name: str) -> Callable[[Sample], bool]:
+    """A crm_mon answer that shows node `name` offline."""
+    return lambda s: (v := _view(s)) is not None and not _node(v, name).online
 
 
 def _crm(seq: Sequence, t: float, node: str = "node1") -> NodeView:
@@ -208,7 +218,7 @@ def test_flapping_node_goes_offline_five_times_within_a_minute() -> None:
     seq = load("flapping_node")
     online = [n.online for s in seq.changes("node1", "crm_mon")
               if (v := _view(s)) is not None and (n := v.node("node2")) is not None]
-    drops = sum(1 for a, b in zip(online, online[1:]) if a and not b)
+    drops = sum(1 for a, b in pairwise(online) if a and not b)
     assert drops == 5 and online[-1]
     cuts = [s for s in seq.steps if s.action == "power_cut"]
     assert len(cuts) == 5 and {s.node for s in cuts} == {"node2"}
@@ -218,12 +228,9 @@ def test_flapping_node_goes_offline_five_times_within_a_minute() -> None:
 def test_clean_stop_leaves_membership_before_links_and_start_is_a_remediation() -> None:
     seq = load("cluster_stop_start")
     stop, start = _step(seq, "cluster_stop"), _step(seq, "start")
-    assert seq.step("start") is not None and seq.step("start").remediation == ("start", ("node3",))  # type: ignore[union-attr]
-    views = _between(seq, stop, start)
-    assert any((n := v.node("node3")) is not None and not n.online for v in views)
-    off = seq.first_change("node1", "crm_mon",
-                           lambda s: (v := _view(s)) is not None and not v.node("node3").online,  # type: ignore[union-attr]
-                           after=stop)
+    assert [s.remediation for s in seq.remediations] == [("start", ("node3",))]
+    assert any(not _node(v, "node3").online for v in _between(seq, stop, start))
+    off = seq.first_change("node1", "crm_mon", _offline("node3"), after=stop)
     links = seq.first_change("node1", "cfgtool",
                              lambda s: any(3 in lk.down_peers for lk in parse_cfgtool(s.out).links),
                              after=stop)
@@ -237,14 +244,14 @@ def test_resync_takes_node2_out_and_back() -> None:
     fixes = [s.remediation for s in seq.remediations]
     assert fixes == [("resync", ("node2",)), ("resync", ("node2",))]
     views = _between(seq, _step(seq, "restart_corosync"), seq.duration)
-    assert any(not v.node("node2").online for v in views)  # type: ignore[union-attr]
+    assert any(not _node(v, "node2").online for v in views)
     assert any(v.running_on("virtual_ip_2") not in ((), ("node2",)) for v in views)
 
 
 def test_standby_moves_node2s_resources_off_and_back() -> None:
     seq = load("standby_unstandby")
     during = _crm(seq, _step(seq, "unstandby"))
-    assert during.node("node2").standby  # type: ignore[union-attr]
+    assert _node(during, "node2").standby
     assert "node2" not in during.running_on("virtual_ip_2") and during.running_on("virtual_ip_2")
     assert "node2" not in during.running_on("loadbalancer-clone")
     assert _healthy(seq, _crm(seq, seq.duration))
@@ -274,7 +281,7 @@ def test_quorum_loss_stops_every_vip_then_recovers() -> None:
     seq = load("quorum_loss")
     alone = _crm(seq, _step(seq, "power_on"))
     assert alone.quorate is False
-    assert not alone.node("node2").online and not alone.node("node3").online  # type: ignore[union-attr]
+    assert not _node(alone, "node2").online and not _node(alone, "node3").online
     assert all(not alone.running_on(vip) for vip in seq.vips)
     assert _members(seq.answer("node1", "quorumtool", _step(seq, "power_on"))) is None  # not quorate
     assert _healthy(seq, _crm(seq, seq.duration))
@@ -283,11 +290,11 @@ def test_quorum_loss_stops_every_vip_then_recovers() -> None:
 def test_maintenance_node_then_cluster() -> None:
     seq = load("maintenance")
     node_on = _crm(seq, _step(seq, "node_unmaintenance"))
-    assert node_on.node("node2").maintenance and not node_on.summary.options.maintenance_mode  # type: ignore[union-attr]
+    assert _node(node_on, "node2").maintenance and not node_on.summary.options.maintenance_mode
     cluster_on = _crm(seq, _step(seq, "cluster_unmaintenance"))
     assert cluster_on.summary.options.maintenance_mode
     end = _crm(seq, seq.duration)
-    assert not end.summary.options.maintenance_mode and not end.node("node2").maintenance  # type: ignore[union-attr]
+    assert not end.summary.options.maintenance_mode and not _node(end, "node2").maintenance
 
 
 def test_corosync_only_member_loss_and_return() -> None:
