@@ -42,7 +42,7 @@ from bot.settings import ClusterConfig, Settings
 from bot.store import Incident, IncidentState, Store
 from bot.watch.fixes import Fix, explaining
 from bot.watch.grouping import owner
-from bot.watch.settle import settle
+from bot.watch.settle import ring_moved, settle
 
 log = logging.getLogger(__name__)
 JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per cluster
@@ -159,7 +159,8 @@ class Watcher:
         now = self.clock()
         fixes = self._fixes(cluster, now)
         settling, events = settle(state.settling, events, now.timestamp(), self.settings.settle_s,
-                                  fixing=any(f.acting(now, self.settings.settle_s) for f in fixes))
+                                  fixing=any(f.acting(now, self.settings.settle_s) for f in fixes),
+                                  moved=ring_moved(prev.last if prev is not None else None, state.last))
         state = replace(state, settling=settling)
         drafts = incidents(events)
         dumped = _dump(state)
@@ -247,7 +248,7 @@ class Watcher:
     def _owned(self, poll: _Poll, draft: IncidentDraft) -> IncidentDraft:
         """The draft keyed on the incident it belongs to (its node's, when that node's incident is
         open or just ended): one node's failure is one incident whichever symptom shows first."""
-        since = self.clock() - timedelta(seconds=self.settings.flap_window_s)
+        since = self.clock() - timedelta(seconds=self.settings.settle_s)
         keys = [i.key for i in self.store.recent_incidents(poll.cluster.name, since)
                 if not i.key.startswith((FLAPPING, FIX))]
         snap = poll.state.last if poll.state is not None else None

@@ -25,7 +25,7 @@ from bot.pacemaker.snapshot import (
 )
 from bot.watch.codes import DISAGREEMENTS, FindingCode
 from bot.watch.events import CLEARS, NEUTRAL, ONE_SHOT, Event, EventKind
-from bot.watch.settle import Settling
+from bot.watch.settle import Settling, ring_moved
 
 __all__ = ["CLEARS", "NEUTRAL", "ONE_SHOT", "Event", "EventKind", "IncidentDraft", "WatchState", "diff",
            "incidents", "step"]
@@ -466,6 +466,7 @@ def step(state: WatchState | None, report: ClusterReport, expect: Expectations =
     events = [_cluster_back(snap)] if prev.no_view_said else []
     if prev.last is not None:
         events += diff(prev.last, snap)
+        events += _bounced(prev.last, snap)
     verdict, reach = _verdicts(prev.unreachable, misses, snap, unreachable_after)
     homes = dict(prev.homes)
     homes.update((vip, _words(nodes)) for vip, nodes in snap.vips if nodes)
@@ -473,6 +474,30 @@ def step(state: WatchState | None, report: ClusterReport, expect: Expectations =
     new = WatchState(snap, 0, False, misses, verdict, disagree, tuple(sorted(homes.items())), prev.settling)
     # First sight: the watcher alerts on the report itself, a verdict is just remembered.
     return new, (() if state is None else tuple(events + reach))
+
+
+def _bounced(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+    """Nodes that left the membership and came back between two polls: the same members, yet
+    Corosync's membership moved on, and the node did not answer with a view the poll before."""
+    if not ring_moved(b, a) or set(b.members) != set(a.members):
+        return
+    ring = f" (Corosync ring {b.corosync.ring_id if b.corosync else '?'} → {a.corosync.ring_id if a.corosync else '?'})"
+    for node in _suspects(b, a):
+        yield _event(_K.NODE_BOUNCED, Severity.WARNING, node,
+                     f"{node} left the cluster and rejoined between two polls{ring}", f"node:{node}",
+                     before="member", after="rejoined", nodes=(node,))
+
+
+def _suspects(b: Snapshot, a: Snapshot) -> list[str]:
+    """Which node bounced: one silent in the poll before, else one whose resources are still
+    coming back (a clone instance missing, serving no VIP while another node serves two)."""
+    silent = (set(b.disconnected) | {n for n, _ in b.unanswered}) & set(a.members)
+    if silent:
+        return sorted(silent)
+    load = [n for _, nodes in a.vips for n in nodes]
+    uneven = len(load) > len(set(load)) or any(not nodes for _, nodes in a.vips)
+    idle = {n for n in a.members if n not in load} if uneven else set()
+    return sorted({n for _, n in a.clone_gaps} | idle)
 
 
 def _as_move(event: Event, homes: Mapping[str, str]) -> Event:

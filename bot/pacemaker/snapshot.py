@@ -98,6 +98,9 @@ class CorosyncState:
     # Links down between two members (redundancy lost) and faulty rings; a link to a node that
     # left is the member-lost event's business, not its own.
     links_down: tuple[LinkDown, ...] = ()
+    # Corosync's membership generation: it moves with every membership change, so a node that left
+    # and came back between two polls still shows (issue 14: Pacemaker is then still acting).
+    ring_id: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -211,6 +214,7 @@ def _corosync(report: ClusterReport) -> CorosyncState | None:
         quorate=q.quorate,
         members=tuple(sorted((m.nodeid, summary.name(m.nodeid)) for m in q.members)),
         reference_node=summary.reference_node,
+        ring_id=q.ring_id,
         total_votes=vq.total_votes if vq else None,
         expected_votes=vq.expected_votes if vq else None,
         quorum=vq.quorum if vq else None,

@@ -68,6 +68,9 @@ class EventKind(StrEnum):
     MEMBER_BACK = "member_back"
     LINK_DOWN = "link_down"
     LINK_UP = "link_up"
+    # A node left the membership and rejoined between two polls: only Corosync's ring id and the
+    # node's silence in the poll before say so. Nothing clears it but the cluster being healthy.
+    NODE_BOUNCED = "node_bounced"
 
 
 _K = EventKind

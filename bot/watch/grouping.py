@@ -16,8 +16,9 @@ from bot.pacemaker.diff import IncidentDraft
 
 NODE = "node:"
 LINK = "link:"
-# Whole-cluster causes that a node's loss explains (quorum is lost because nodes left).
-CLUSTER_CAUSES = ("quorum",)
+# Whole-cluster changes that belong to a node's incident open or just ended: quorum is lost
+# because nodes left; cluster maintenance follows node maintenance in one maintenance window.
+CLUSTER_CAUSES = ("quorum", "maintenance")
 
 
 def owner(draft: IncidentDraft, *, nodes: Sequence[str], members: Collection[str],

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from bot.pacemaker.snapshot import Snapshot
 from bot.watch.events import Event, EventKind
 
 _K = EventKind
@@ -31,11 +32,11 @@ NODE_CHANGES = frozenset({
     _K.NODE_OFFLINE, _K.NODE_ONLINE, _K.MEMBER_LOST, _K.MEMBER_BACK, _K.NODE_STANDBY, _K.NODE_UNSTANDBY,
     _K.NODE_MAINTENANCE, _K.NODE_UNMAINTENANCE, _K.NODE_PENDING, _K.NODE_JOINED, _K.QUORUM_LOST,
     _K.QUORUM_REGAINED, _K.COROSYNC_QUORUM_LOST, _K.COROSYNC_QUORUM_REGAINED, _K.FENCE_SUCCEEDED,
-    _K.CLUSTER_REACHABLE, _K.MAINTENANCE_ON, _K.MAINTENANCE_OFF, _K.DC_ELECTED})
+    _K.CLUSTER_REACHABLE, _K.MAINTENANCE_ON, _K.MAINTENANCE_OFF, _K.DC_ELECTED, _K.NODE_BOUNCED})
 LEAVES = frozenset({_K.NODE_OFFLINE, _K.MEMBER_LOST})
 # A node coming (back) in: its VIPs are stopped where they were and started on it.
 JOINS = frozenset({_K.NODE_ONLINE, _K.MEMBER_BACK, _K.NODE_JOINED, _K.NODE_UNSTANDBY,
-                   _K.NODE_UNMAINTENANCE, _K.QUORUM_REGAINED})
+                   _K.NODE_UNMAINTENANCE, _K.QUORUM_REGAINED, _K.NODE_BOUNCED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +63,25 @@ class Settling:
         return any(h.event.key == key for h in self.held)
 
 
+def ring_moved(before: Snapshot | None, after: Snapshot | None) -> bool:
+    """Corosync's membership changed since the last poll, whatever the two views show: a node
+    that left and rejoined between two polls leaves only this trace (and its tail)."""
+    if before is None or after is None or before.corosync is None or after.corosync is None:
+        return False
+    old, new = before.corosync.ring_id, after.corosync.ring_id
+    return old is not None and new is not None and old != new
+
+
 def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float, *,
-           fixing: bool = False) -> tuple[Settling, tuple[Event, ...]]:
+           fixing: bool = False, moved: bool = False) -> tuple[Settling, tuple[Event, ...]]:
     """One poll's events -> the state to keep and the events that are news now (in poll order,
-    then whatever outlived its hold). `fixing`: an approved remediation is acting."""
+    then whatever outlived its hold). `fixing`: an approved remediation is acting; `moved`: the
+    membership changed since the last poll (see `ring_moved`)."""
     events = tuple(events)
-    if any(e.kind in NODE_CHANGES for e in events):
+    if moved or any(e.kind in NODE_CHANGES for e in events):
         state = replace(state, changed_at=now)
-    if any(e.kind in JOINS for e in events):
+    leaving = any(e.kind in LEAVES for e in events)
+    if any(e.kind in JOINS for e in events) or (moved and not leaving):
         state = replace(state, joined_at=now)
     acting = fixing or state.acting(now, settle_s)
     held = {h.event.key: h for h in state.held}

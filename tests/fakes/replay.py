@@ -17,12 +17,13 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from collections.abc import Iterable, Sequence as Seq
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.approvals import Approve, Finish, Request, Result, Start
 from bot.collect import Collector
 from bot.corosync.parse import parse_quorum
 from bot.errors import ParseError, SudoRefused, Unreachable
@@ -30,6 +31,7 @@ from bot.settings import ClusterConfig, NodeConfig, Settings
 from bot.ssh import Completed, SshTarget
 from bot.store import Store
 from bot.watcher import Watcher
+from tests.fakes.sequences import cmd_of
 
 MENTION = "<!subteam^S0ONCALL>"
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -62,16 +64,6 @@ class SequenceLike(Protocol):
     def answer(self, node: str, cmd: str, t: float) -> Any: ...
 
 
-def cmd_name(argv: Iterable[str]) -> str | None:
-    """The recorded command an argv asks for (with or without sudo)."""
-    words = [w for w in argv if w not in ("sudo", "-n")]
-    if not words:
-        return None
-    tool = words[0]
-    return {"crm_mon": "crm_mon", "corosync-quorumtool": "quorumtool", "corosync-cfgtool": "cfgtool",
-            "systemctl": "daemons", "pacemakerd": "version"}.get(tool)
-
-
 @dataclass
 class VClock:
     """Virtual time: seconds since the start of the sequence."""
@@ -95,12 +87,14 @@ class ReplayPool:
 
     async def read(self, target: SshTarget, argv: Seq[str], *, timeout_s: float) -> Completed:
         self.asked += 1
-        cmd = cmd_name(argv)
+        cmd = cmd_of(shlex.join(argv))
         sample = self.seq.answer(target.node, cmd, self.clock.t) if cmd else None
         if sample is None:
             if cmd == "daemons":  # not recorded: like a sudoers file without the unit list
                 raise SudoRefused(target.node, "daemon states were not recorded")
             raise Unreachable(target.node, f"nothing recorded for {shlex.join(argv)}")
+        if sample.rc is None:  # the recorder got no answer over SSH either
+            raise Unreachable(target.node, sample.err or "no answer")
         return Completed(target.node, tuple(argv), sample.rc, sample.out, sample.err,
                          getattr(sample, "dt", 0.05))
 
@@ -179,6 +173,14 @@ def member(seq: SequenceLike, node: str, t: float) -> bool:
     return False
 
 
+def start_of(seq: SequenceLike) -> float:
+    """The first moment every recorded command of every node has an answer."""
+    firsts: dict[tuple[str, str], float] = {}
+    for s in seq.samples:
+        firsts.setdefault((s.node, s.cmd), s.t)
+    return max(firsts.values(), default=0.0)
+
+
 def first_change(seq: SequenceLike) -> float:
     """The first sample after the scenario's first step whose answer differs from before it
     (crm_mon or Corosync's quorum view: what an alert can be about)."""
@@ -202,9 +204,9 @@ def settings_of(cluster: ClusterConfig, tmp: Path, poll_s: float, **extra: Any) 
 
 async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 0.0,
                  tail_s: float | None = None, store: Store | None = None,
-                 **settings: Any) -> Replay:
+                 request_channel: str = "C0ALERTS", **settings: Any) -> Replay:
     """Replay `seq` polling every `poll_s` from `phase`, then `tail_s` more of its last state."""
-    clock = VClock(phase)
+    clock = VClock(start_of(seq) + phase)
     cluster = cluster_of(seq)
     conf = settings_of(cluster, tmp, poll_s, **settings)
     own = store is None
@@ -214,10 +216,12 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
     watcher = Watcher(settings=conf, collect=collector.collect, store=store, clock=clock.now,
                       monotonic=clock.monotonic)
     result = Replay(seq, poll_s, phase)
+    fixes = FixScript(seq, cluster, store, request_channel)
     end = seq.duration + (conf.flap_window_s + TAIL_S if tail_s is None else tail_s)
     seen = 0
     try:
         while clock.t <= end:
+            fixes.advance(clock.t)
             started = time.process_time()
             await watcher.poll(cluster)
             cost = time.process_time() - started
@@ -230,6 +234,50 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
         if own:
             store.close()
     return result
+
+
+@dataclass
+class FixScript:
+    """The sequence's catalogue fixes as approved requests in the store, with the real state
+    machine and audit: approved a second before the step, running through it, finished at its end
+    (consecutive steps of one fix, like a resync's two restarts, are one request)."""
+
+    seq: SequenceLike
+    cluster: ClusterConfig
+    store: Store
+    channel: str
+    pending: list[tuple[float, str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        spans: list[tuple[float, float, Any]] = []
+        for step in self.seq.steps:
+            fix = getattr(step, "remediation", None)
+            if fix is None:
+                continue
+            if spans and spans[-1][2] == fix and step.t - spans[-1][1] < 1.0:
+                spans[-1] = (spans[-1][0], step.t_end, fix)
+            else:
+                spans.append((step.t, step.t_end, fix))
+        for i, (t, t_end, (action, args)) in enumerate(spans):
+            rid = f"fix{i}"
+            self.pending += [(t - 1.0, rid, ("create", action, tuple(args))), (t - 1.0, rid, Approve("U0APPROVER")),
+                             (t, rid, Start()), (t_end, rid, Finish(Result(exit_status=0)))]
+        self.pending.sort(key=lambda p: p[0])
+
+    def advance(self, t: float) -> None:
+        while self.pending and self.pending[0][0] <= t:
+            at, rid, what = self.pending.pop(0)
+            now = BASE + timedelta(seconds=at)
+            if isinstance(what, tuple):
+                _, action, args = what
+                self.store.create_request(Request(
+                    id=rid, cluster=self.cluster.name, action=action, args=args, node=self.cluster.nodes[0].name,
+                    argv=("pcs", action, *args), requester="U0ONCALL", channel=self.channel,
+                    reason="replayed remediation", prediction=None, fingerprint="replay", created_at=now,
+                    expires_at=now + timedelta(minutes=15), required_approvals=1, allow_self_approval=False,
+                    message_ts=f"req-{rid}"))
+            else:
+                self.store.apply(rid, what, now=now, is_approver=True)
 
 
 def _collect_messages(store: Store, result: Replay, at: float, seen: int) -> int:
