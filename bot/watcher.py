@@ -22,7 +22,7 @@ from typing import Any
 from bot.collect import Ask
 from bot.delivery import doc_json
 from bot.metrics import Metrics
-from bot.pacemaker.diff import Event, Flapping, IncidentDraft, WatchState, diff, incidents, step
+from bot.pacemaker.diff import Event, EventKind, Flapping, IncidentDraft, WatchState, diff, incidents, step
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.snapshot import Snapshot
@@ -41,7 +41,7 @@ from bot.render.doc import Doc
 from bot.settings import ClusterConfig, Settings
 from bot.store import Incident, IncidentState, Store
 from bot.watch.fixes import Fix, explaining
-from bot.watch.grouping import owner
+from bot.watch.grouping import coalesce, owner
 from bot.watch.settle import ring_moved, settle
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per c
 INITIAL_KEY = "initial"
 FLAPPING = "flapping:"  # key prefix of the incident standing for a flapping key
 FIX = "fix:"  # key prefix of the alert-channel root standing for an approved fix at work
+# Conditions of a whole-cluster loss: while one is open, its incident owns every change.
+WHOLE_CLUSTER = ("quorum_lost:", "corosync_quorum_lost:", "cluster_unreachable:")
 
 
 @dataclass
@@ -176,7 +178,7 @@ class Watcher:
             # Before this poll's news: a flap that calmed is settled against what the cluster looked
             # like until now, and this poll's change is then news like any other.
             self._settle_flaps(poll)
-            for draft in drafts:
+            for draft in self._coalesced(poll, drafts):
                 self._handle(poll, draft)
             self._track_flaps(poll, drafts)
             self._end_fixes(poll)
@@ -245,15 +247,33 @@ class Watcher:
         if shots is not None:
             self._deliver(poll, shots)
 
+    def _coalesced(self, poll: _Poll, drafts: tuple[IncidentDraft, ...]) -> list[IncidentDraft]:
+        """The poll's drafts, its new problems as one incident when they are one event."""
+        if sum(d.is_problem for d in drafts) < 2:
+            return list(drafts)
+        now = self.clock()
+
+        def opening(d: IncidentDraft) -> bool:
+            if explaining(poll.fixes, d, now, self.settings.settle_s) is not None:
+                return False
+            key = self._owned(poll, d).key
+            return (self.store.find_open_incident(poll.cluster.name, key) is None
+                    and self._recent(poll, key, self.settings.flap_window_s) is None)
+
+        return coalesce(drafts, opening)
+
     def _owned(self, poll: _Poll, draft: IncidentDraft) -> IncidentDraft:
         """The draft keyed on the incident it belongs to (its node's, when that node's incident is
         open or just ended): one node's failure is one incident whichever symptom shows first."""
         since = self.clock() - timedelta(seconds=self.settings.settle_s)
-        keys = [i.key for i in self.store.recent_incidents(poll.cluster.name, since)
-                if not i.key.startswith((FLAPPING, FIX))]
+        found = [i for i in self.store.recent_incidents(poll.cluster.name, since)
+                 if not i.key.startswith((FLAPPING, FIX))]
+        absorbing = next((i.key for i in found if i.state is IncidentState.OPEN
+                          and any(k.startswith(WHOLE_CLUSTER) for k in _opened(i))), None)
         snap = poll.state.last if poll.state is not None else None
         members = snap.members if snap is not None else ()
-        key = owner(draft, nodes=[n.name for n in poll.cluster.nodes], members=members, incidents=keys)
+        key = owner(draft, nodes=[n.name for n in poll.cluster.nodes], members=members,
+                    incidents=[i.key for i in found], absorbing=absorbing)
         return draft if key == draft.key else replace(draft, key=key)
 
     def _fix_effect(self, poll: _Poll, fix: Fix, draft: IncidentDraft) -> None:
@@ -726,8 +746,9 @@ def _latest(inc: Incident) -> dict[str, Event]:
 
 
 def _condition_change(event: Event) -> bool:
-    """A condition going bad or good: what a flap silences and how it ends (not a move, not a fence)."""
-    return event.recovery or (event.problem and not event.one_shot)
+    """A condition going bad or good: what a flap silences and how it ends (not a move, not a fence,
+    not a node's bounce between two polls: that is over when it is seen)."""
+    return event.recovery or (event.problem and not event.one_shot and event.kind is not EventKind.NODE_BOUNCED)
 
 
 def _remedy(draft: IncidentDraft) -> str | None:

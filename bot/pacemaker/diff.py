@@ -459,14 +459,15 @@ def step(state: WatchState | None, report: ClusterReport, expect: Expectations =
          unreachable_after: int = UNREACHABLE_AFTER) -> tuple[WatchState, tuple[Event, ...]]:
     """One poll: the new state and what changed. First sight (state None) reports no change."""
     prev = state or WatchState()
-    snap, disagree = _settled(snapshot(report, expect), prev, unreachable_after)
+    raw = snapshot(report, expect)
+    snap, disagree = _settled(raw, prev, unreachable_after)
     misses = _misses(prev, snap)
     if not snap.has_view:
         return _blind(prev, snap, misses, first=state is None, after=unreachable_after)
     events = [_cluster_back(snap)] if prev.no_view_said else []
     if prev.last is not None:
         events += diff(prev.last, snap)
-        events += _bounced(prev.last, snap)
+        events += _bounced(prev.last, snap, raw.notes)
     verdict, reach = _verdicts(prev.unreachable, misses, snap, unreachable_after)
     homes = dict(prev.homes)
     homes.update((vip, _words(nodes)) for vip, nodes in snap.vips if nodes)
@@ -476,24 +477,28 @@ def step(state: WatchState | None, report: ClusterReport, expect: Expectations =
     return new, (() if state is None else tuple(events + reach))
 
 
-def _bounced(b: Snapshot, a: Snapshot) -> Iterable[Event]:
+def _bounced(b: Snapshot, a: Snapshot, notes: tuple[Note, ...]) -> Iterable[Event]:
     """Nodes that left the membership and came back between two polls: the same members, yet
     Corosync's membership moved on, and the node did not answer with a view the poll before."""
     if not ring_moved(b, a) or set(b.members) != set(a.members):
         return
     ring = f" (Corosync ring {b.corosync.ring_id if b.corosync else '?'} → {a.corosync.ring_id if a.corosync else '?'})"
-    for node in _suspects(b, a):
+    for node in _suspects(b, a, notes):
         yield _event(_K.NODE_BOUNCED, Severity.WARNING, node,
                      f"{node} left the cluster and rejoined between two polls{ring}", f"node:{node}",
                      before="member", after="rejoined", nodes=(node,))
 
 
-def _suspects(b: Snapshot, a: Snapshot) -> list[str]:
-    """Which node bounced: one silent in the poll before, else one whose resources are still
-    coming back (a clone instance missing, serving no VIP while another node serves two)."""
+def _suspects(b: Snapshot, a: Snapshot, notes: tuple[Note, ...]) -> list[str]:
+    """Which node bounced: one silent in the poll before, else one whose view still differs from
+    the others' (`notes`: before the disagreements wait their polls), else one whose resources
+    are still coming back (a clone instance missing, serving no VIP while another serves two)."""
     silent = (set(b.disconnected) | {n for n, _ in b.unanswered}) & set(a.members)
     if silent:
         return sorted(silent)
+    odd = {n.subject for n in notes if n.code in DISAGREEMENTS} & set(a.members)
+    if odd:
+        return sorted(odd)
     load = [n for _, nodes in a.vips for n in nodes]
     uneven = len(load) > len(set(load)) or any(not nodes for _, nodes in a.vips)
     idle = {n for n in a.members if n not in load} if uneven else set()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.pacemaker.diff import IncidentDraft
+from bot.watch.events import EventKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,23 @@ class Fix:
         return frozenset(self.args or (self.node,))
 
 
+# Fixes that bring things up: a node going down or quorum lost while one acts is not its doing
+# (`pcs cluster stop` by hand just before an approved `start` is news of its own).
+BRINGS_UP = frozenset({"start", "unstandby", "unmaintenance"})
+_DOWN = frozenset({EventKind.NODE_OFFLINE, EventKind.MEMBER_LOST, EventKind.NODE_UNCLEAN,
+                   EventKind.QUORUM_LOST, EventKind.COROSYNC_QUORUM_LOST, EventKind.CLUSTER_UNREACHABLE})
+
+
 def explaining(fixes: Iterable[Fix], draft: IncidentDraft, now: datetime, settle_s: float) -> Fix | None:
     """The acting fix whose effects the draft shows, if any. A fencing is never a fix's effect."""
     if any(e.one_shot for e in draft.events):
         return None
     for fix in fixes:
-        if fix.acting(now, settle_s) and any(_touched(fix.touches, e.subject, e.nodes) for e in draft.events):
+        if not fix.acting(now, settle_s):
+            continue
+        if fix.action in BRINGS_UP and any(e.kind in _DOWN for e in draft.events):
+            continue
+        if any(_touched(fix.touches, e.subject, e.nodes) for e in draft.events):
             return fix
     return None
 

@@ -10,9 +10,10 @@ showed first.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from bot.pacemaker.diff import IncidentDraft
+from bot.watch.events import EventKind
 
 NODE = "node:"
 LINK = "link:"
@@ -22,17 +23,22 @@ CLUSTER_CAUSES = ("quorum", "maintenance")
 
 
 def owner(draft: IncidentDraft, *, nodes: Sequence[str], members: Collection[str],
-          incidents: Sequence[str]) -> str:
+          incidents: Sequence[str], absorbing: str | None = None) -> str:
     """The incident key `draft` belongs to.
 
     `nodes`: the cluster's nodes; `members`: those in the membership now; `incidents`: the keys of
-    incidents open or just ended, oldest first (a node key among them owns what involves it).
+    incidents open or just ended, oldest first (a node key among them owns what involves it);
+    `absorbing`: the open incident of a whole-cluster loss (quorum, the view), which owns all.
     """
     key = draft.key
+    if absorbing is not None:
+        return absorbing  # without quorum every stop, election and node state is its consequence
+    owned = [k.removeprefix(NODE) for k in incidents if k.startswith(NODE)]
+    if draft.cause[0].kind is EventKind.NODE_BOUNCED and owned and key.removeprefix(NODE) not in owned:
+        return f"{NODE}{owned[-1]}"  # which node bounced is a guess; a node's open incident is not
     if key.startswith(NODE):
         return key
     involved = _involved(draft, nodes)
-    owned = [k.removeprefix(NODE) for k in incidents if k.startswith(NODE)]
     if key in CLUSTER_CAUSES:
         return f"{NODE}{owned[-1]}" if owned else key
     mine = [n for n in reversed(owned) if n in involved]
@@ -50,3 +56,17 @@ def _involved(draft: IncidentDraft, nodes: Sequence[str]) -> list[str]:
     """The cluster's nodes the draft's events involve, in event order."""
     seen = [n for e in draft.events for n in e.nodes if n in nodes]
     return list(dict.fromkeys(seen))
+
+
+def coalesce(drafts: Sequence[IncidentDraft], opening: Callable[[IncidentDraft], bool]) -> list[IncidentDraft]:
+    """New problems of one poll that would each open an incident are one event when a node or the
+    whole cluster is among them (two nodes lost at once, a VIP stopping because of it): one
+    incident, keyed on the worst. `opening`: whether a draft would open a new incident."""
+    new = [d for d in drafts if d.is_problem and opening(d)]
+    if len(new) < 2 or not any(d.key.startswith(NODE) or d.key in CLUSTER_CAUSES for d in new):
+        return list(drafts)
+    first, *rest = sorted(new, key=lambda d: (-d.severity, not d.key.startswith(NODE)))
+    merged = first
+    for d in rest:
+        merged = IncidentDraft(first.key, merged.cause, merged.effects + d.events)
+    return [merged] + [d for d in drafts if d not in new]

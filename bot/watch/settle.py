@@ -90,7 +90,9 @@ def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float
         del held[key]  # a link to a node that left: the node's loss is the news, not its links
     news: list[Event] = []
     for event in events:
-        if event.recovery and event.key in held:
+        if event.kind is _K.VIP_MOVED and not fixing:  # a fix's moves are what its thread wants to see
+            _hold_move(held, event, now)
+        elif event.recovery and event.key in held:
             del held[event.key]  # it passed before anyone had to hear of it
         elif event.problem and _holdable(event, acting, state.joining(now, settle_s)):
             held.setdefault(event.key, Held(event, now))
@@ -101,6 +103,21 @@ def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float
         del held[h.event.key]
     news += [h.event for h in due]
     return replace(state, held=tuple(held.values())), tuple(news)
+
+
+def _hold_move(held: dict[str, Held], event: Event, now: float) -> None:
+    """A VIP move waits too: Pacemaker moves VIPs off a node before `pcs cluster stop` takes it out
+    of the membership, and the node's loss is the news. Moves while held add up; a round trip
+    (away and back within settle_s) was nobody's business."""
+    first = held.get(event.key)
+    if first is None:
+        held[event.key] = Held(event, now)
+    elif first.event.before == event.after:
+        del held[event.key]
+    else:
+        both = replace(event, before=first.event.before,
+                       message=f"{event.subject} moved {first.event.before} → {event.after}")
+        held[event.key] = Held(both, first.since)
 
 
 def _holdable(event: Event, acting: bool, joining: bool) -> bool:

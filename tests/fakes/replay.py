@@ -40,6 +40,7 @@ OK_EMOJI = ":large_green_circle:"
 # After the last sample the cluster stays as it was: long enough for a flap to calm and every
 # settle window to pass, so every incident has had its chance to end.
 TAIL_S = 30.0
+APPROVED_BEFORE_S = 0.2  # the runner starts a fix as soon as it is approved
 
 
 class SampleLike(Protocol):
@@ -119,6 +120,7 @@ class Replay:
     open_at_end: list[str] = field(default_factory=list)
     polls: int = 0
     cpu_s: float = 0.0
+    unhealthy_polls: int = 0  # polls that saw a problem while no fix was acting (or settling)
 
     @property
     def roots(self) -> list[Message]:
@@ -132,11 +134,11 @@ class Replay:
     def pages(self) -> list[Message]:
         return [m for m in self.messages if m.kind in ("root", "reply") and MENTION in m.verdict]
 
-    def first_root_lag(self) -> float | None:
-        """From the first sample showing the change to the first root queued."""
+    def first_root_lag(self, shown_at: float) -> float | None:
+        """From `shown_at` (when the change first showed: see `shown_at`) to the first root."""
         if not self.roots:
             return None
-        return self.roots[0].at - first_change(self.seq)
+        return self.roots[0].at - shown_at
 
     def false_recoveries(self) -> list[Message]:
         """Recoveries said while a node they name is out of the Corosync membership."""
@@ -181,12 +183,13 @@ def start_of(seq: SequenceLike) -> float:
     return max(firsts.values(), default=0.0)
 
 
-def first_change(seq: SequenceLike) -> float:
-    """The first sample after the scenario's first step whose answer differs from before it
-    (crm_mon or Corosync's quorum view: what an alert can be about)."""
-    start = min((s.t for s in seq.steps), default=0.0)
-    changed = [s.t for s in seq.samples if s.t >= start and s.cmd in ("crm_mon", "quorumtool", "cfgtool")]
-    return min(changed, default=start)
+async def shown_at(seq: SequenceLike, tmp: Path) -> float | None:
+    """When the first alerted change showed in the recording: the first root of the same watcher
+    polling at the recording's own resolution (every sample interval, `interval_s`), less that
+    interval. Lag measured from it is what the poll interval and processing add, nothing else."""
+    step = float(getattr(seq, "interval_s", 0.25))
+    ideal = await replay(seq, tmp, poll_s=step, tail_s=0.0, ideal=True)
+    return ideal.roots[0].at - step if ideal.roots else None
 
 
 def cluster_of(seq: SequenceLike, **extra: Any) -> ClusterConfig:
@@ -204,13 +207,15 @@ def settings_of(cluster: ClusterConfig, tmp: Path, poll_s: float, **extra: Any) 
 
 async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 0.0,
                  tail_s: float | None = None, store: Store | None = None,
-                 request_channel: str = "C0ALERTS", **settings: Any) -> Replay:
+                 request_channel: str = "C0ALERTS", ideal: bool = False, **settings: Any) -> Replay:
     """Replay `seq` polling every `poll_s` from `phase`, then `tail_s` more of its last state."""
     clock = VClock(start_of(seq) + phase)
     cluster = cluster_of(seq)
     conf = settings_of(cluster, tmp, poll_s, **settings)
+    if ideal:  # every poll asks every node: the best any poll interval could see
+        conf = conf.model_copy(update={"poll_every_node": True, "detail_every": 1})
     own = store is None
-    store = store or Store.open(tmp / f"replay-{poll_s}-{phase}.db")
+    store = store or Store.open(tmp / f"replay-{poll_s}-{phase}-{ideal}.db")
     pool = ReplayPool(seq, clock)
     collector = Collector(pool=pool, settings=conf, now=clock.now)  # type: ignore[arg-type]
     watcher = Watcher(settings=conf, collect=collector.collect, store=store, clock=clock.now,
@@ -225,6 +230,9 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
             started = time.process_time()
             await watcher.poll(cluster)
             cost = time.process_time() - started
+            last = watcher._last.get(cluster.name)
+            if last is not None and not last.healthy and not fixes.acting(clock.t, conf.settle_s):
+                result.unhealthy_polls += 1
             result.cpu_s += cost
             result.polls += 1
             seen = _collect_messages(store, result, clock.t + cost, seen)
@@ -239,7 +247,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
 @dataclass
 class FixScript:
     """The sequence's catalogue fixes as approved requests in the store, with the real state
-    machine and audit: approved a second before the step, running through it, finished at its end
+    machine and audit: approved just before the step, running through it, finished at its end
     (consecutive steps of one fix, like a resync's two restarts, are one request)."""
 
     seq: SequenceLike
@@ -247,6 +255,7 @@ class FixScript:
     store: Store
     channel: str
     pending: list[tuple[float, str, Any]] = field(default_factory=list)
+    windows: list[tuple[float, float]] = field(default_factory=list)  # approved .. finished
 
     def __post_init__(self) -> None:
         spans: list[tuple[float, float, Any]] = []
@@ -260,9 +269,14 @@ class FixScript:
                 spans.append((step.t, step.t_end, fix))
         for i, (t, t_end, (action, args)) in enumerate(spans):
             rid = f"fix{i}"
-            self.pending += [(t - 1.0, rid, ("create", action, tuple(args))), (t - 1.0, rid, Approve("U0APPROVER")),
+            self.windows.append((t - APPROVED_BEFORE_S, t_end))
+            self.pending += [(t - APPROVED_BEFORE_S, rid, ("create", action, tuple(args))),
+                             (t - APPROVED_BEFORE_S, rid, Approve("U0APPROVER")),
                              (t, rid, Start()), (t_end, rid, Finish(Result(exit_status=0)))]
         self.pending.sort(key=lambda p: p[0])
+
+    def acting(self, t: float, settle_s: float) -> bool:
+        return any(start <= t <= end + settle_s for start, end in self.windows)
 
     def advance(self, t: float) -> None:
         while self.pending and self.pending[0][0] <= t:
@@ -292,9 +306,9 @@ def _collect_messages(store: Store, result: Replay, at: float, seen: int) -> int
     return seen
 
 
-def table_row(name: str, poll_s: float, runs: list[Replay]) -> str:
+def table_row(name: str, poll_s: float, runs: list[Replay], shown: float | None) -> str:
     roots = sorted(len(r.roots) for r in runs)
-    lags = sorted(lag for r in runs if (lag := r.first_root_lag()) is not None)
+    lags = sorted(lag for r in runs if shown is not None and (lag := r.first_root_lag(shown)) is not None)
     p50 = lags[len(lags) // 2] if lags else float("nan")
     worst = lags[-1] if lags else float("nan")
     false = sum(len(r.false_recoveries()) for r in runs)
