@@ -57,7 +57,8 @@ def explaining(fixes: Iterable[Fix], draft: IncidentDraft, now: datetime, settle
             continue
         if fix.action in BRINGS_UP and any(e.kind in _DOWN for e in draft.events):
             continue
-        if any(_touched(fix.touches, e.subject, e.nodes) for e in draft.events):
+        if any(_touched(fix.touches, e.subject, e.nodes) or e.kind is EventKind.NODE_BOUNCED
+               for e in draft.events):  # which node bounced is a guess; a fix at work is not
             return fix
     return None
 

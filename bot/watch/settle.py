@@ -90,7 +90,8 @@ def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float
         del held[key]  # a link to a node that left: the node's loss is the news, not its links
     news: list[Event] = []
     for event in events:
-        if event.kind is _K.VIP_MOVED and not fixing:  # a fix's moves are what its thread wants to see
+        if event.kind is _K.VIP_MOVED and (event.key in held or not acting):
+            # While a node change (or a fix) acts, a move is its consequence and goes with it.
             _hold_move(held, event, now)
         elif event.recovery and event.key in held:
             del held[event.key]  # it passed before anyone had to hear of it
@@ -106,9 +107,9 @@ def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float
 
 
 def _hold_move(held: dict[str, Held], event: Event, now: float) -> None:
-    """A VIP move waits too: Pacemaker moves VIPs off a node before `pcs cluster stop` takes it out
-    of the membership, and the node's loss is the news. Moves while held add up; a round trip
-    (away and back within settle_s) was nobody's business."""
+    """A VIP move with nothing acting waits too: Pacemaker moves VIPs off a node before `pcs
+    cluster stop` takes it out of the membership, and the node's loss is the news. Moves while held
+    add up; a round trip (away and back within settle_s) was nobody's business."""
     first = held.get(event.key)
     if first is None:
         held[event.key] = Held(event, now)

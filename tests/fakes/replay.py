@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+import uuid
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -209,13 +210,16 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
                  tail_s: float | None = None, store: Store | None = None,
                  request_channel: str = "C0ALERTS", ideal: bool = False, **settings: Any) -> Replay:
     """Replay `seq` polling every `poll_s` from `phase`, then `tail_s` more of its last state."""
-    clock = VClock(start_of(seq) + phase)
+    # The first poll sees the cluster as it was before the scenario (the watcher was watching
+    # already); the others fall at phase + k * poll_s.
+    first = start_of(seq)
+    clock = VClock(first)
     cluster = cluster_of(seq)
     conf = settings_of(cluster, tmp, poll_s, **settings)
     if ideal:  # every poll asks every node: the best any poll interval could see
         conf = conf.model_copy(update={"poll_every_node": True, "detail_every": 1})
     own = store is None
-    store = store or Store.open(tmp / f"replay-{poll_s}-{phase}-{ideal}.db")
+    store = store or Store.open(tmp / f"replay-{uuid.uuid4().hex}.db")  # one store per replay
     pool = ReplayPool(seq, clock)
     collector = Collector(pool=pool, settings=conf, now=clock.now)  # type: ignore[arg-type]
     watcher = Watcher(settings=conf, collect=collector.collect, store=store, clock=clock.now,
@@ -231,12 +235,12 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
             await watcher.poll(cluster)
             cost = time.process_time() - started
             last = watcher._last.get(cluster.name)
-            if last is not None and not last.healthy and not fixes.acting(clock.t, conf.settle_s):
+            if last is not None and not last.healthy and not fixes.acting(clock.t, getattr(conf, "settle_s", 15.0)):
                 result.unhealthy_polls += 1
             result.cpu_s += cost
             result.polls += 1
             seen = _collect_messages(store, result, clock.t + cost, seen)
-            clock.t += poll_s
+            clock.t = _next_poll(clock.t, phase, poll_s)
         result.open_at_end = [i.key for i in store.open_incidents(cluster.name)]
     finally:
         if own:
@@ -292,6 +296,12 @@ class FixScript:
                     message_ts=f"req-{rid}"))
             else:
                 self.store.apply(rid, what, now=now, is_approver=True)
+
+
+def _next_poll(t: float, phase: float, poll_s: float) -> float:
+    """The next poll time phase + k * poll_s after t."""
+    k = int((t - phase) // poll_s) + 1
+    return phase + k * poll_s
 
 
 def _collect_messages(store: Store, result: Replay, at: float, seen: int) -> int:

@@ -16,7 +16,7 @@ from tests.fakes.replay import MENTION, Replay, replay, shown_at
 from tests.fakes.sequences import Sequence, load, names
 
 POLLS = (1.0, 5.0)
-PHASES = (0.0, 0.25, 0.5, 0.75)  # fractions of the poll interval
+PHASES = tuple(i / 8 for i in range(8))  # fractions of the poll interval
 CRITICAL = ":red_circle:"
 _SHOWN: dict[str, float | None] = {}
 

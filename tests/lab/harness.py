@@ -95,8 +95,9 @@ class RecordingPoster(TextPoster):
     out: io.StringIO = field(default_factory=io.StringIO)
     posts: list[Posted] = field(default_factory=list)
 
-    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None) -> str:
-        ts = await super().post(channel, doc, thread_ts)
+    async def post(self, channel: str, doc: Doc, thread_ts: str | None = None, *,
+                   broadcast: bool = False) -> str:
+        ts = await super().post(channel, doc, thread_ts, broadcast=broadcast)
         self.posts.append(Posted(ts, thread_ts, to_text(doc)))
         return ts
 
