@@ -335,6 +335,10 @@ class Watcher:
             else:
                 self._enqueue("root", cluster, None, incident_doc(cluster.name, draft))
             return None
+        # An incident that already holds one of its conditions (taken in while the quorum was lost,
+        # say) owns the draft: a condition is never held twice.
+        found = found or next((i for i in self.store.open_incidents(cluster.name)
+                               if set(_opened(i)) & set(draft.opens)), None)
         if found is not None:
             return self._follow_up(poll, found, draft, loud=loud)
         again = self._recent(poll, draft.key, self.settings.flap_window_s) if draft.opens else None

@@ -70,7 +70,8 @@ def diff(before: Snapshot, after: Snapshot) -> tuple[Event, ...]:
 def _quorum(b: Snapshot, a: Snapshot) -> Iterable[Event]:
     if b.quorate is True and a.quorate is False:
         yield _quorum_lost(b, a)
-    elif b.quorate is False and a.quorate is True:
+    # Without a DC Pacemaker's quorum is unknown (None): lost, unknown, back is a regain too.
+    elif b.quorate is not True and a.quorate is True:
         yield _event(_K.QUORUM_REGAINED, Severity.INFO, "cluster",
                      f"quorum regained: partition [{_words(a.members)}]", "quorum",
                      before="without quorum", after="with quorum", nodes=a.members)

@@ -34,6 +34,8 @@ NODE_CHANGES = frozenset({
     _K.QUORUM_REGAINED, _K.COROSYNC_QUORUM_LOST, _K.COROSYNC_QUORUM_REGAINED, _K.FENCE_SUCCEEDED,
     _K.CLUSTER_REACHABLE, _K.MAINTENANCE_ON, _K.MAINTENANCE_OFF, _K.DC_ELECTED, _K.NODE_BOUNCED})
 LEAVES = frozenset({_K.NODE_OFFLINE, _K.MEMBER_LOST})
+# Neutral changes that wait when nothing else acts: often the first sign of a node leaving.
+MOVES = frozenset({_K.VIP_MOVED, _K.DC_CHANGED})
 # A node coming (back) in: its VIPs are stopped where they were and started on it.
 JOINS = frozenset({_K.NODE_ONLINE, _K.MEMBER_BACK, _K.NODE_JOINED, _K.NODE_UNSTANDBY,
                    _K.NODE_UNMAINTENANCE, _K.QUORUM_REGAINED, _K.NODE_BOUNCED})
@@ -90,7 +92,7 @@ def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float
         del held[key]  # a link to a node that left: the node's loss is the news, not its links
     news: list[Event] = []
     for event in events:
-        if event.kind is _K.VIP_MOVED and (event.key in held or not acting):
+        if event.kind in MOVES and (event.key in held or not acting):
             # While a node change (or a fix) acts, a move is its consequence and goes with it.
             _hold_move(held, event, now)
         elif event.recovery and event.key in held:
@@ -107,17 +109,17 @@ def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float
 
 
 def _hold_move(held: dict[str, Held], event: Event, now: float) -> None:
-    """A VIP move with nothing acting waits too: Pacemaker moves VIPs off a node before `pcs
-    cluster stop` takes it out of the membership, and the node's loss is the news. Moves while held
-    add up; a round trip (away and back within settle_s) was nobody's business."""
+    """A VIP move (or a new DC) with nothing acting waits too: before `pcs cluster stop` takes a
+    node out of the membership, Pacemaker moves its VIPs and its DC role away, and the node's loss
+    is the news. Moves while held add up; a round trip within settle_s was nobody's business."""
     first = held.get(event.key)
     if first is None:
         held[event.key] = Held(event, now)
     elif first.event.before == event.after:
         del held[event.key]
     else:
-        both = replace(event, before=first.event.before,
-                       message=f"{event.subject} moved {first.event.before} → {event.after}")
+        what = "DC changed" if event.kind is _K.DC_CHANGED else f"{event.subject} moved"
+        both = replace(event, before=first.event.before, message=f"{what} {first.event.before} → {event.after}")
         held[event.key] = Held(both, first.since)
 
 
