@@ -141,8 +141,9 @@ class Settings(BaseSettings):
     settle_s: float = Field(15.0, ge=0, le=600, description=(
         "Watcher: how long Pacemaker may still be acting after a node left or joined (or an "
         "approved fix ran). Derived findings (VIPs not one per node, a clone instance missing, "
-        "a link down) are held that long, and alerted only if they still hold; a recovery's tail "
-        "within it goes to the incident's thread."))
+        "a link down) are held that long and alerted only if they still hold; a recovery's tail "
+        "and a fix's effects within it go to their threads. Keep it above poll_interval_s + 3 s "
+        "(on the lab, links went down 2.8 s before the membership lost the node)."))
     state_dir: Path = Path("/var/lib/clusterbot")
     alert_channel: str | None = None
     allowed_channels: tuple[str, ...] = ()

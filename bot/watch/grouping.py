@@ -61,11 +61,12 @@ def _involved(draft: IncidentDraft, nodes: Sequence[str]) -> list[str]:
 def coalesce(drafts: Sequence[IncidentDraft], opening: Callable[[IncidentDraft], bool]) -> list[IncidentDraft]:
     """New problems of one poll that would each open an incident are one event when a node or the
     whole cluster is among them (two nodes lost at once, a VIP stopping because of it): one
-    incident, keyed on the worst. `opening`: whether a draft would open a new incident."""
+    incident, keyed on the worst node loss (its severity is the worst of all). `opening`: whether
+    a draft would open a new incident."""
     new = [d for d in drafts if d.is_problem and opening(d)]
     if len(new) < 2 or not any(d.key.startswith(NODE) or d.key in CLUSTER_CAUSES for d in new):
         return list(drafts)
-    first, *rest = sorted(new, key=lambda d: (-d.severity, not d.key.startswith(NODE)))
+    first, *rest = sorted(new, key=lambda d: (not d.key.startswith(NODE), -d.severity))
     merged = first
     for d in rest:
         merged = IncidentDraft(first.key, merged.cause, merged.effects + d.events)
