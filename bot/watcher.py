@@ -71,7 +71,8 @@ class Watcher:
     _last: dict[str, ClusterReport] = field(default_factory=dict)
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _polled: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _fix_roots: dict[str, bool] = field(default_factory=dict)  # cluster -> an alert root of a fix is open
+    # cluster -> an alert-channel root of a fix is open (missing: not looked up since start)
+    _fix_roots: dict[str, bool] = field(default_factory=dict)
     polls: int = 0
 
     # -- loop ------------------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Watcher:
         if report is self._last.get(cluster.name) and not self._release_due(cluster):
             drafts: tuple[IncidentDraft, ...] = ()
             self._settle_flapping(cluster, report)
+            self._settle_fixes(cluster, report)
         else:
             drafts = self.observe(cluster, report)
             # Only once observed and committed: a report whose writes failed is news next poll too.
@@ -303,11 +305,22 @@ class Watcher:
         self._enqueue("root", cluster, inc, fix_doc(cluster.name, fix.label, fix.channel, fix.message_ts))
         return inc
 
+    def _settle_fixes(self, cluster: ClusterConfig, report: ClusterReport) -> None:
+        """End a fix's alert-channel root while the report stays the same (observe() is skipped
+        then). Until one is open this costs one dict lookup per poll."""
+        if self._fix_roots.get(cluster.name) is False:
+            return
+        state = self._states.get(cluster.name)
+        poll = self._poll(cluster, report, state.last if state is not None else None)
+        poll.fixes = self._fixes(cluster, self.clock())
+        with self._atomically(poll):
+            self._end_fixes(poll)
+
     def _end_fixes(self, poll: _Poll) -> None:
         """The alert-channel root of a fix ends once the fix and its settle window are over."""
         acting = {FIX + f.request_id for f in poll.fixes if f.acting(self.clock(), self.settings.settle_s)}
-        if not poll.fixes and not self._fix_roots.get(poll.cluster.name):
-            return
+        if not poll.fixes and self._fix_roots.get(poll.cluster.name) is False:
+            return  # none open (unknown after a start: looked up once)
         roots = [i for i in self.store.open_incidents(poll.cluster.name) if i.key.startswith(FIX)]
         self._fix_roots[poll.cluster.name] = bool(roots)
         for inc in roots:

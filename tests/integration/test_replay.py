@@ -85,5 +85,6 @@ async def test_a_fix_requested_in_another_channel_gets_one_plain_root_there(name
     for root in fix_roots:
         assert any(m.kind == "reply" and m.incident == root.incident for m in r.messages)
     assert any(m.thread is not None and m.thread.startswith("req-") for m in r.messages)
+    assert r.open_at_end == []  # the fix's root ends once it and its settle window are over
     if _only_fixes(seq):
         assert r.roots == fix_roots and not r.pages
