@@ -85,6 +85,12 @@ class Sequence:
         i = bisect_right(times, t)
         return samples[i - 1] if i else None
 
+    def reply(self, node: str, command_line: str, t: float) -> Sample | None:
+        """What node answered this command line (as the collector sends it) at t; None for a
+        command the recording does not hold, or before its first answer."""
+        cmd = cmd_of(command_line)
+        return None if cmd is None else self.answer(node, cmd, t)
+
     def changes(self, node: str, cmd: str) -> tuple[Sample, ...]:
         """Every distinct answer of node to cmd, in time order."""
         return self._index.get((node, cmd), ((), ()))[1]
