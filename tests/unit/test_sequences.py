@@ -10,6 +10,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +33,7 @@ LAB = Path(__file__).resolve().parents[2] / "deploy" / "lab"
 MAX_TOTAL_BYTES = 10_000_000
 
 
+@cache
 def _recorder() -> ModuleType:
     """deploy/lab/record.py, imported by path (it is a script, not a package module)."""
     spec = importlib.util.spec_from_file_location("cblab_record", LAB / "record.py")
@@ -310,3 +312,23 @@ def test_corosync_only_member_loss_and_return() -> None:
     assert dead is not None and dead.rc != 0
     assert _members(seq.answer("node1", "quorumtool", cut)) == 3
     assert _members(seq.answer("node1", "quorumtool", seq.duration)) == 3
+
+
+def _holds(cond: str, sample: Sample | None) -> bool:
+    record = _recorder()
+    return bool(record.crm_holds(cond, record.crm_xml(sample)))
+
+
+def test_recorder_conditions_on_real_answers() -> None:
+    failure = load("monitor_failure_cleanup")
+    first = failure.first_change("node1", "crm_mon", lambda s: "<failure " in s.out)
+    assert first is not None and not _holds("recovered:virtual_ip_1", first)
+    at_cleanup = failure.answer("node1", "crm_mon", _step(failure, "cleanup"))
+    assert _holds("recovered:virtual_ip_1", at_cleanup) and _holds("idle", at_cleanup)
+    maint = load("maintenance")
+    assert _holds("maintenance:node2", maint.answer("node1", "crm_mon", _step(maint, "node_unmaintenance")))
+    cut = load("power_cut_rejoin")
+    assert not _holds("settled", cut.answer("node1", "crm_mon", _step(cut, "power_on")))
+    for seq in map(load, RECORDED):
+        if seq.kind == "pacemaker":
+            assert _holds("settled", seq.answer("node1", "crm_mon", seq.duration)), seq.name
