@@ -79,6 +79,12 @@ class Sequence:
         """The commands recorded, in a stable order."""
         return tuple(sorted({cmd for _, cmd in self._index}))
 
+    @property
+    def ready(self) -> float:
+        """The first instant at which every node has answered every command once: a replay
+        that starts here never meets a node without an answer."""
+        return max((samples[0].t for _, samples in self._index.values()), default=0.0)
+
     def answer(self, node: str, cmd: str, t: float) -> Sample | None:
         """The latest answer of node to cmd at or before t; None before the first one."""
         times, samples = self._index.get((node, cmd), ((), ()))

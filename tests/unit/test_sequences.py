@@ -107,6 +107,8 @@ def test_answer_is_the_latest_at_or_before_t(seq: Sequence) -> None:
         assert seq.answer(node, cmd, (a.t + b.t) / 2) is a
     assert seq.answer(node, cmd, seq.duration + 100) is lines[-1]
     assert seq.answer("nodeX", cmd, 1.0) is None
+    assert 0 < seq.ready < 1.0 < seq.steps[0].t
+    assert all(seq.answer(n, c, seq.ready) is not None for n in seq.nodes for c in seq.cmds)
     for sudo in (False, True):
         assert seq.reply(node, build_command(lines[-1].argv, sudo), seq.duration) is lines[-1]
     assert seq.reply(node, "pcs status", seq.duration) is None
