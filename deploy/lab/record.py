@@ -107,7 +107,7 @@ class Answer:
 # -- conditions on what the recording saw -------------------------------------------------
 
 
-def _xml(answer: Answer | None) -> ET.Element | None:
+def crm_xml(answer: Answer | None) -> ET.Element | None:
     if answer is None or answer.rc != 0 or not answer.out.lstrip().startswith("<"):
         return None
     try:
@@ -398,7 +398,7 @@ class Recorder:
             if cond == "links-up":
                 return links_up(fresh("cfgtool"))
             answer = fresh("crm_mon")
-            return answer is not None and crm_holds(cond, _xml(answer))
+            return answer is not None and crm_holds(cond, crm_xml(answer))
 
         return all(one(c) for c in wait.conds)
 

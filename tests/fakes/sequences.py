@@ -79,11 +79,23 @@ class Sequence:
         """The commands recorded, in a stable order."""
         return tuple(sorted({cmd for _, cmd in self._index}))
 
+    @property
+    def ready(self) -> float:
+        """The first instant at which every node has answered every command once: a replay
+        that starts here never meets a node without an answer."""
+        return max((samples[0].t for _, samples in self._index.values()), default=0.0)
+
     def answer(self, node: str, cmd: str, t: float) -> Sample | None:
         """The latest answer of node to cmd at or before t; None before the first one."""
         times, samples = self._index.get((node, cmd), ((), ()))
         i = bisect_right(times, t)
         return samples[i - 1] if i else None
+
+    def reply(self, node: str, command_line: str, t: float) -> Sample | None:
+        """What node answered this command line (as the collector sends it) at t; None for a
+        command the recording does not hold, or before its first answer."""
+        cmd = cmd_of(command_line)
+        return None if cmd is None else self.answer(node, cmd, t)
 
     def changes(self, node: str, cmd: str) -> tuple[Sample, ...]:
         """Every distinct answer of node to cmd, in time order."""

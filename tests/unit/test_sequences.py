@@ -10,6 +10,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +33,7 @@ LAB = Path(__file__).resolve().parents[2] / "deploy" / "lab"
 MAX_TOTAL_BYTES = 10_000_000
 
 
+@cache
 def _recorder() -> ModuleType:
     """deploy/lab/record.py, imported by path (it is a script, not a package module)."""
     spec = importlib.util.spec_from_file_location("cblab_record", LAB / "record.py")
@@ -68,8 +70,8 @@ def seq(request: pytest.FixtureRequest) -> Sequence:
     return load(request.param)
 
 
-def test_every_required_scenario_is_recorded_and_small() -> None:
-    assert set(RECORDED) <= set(names())
+def test_every_recorded_scenario_is_tested_and_small() -> None:
+    assert set(names()) == set(RECORDED)
     total = sum(f.stat().st_size for f in FIXTURES.glob("*/*"))
     assert total < MAX_TOTAL_BYTES
 
@@ -105,6 +107,11 @@ def test_answer_is_the_latest_at_or_before_t(seq: Sequence) -> None:
         assert seq.answer(node, cmd, (a.t + b.t) / 2) is a
     assert seq.answer(node, cmd, seq.duration + 100) is lines[-1]
     assert seq.answer("nodeX", cmd, 1.0) is None
+    assert 0 < seq.ready < 1.0 < seq.steps[0].t
+    assert all(seq.answer(n, c, seq.ready) is not None for n in seq.nodes for c in seq.cmds)
+    for sudo in (False, True):
+        assert seq.reply(node, build_command(lines[-1].argv, sudo), seq.duration) is lines[-1]
+    assert seq.reply(node, "pcs status", seq.duration) is None
 
 
 def test_answers_are_monotonic_in_t(seq: Sequence) -> None:
@@ -307,3 +314,23 @@ def test_corosync_only_member_loss_and_return() -> None:
     assert dead is not None and dead.rc != 0
     assert _members(seq.answer("node1", "quorumtool", cut)) == 3
     assert _members(seq.answer("node1", "quorumtool", seq.duration)) == 3
+
+
+def _holds(cond: str, sample: Sample | None) -> bool:
+    record = _recorder()
+    return bool(record.crm_holds(cond, record.crm_xml(sample)))
+
+
+def test_recorder_conditions_on_real_answers() -> None:
+    failure = load("monitor_failure_cleanup")
+    first = failure.first_change("node1", "crm_mon", lambda s: "<failure " in s.out)
+    assert first is not None and not _holds("recovered:virtual_ip_1", first)
+    at_cleanup = failure.answer("node1", "crm_mon", _step(failure, "cleanup"))
+    assert _holds("recovered:virtual_ip_1", at_cleanup) and _holds("idle", at_cleanup)
+    maint = load("maintenance")
+    assert _holds("maintenance:node2", maint.answer("node1", "crm_mon", _step(maint, "node_unmaintenance")))
+    cut = load("power_cut_rejoin")
+    assert not _holds("settled", cut.answer("node1", "crm_mon", _step(cut, "power_on")))
+    for seq in map(load, RECORDED):
+        if seq.kind == "pacemaker":
+            assert _holds("settled", seq.answer("node1", "crm_mon", seq.duration)), seq.name
