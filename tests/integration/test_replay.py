@@ -8,11 +8,20 @@ polls them in virtual time; what the outbox holds is what Slack gets.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.replay import MENTION, Replay, replay, shown_at
+from bot.collect import Collector
+from bot.demo.sshd import KeyMaterial, LoopbackSshServer
+from bot.settings import Settings
+from bot.ssh import SshPool
+from bot.store import Store
+from bot.watcher import Watcher
+from tests.fakes.nodes import USER, cluster_config
+from tests.fakes.replay import MENTION, Replay, VClock, replay, shown_at, start_of
 from tests.fakes.sequences import Sequence, load, names
 
 POLLS = (1.0, 5.0)
@@ -88,3 +97,43 @@ async def test_a_fix_requested_in_another_channel_gets_one_plain_root_there(name
     assert r.open_at_end == []  # the fix's root ends once it and its settle window are over
     if _only_fixes(seq):
         assert r.roots == fix_roots and not r.pages
+
+
+async def test_a_power_cut_replayed_over_real_ssh_is_one_root_with_the_rest_in_its_thread(tmp_path: Path) -> None:
+    """The same replay, but every answer crosses a real SSH connection: loopback asyncssh servers,
+    one per node, answer each command line the collector sends (sudo, read shells and all) with
+    what that node recorded at the virtual time of the poll."""
+    seq = load("power_cut_rejoin")
+    clock = VClock(start_of(seq))
+    keys = KeyMaterial.create(tmp_path / "keys")
+
+    def node(name: str) -> Callable[[str, str], Awaitable[tuple[int, str, str]]]:
+        async def handle(command: str, username: str) -> tuple[int, str, str]:
+            sample = seq.reply(name, command, clock.t)
+            if sample is None or sample.rc is None:
+                return 127, "", f"{command}: not recorded\n"
+            return sample.rc, sample.out, sample.err
+        return handle
+
+    async with AsyncExitStack() as stack:
+        servers = {n: await stack.enter_async_context(LoopbackSshServer(
+            node(n), authorized_key=keys.public_key, username=USER, name=n)) for n in seq.nodes}
+        keys.write_known_hosts(servers.values())
+        config = cluster_config("power-cut-rejoin", servers, keys, mention=MENTION)
+        settings = Settings(clusters=(config,), poll_interval_s=1.0, alert_channel="C0ALERTS",
+                            flap_limit=4, flap_window_s=120.0, state_dir=tmp_path)
+        store = Store.open(tmp_path / "state.db")
+        pool = await stack.enter_async_context(SshPool())
+        watcher = Watcher(settings=settings, collect=Collector(pool, settings, now=clock.now).collect,
+                          store=store, clock=clock.now, monotonic=clock.monotonic)
+        while clock.t <= seq.duration + 20:
+            await watcher.poll(config)
+            clock.t += 1.0
+    sent = store.due(clock.now(), limit=1000)
+    roots = [m for m in sent if m.kind == "root"]
+    assert len(roots) == 1 and "node3" in str(roots[0].payload["doc"]), [m.payload["doc"]["verdict"] for m in sent]  # type: ignore[index]
+    (inc,) = {m.payload.get("incident") for m in roots}
+    assert all(m.payload.get("incident") == inc for m in sent)  # the rest in its thread
+    assert any(m.kind == "edit" and "resolved after" in str(m.payload["doc"]) for m in sent)
+    assert store.open_incidents(config.name) == []
+    assert sum(s.commands.__len__() for s in servers.values()) > 0
