@@ -13,8 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +41,7 @@ from bot.settings import ClusterConfig, Settings
 from bot.store import Incident, IncidentState, Store
 from bot.watch.fixes import Fix, explaining
 from bot.watch.grouping import coalesce, owner
+from bot.watch.records import IncidentRecord, MessageKind, Outgoing
 from bot.watch.settle import ring_moved, settle
 
 log = logging.getLogger(__name__)
@@ -285,12 +285,12 @@ class Watcher:
         cluster = poll.cluster
         doc = followup_doc(cluster.name, draft)
         if fix.message_ts is not None:
-            self._enqueue("reply", cluster, None, doc, thread=fix.message_ts, channel=fix.channel)
+            self._enqueue(MessageKind.REPLY, cluster, None, doc, thread=fix.message_ts, channel=fix.channel)
         if fix.channel != self._channel(cluster):
-            self._enqueue("reply", cluster, self._fix_root(poll, fix), doc)
+            self._enqueue(MessageKind.REPLY, cluster, self._fix_root(poll, fix), doc)
         related = self.store.find_open_incident(cluster.name, self._owned(poll, draft).key)
         if related is not None:
-            self._enqueue("reply", cluster, related, doc)
+            self._enqueue(MessageKind.REPLY, cluster, related, doc)
         self._close(poll, draft, related, quiet=True)
 
     def _fix_root(self, poll: _Poll, fix: Fix) -> Incident:
@@ -301,8 +301,8 @@ class Watcher:
         title = f"approved fix `{fix.label}` is acting"
         inc = self.store.open_incident(cluster=cluster.name, key=FIX + fix.request_id, severity=Severity.INFO,
                                        title=title, channel=self._channel(cluster), now=self.clock(),
-                                       payload={"open": [], "request": fix.request_id})
-        self._enqueue("root", cluster, inc, fix_doc(cluster.name, fix.label, fix.channel, fix.message_ts))
+                                       payload=IncidentRecord.new(request=fix.request_id).payload)
+        self._enqueue(MessageKind.ROOT, cluster, inc, fix_doc(cluster.name, fix.label, fix.channel, fix.message_ts))
         return inc
 
     def _settle_fixes(self, cluster: ClusterConfig, report: ClusterReport) -> None:
@@ -344,9 +344,9 @@ class Watcher:
             # (a recovery's tail, a VIP going back home), else one message that opens nothing.
             tail = found or self._recent(poll, draft.key, self.settings.settle_s)
             if tail is not None:
-                self._enqueue("reply", cluster, tail, followup_doc(cluster.name, draft))
+                self._enqueue(MessageKind.REPLY, cluster, tail, followup_doc(cluster.name, draft))
             else:
-                self._enqueue("root", cluster, None, incident_doc(cluster.name, draft))
+                self._enqueue(MessageKind.ROOT, cluster, None, incident_doc(cluster.name, draft))
             return None
         # An incident that already holds one of its conditions (taken in while the quorum was lost,
         # say) owns the draft: a condition is never held twice.
@@ -365,7 +365,7 @@ class Watcher:
         # A one-shot problem (a fence) with no incident to join: one message, nothing left open;
         # its recoveries, if any, go to their incidents' threads.
         alone = draft.only(lambda e: not e.recovery) or draft
-        self._enqueue("root", cluster, None, incident_doc(cluster.name, alone, mention=cluster.mention))
+        self._enqueue(MessageKind.ROOT, cluster, None, incident_doc(cluster.name, alone, mention=cluster.mention))
         return None
 
     def _open(self, poll: _Poll, draft: IncidentDraft) -> Incident:
@@ -374,10 +374,9 @@ class Watcher:
         inc = self.store.open_incident(
             cluster=cluster.name, key=draft.key, severity=draft.severity, title=draft.title,
             channel=self._channel(cluster), now=self.clock(),
-            payload={"open": list(draft.opens), "remedy": _remedy(draft), "draft": draft.to_json(),
-                     "shots": _counted({}, draft)})
+            payload=IncidentRecord.new(holds=draft.opens, draft=draft).payload)
         self._opened_metric(poll, inc)
-        self._enqueue("root", cluster, inc, self._root_doc(cluster, draft, inc))
+        self._enqueue(MessageKind.ROOT, cluster, inc, self._root_doc(cluster, draft, inc))
         return inc
 
     def _recent(self, poll: _Poll, key: str, within_s: float) -> Incident | None:
@@ -391,22 +390,23 @@ class Watcher:
         the retries are replies that count."""
         cluster = poll.cluster
         opened = sorted(set(_opened(found)) | set(draft.opens))
-        seen = _shots(found)
-        shots = _counted(seen, draft)
-        inc = self.store.update_incident(found.id, payload={**found.payload, "open": opened, "shots": shots})
+        seen = _rec(found).shots
+        record = _rec(found).with_news(draft)
+        shots = record.shots
+        inc = self.store.update_incident(found.id, payload=record.payload)
         times = max((shots[e.series] for e in draft.events if e.one_shot), default=1)
         worse = draft.severity > found.severity
         loud = loud or worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen
                             for e in draft.events)
         # A thread reply notifies nobody: news that must not hide there is also sent to the channel.
-        self._enqueue("reply", cluster, inc, followup_doc(cluster.name, draft, times=times),
+        self._enqueue(MessageKind.REPLY, cluster, inc, followup_doc(cluster.name, draft, times=times),
                       broadcast=reopened and not loud)
         if worse or reopened:
             inc = self._escalate(cluster, inc, draft)
         if loud:
             doc = escalation_doc(cluster.name, draft, incident_key=found.key, incident_title=found.title,
                                  was=found.severity, mention=cluster.mention)
-            self._enqueue("reply", cluster, inc, doc, broadcast=True)
+            self._enqueue(MessageKind.REPLY, cluster, inc, doc, broadcast=True)
         return inc
 
     def _escalate(self, cluster: ClusterConfig, inc: Incident, draft: IncidentDraft) -> Incident:
@@ -417,8 +417,8 @@ class Watcher:
         whole = root.merged(draft)
         inc = self.store.update_incident(
             inc.id, severity=whole.severity, title=whole.title,
-            payload={**inc.payload, "draft": whole.to_json(), "remedy": _remedy(whole)})
-        self._enqueue("edit", cluster, inc, self._root_doc(cluster, whole, inc))
+            payload=_rec(inc).with_draft(whole).payload)
+        self._enqueue(MessageKind.EDIT, cluster, inc, self._root_doc(cluster, whole, inc))
         return inc
 
     def _root_doc(self, cluster: ClusterConfig, draft: IncidentDraft, inc: Incident) -> Doc:
@@ -437,11 +437,11 @@ class Watcher:
         for inc in touched:
             ended = set(_opened(inc)) & closes
             left = sorted(set(_opened(inc)) - closes)
-            inc = self.store.update_incident(inc.id, payload={**inc.payload, "open": left})
+            inc = self.store.update_incident(inc.id, payload=_rec(inc).with_open(left).payload)
             if own is None or inc.id != own.id:
                 # A problem's draft may carry another incident's recovery: only that goes there.
                 part = draft if draft.is_recovery else _recoveries(draft, ended)
-                self._enqueue("reply", poll.cluster, inc, followup_doc(poll.cluster.name, part))
+                self._enqueue(MessageKind.REPLY, poll.cluster, inc, followup_doc(poll.cluster.name, part))
             if not left and inc.id not in hosts:
                 self._resolve(poll, inc)
         if not touched and not quiet:
@@ -466,8 +466,8 @@ class Watcher:
             metrics, name = self.metrics, poll.cluster.name
             poll.committed.append(lambda: metrics.incident_resolved(name))
         lasted = now - done.opened_at
-        self._enqueue("reply", poll.cluster, done, recovery_doc(poll.cluster.name, poll.report, lasted))
-        self._enqueue("edit", poll.cluster, done,
+        self._enqueue(MessageKind.REPLY, poll.cluster, done, recovery_doc(poll.cluster.name, poll.report, lasted))
+        self._enqueue(MessageKind.EDIT, poll.cluster, done,
                       resolved_doc(poll.cluster.name, done.title, done.severity, lasted))
 
     def _open_initial(self, poll: _Poll) -> None:
@@ -478,9 +478,9 @@ class Watcher:
                                        severity=report.severity or Severity.WARNING,
                                        title="unhealthy when clusterbot started watching",
                                        channel=self._channel(cluster), now=self.clock(),
-                                       payload={"open": []})
+                                       payload=IncidentRecord.new().payload)
         self._opened_metric(poll, inc)
-        self._enqueue("root", cluster, inc, initial_doc(report, mention=cluster.mention))
+        self._enqueue(MessageKind.ROOT, cluster, inc, initial_doc(report, mention=cluster.mention))
 
     def _first_view(self, poll: _Poll) -> None:
         """The first view after a start when no node answered. There is no earlier view to diff
@@ -493,10 +493,10 @@ class Watcher:
         severity = report.severity or Severity.WARNING
         inc = self.store.update_incident(found.id, severity=max(found.severity, severity))
         doc = initial_doc(report, mention=cluster.mention, first_view=True)
-        self._enqueue("edit", cluster, inc, doc)
-        self._enqueue("reply", cluster, inc, doc)
+        self._enqueue(MessageKind.EDIT, cluster, inc, doc)
+        self._enqueue(MessageKind.REPLY, cluster, inc, doc)
         if severity is Severity.CRITICAL and found.severity < Severity.CRITICAL:
-            self._enqueue("root", cluster, None, doc)  # a thread reply notifies nobody
+            self._enqueue(MessageKind.ROOT, cluster, None, doc)  # a thread reply notifies nobody
 
     def _opened_metric(self, poll: _Poll, inc: Incident) -> None:
         if self.metrics is not None:
@@ -526,13 +526,14 @@ class Watcher:
             inc = self.store.open_incident(
                 cluster=cluster.name, key=key, severity=Severity.WARNING, title=f"{draft.key} is flapping",
                 now=self.clock(), channel=self._channel(cluster),
-                payload={"open": [], "silenced": sorted(silenced), "latest": {},
-                         **({"host": host.id} if host is not None else {})})
+                payload=IncidentRecord.new(silenced=sorted(silenced),
+                                           host=host.id if host is not None else None).payload)
             doc = flapping_doc(cluster.name, draft.key, poll.flaps.count(draft.key, now), poll.flaps.window)
-            self._enqueue("reply" if host is not None else "root", cluster, inc, doc, broadcast=host is not None)
-        elif not silenced <= set(_strings(found, "silenced")):
-            known = silenced | set(_strings(found, "silenced"))
-            self.store.update_incident(found.id, payload={**found.payload, "silenced": sorted(known)})
+            kind = MessageKind.ROOT if host is None else MessageKind.REPLY
+            self._enqueue(kind, cluster, inc, doc, broadcast=host is not None)
+        elif not silenced <= set(_rec(found).silenced):
+            known = silenced | set(_rec(found).silenced)
+            self.store.update_incident(found.id, payload=_rec(found).with_silenced(known).payload)
         return True
 
     def _reopened(self, poll: _Poll, inc: Incident | None) -> Incident | None:
@@ -542,7 +543,7 @@ class Watcher:
         inc = self.store.reopen_incident(inc.id)
         root = _root_draft(inc)
         if root is not None:
-            self._enqueue("edit", poll.cluster, inc, self._root_doc(poll.cluster, root, inc))
+            self._enqueue(MessageKind.EDIT, poll.cluster, inc, self._root_doc(poll.cluster, root, inc))
         return inc
 
     def _track_flaps(self, poll: _Poll, drafts: tuple[IncidentDraft, ...]) -> None:
@@ -554,11 +555,10 @@ class Watcher:
         if poll.due is None or not changes:  # no flap open (or nothing it could silence): no query
             return
         for inc in self.store.open_incidents(poll.cluster.name):
-            silenced = set(_strings(inc, "silenced")) if inc.key.startswith(FLAPPING) else set()
-            mine = {e.key: e.to_json() for e in changes if e.key in silenced}
+            silenced = set(_rec(inc).silenced) if inc.key.startswith(FLAPPING) else set()
+            mine = {e.key: e for e in changes if e.key in silenced}
             if mine:
-                latest = {**_mapping(inc, "latest"), **mine}
-                self.store.update_incident(inc.id, payload={**inc.payload, "latest": latest})
+                self.store.update_incident(inc.id, payload=_rec(inc).with_latest(mine).payload)
 
     def _settle_flaps(self, poll: _Poll) -> None:
         """End every flap that calmed (no toggle for a whole window). Until one is due: no query."""
@@ -583,7 +583,7 @@ class Watcher:
         """What the flap left that no open incident says is alerted as if it had just happened (a
         problem gets its own incident, at its own severity); then the flapping incident ends in
         its thread, naming the incidents of what is still wrong."""
-        silenced = set(_strings(inc, "silenced"))
+        silenced = set(_rec(inc).silenced)
         host = self._flap_host(inc, silenced)
         for draft in self._net_change(poll, inc, silenced):
             self._deliver(poll, draft, loud=True, host=host)
@@ -600,9 +600,9 @@ class Watcher:
             metrics = self.metrics
             poll.committed.append(lambda: metrics.incident_resolved(name))
         key = inc.key.removeprefix(FLAPPING)
-        self._enqueue("reply", poll.cluster, done, flap_over_doc(name, key, calm, poll.report, still))
+        self._enqueue(MessageKind.REPLY, poll.cluster, done, flap_over_doc(name, key, calm, poll.report, still))
         if _host(done) == done.id:  # a hosted flap leaves the root to the incident it is told in
-            self._enqueue("edit", poll.cluster, done, resolved_doc(name, done.title, done.severity,
+            self._enqueue(MessageKind.EDIT, poll.cluster, done, resolved_doc(name, done.title, done.severity,
                                                                    now - done.opened_at))
 
     def _flap_host(self, inc: Incident, silenced: set[str]) -> Incident | None:
@@ -612,14 +612,14 @@ class Watcher:
         if host is None or host.state is not IncidentState.OPEN:
             return host
         left = [k for k in _opened(host) if k not in silenced]
-        return self.store.update_incident(host.id, payload={**host.payload, "open": left})
+        return self.store.update_incident(host.id, payload=_rec(host).with_open(left).payload)
 
     def _net_change(self, poll: _Poll, inc: Incident, silenced: set[str]) -> tuple[IncidentDraft, ...]:
         """Each condition the flap silenced, as its latest change left it, against the conditions
         open now: a problem no open incident holds is news (one that some incident holds is not
         news again), and so is a recovery of a condition an incident still holds. Moves and the
         like in between are history."""
-        latest = {**self._since_before(poll, inc), **_latest(inc)}
+        latest = {**self._since_before(poll, inc), **_rec(inc).latest()}
         held = {key for i in self.store.open_incidents(poll.cluster.name) for key in _opened(i)}
         left = [e for e in latest.values() if e.key in silenced and _condition_change(e)
                 and (e.recovery if e.key in held else e.problem)]
@@ -628,8 +628,8 @@ class Watcher:
     def _since_before(self, poll: _Poll, inc: Incident) -> dict[str, Event]:
         """A flap opened by an older clusterbot kept no latest changes, only the cluster before it:
         the changes from that picture to the cluster now stand in for them."""
-        raw = inc.payload.get("before")
-        if poll.before is None or not isinstance(raw, dict):
+        raw = _rec(inc).before
+        if poll.before is None or raw is None:
             return {}
         try:
             before = Snapshot.from_json(raw)
@@ -670,19 +670,23 @@ class Watcher:
     def _channel(self, cluster: ClusterConfig) -> str:
         return cluster.alert_channel or self.settings.alert_channel or "alerts"
 
-    def _enqueue(self, kind: str, cluster: ClusterConfig, inc: Incident | None, doc: Doc, *,
+    def _enqueue(self, kind: MessageKind, cluster: ClusterConfig, inc: Incident | None, doc: Doc, *,
                  broadcast: bool = False, thread: str | None = None, channel: str | None = None) -> None:
         """Queue one message. `inc`: the incident whose thread (or root) it is; a flap told in
         another incident's thread goes there. `thread`/`channel`: another thread (a request's).
         `broadcast`: a thread reply also shown in the channel."""
-        payload: dict[str, Any] = {"doc": doc_json(doc), "channel": channel or self._channel(cluster)}
-        if inc is not None:
-            payload["incident"] = _host(inc)
-        if thread is not None:
-            payload["thread"] = thread
-        if broadcast:
+        self._queue(Outgoing(kind, doc, channel or self._channel(cluster),
+                             None if inc is None else _host(inc), thread, broadcast))
+
+    def _queue(self, msg: Outgoing) -> None:
+        payload: dict[str, Any] = {"doc": doc_json(msg.doc), "channel": msg.channel}
+        if msg.incident is not None:
+            payload["incident"] = msg.incident
+        if msg.thread is not None:
+            payload["thread"] = msg.thread
+        if msg.broadcast:
             payload["broadcast"] = True
-        self.store.enqueue(kind, payload, now=self.clock())
+        self.store.enqueue(msg.kind, payload, now=self.clock())
 
 
 @dataclass
@@ -701,10 +705,14 @@ class _Poll:
     dumped: str = ""  # ... and its JSON, as stored
 
 
+def _rec(inc: Incident) -> IncidentRecord:
+    return IncidentRecord(inc.payload)
+
+
 def _host(inc: Incident) -> int:
     """The incident whose thread `inc` is told in: a flap is told in the flapping incident's."""
-    host = inc.payload.get("host")
-    return host if isinstance(host, int) else inc.id
+    host = _rec(inc).host
+    return inc.id if host is None else host
 
 
 def _earliest(due: float | None, at: float) -> float:
@@ -717,59 +725,20 @@ def _recoveries(draft: IncidentDraft, ended: set[str]) -> IncidentDraft:
 
 
 def _root_draft(inc: Incident) -> IncidentDraft | None:
-    raw = inc.payload.get("draft")
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return IncidentDraft.from_json(raw)
-    except ValueError:
+    draft = _rec(inc).draft()
+    if draft is None and "draft" in inc.payload:
         log.warning("incident %d: its stored draft is unreadable", inc.id)
-        return None
-
-
-def _strings(inc: Incident, field_name: str) -> list[str]:
-    value = inc.payload.get(field_name, [])
-    return [str(v) for v in value] if isinstance(value, list) else []
+    return draft
 
 
 def _opened(inc: Incident) -> list[str]:
-    return _strings(inc, "open")
-
-
-def _mapping(inc: Incident, field_name: str) -> dict[str, Any]:
-    value = inc.payload.get(field_name, {})
-    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
-
-
-def _shots(inc: Incident) -> dict[str, int]:
-    """How often each one-shot series (a fence failing, per node) happened during the incident."""
-    return {k: v for k, v in _mapping(inc, "shots").items() if isinstance(v, int)}
-
-
-def _counted(shots: Mapping[str, int], draft: IncidentDraft) -> dict[str, int]:
-    """`shots` with the draft's one-shot events counted in."""
-    return dict(Counter(shots) + Counter(e.series for e in draft.events if e.one_shot))
-
-
-def _latest(inc: Incident) -> dict[str, Event]:
-    """A flapping incident's latest change of each condition it silenced (see `_track_flaps`)."""
-    latest: dict[str, Event] = {}
-    for key, raw in _mapping(inc, "latest").items():
-        try:
-            latest[key] = Event.from_json(raw)
-        except ValueError:
-            log.warning("incident %d: the latest change of %s is unreadable", inc.id, key)
-    return latest
+    return _rec(inc).open
 
 
 def _condition_change(event: Event) -> bool:
     """A condition going bad or good: what a flap silences and how it ends (not a move, not a fence,
     not a node's bounce between two polls: that is over when it is seen)."""
     return event.recovery or (event.problem and not event.one_shot and event.kind is not EventKind.NODE_BOUNCED)
-
-
-def _remedy(draft: IncidentDraft) -> str | None:
-    return str(draft.remedy) if draft.remedy else None
 
 
 def _dump(state: WatchState) -> str:
