@@ -316,5 +316,9 @@ def _daemon_findings(results: tuple[NodeResult, ...], ref: NodeView | None,
 def single(view: NodeView, expect: Expectations = Expectations(),
            cluster: str = "cluster") -> ClusterReport:
     """A report from one saved crm_mon answer (`clusterbot render`)."""
-    report = merge(cluster, (NodeResult(node="saved output", view=view),), expect)
-    return replace(report, collected=False)
+    result = NodeResult(node="saved output", view=view)
+    if not view.connected:  # one node's word, not "any node", and no node to start
+        found = Finding(Severity.CRITICAL, "pacemaker_down", "node",
+                        f"Pacemaker was not running where this output was taken ({_reason(view)})")
+        return ClusterReport(cluster, (result,), None, None, (found,), collected=False)
+    return replace(merge(cluster, (result,), expect), collected=False)

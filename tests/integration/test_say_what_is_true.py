@@ -14,7 +14,8 @@ import pytest
 
 from bot.collect import Collector
 from bot.pacemaker.health import Remedy, Severity
-from bot.pacemaker.merge import ClusterReport
+from bot.pacemaker.merge import ClusterReport, single
+from bot.pacemaker.parse import parse
 from bot.remedies import Refused, plan
 from bot.render.blocks import to_blocks
 from bot.render.json import report_json
@@ -22,7 +23,7 @@ from bot.render.status import status_doc
 from bot.render.text import to_text
 from bot.ssh import SshPool
 from commands import lookup
-from tests.fakes.captured import SCENARIOS, captured_cluster
+from tests.fakes.captured import LAB2, SCENARIOS, captured_cluster
 from tests.fakes.nodes import FakeCluster
 
 
@@ -147,3 +148,15 @@ async def test_a_node_that_is_really_down_still_gets_start(tmp_path: Path) -> No
     assert [(f.code, f.remedy) for f in node3] == [("pacemaker_down", Remedy("start", ("node3",)))]
     assert report.findings[0].message == ("Pacemaker is not running on any node (3/3 nodes answered); "
                                           "Corosync is up and quorate (2/3 members)")
+
+
+def test_a_saved_answer_from_a_node_without_pacemaker_speaks_for_that_node_only() -> None:
+    # `clusterbot render FILE`: one node's word. Not "any node", and no node name to start.
+    xml = (LAB2 / "h_pacemaker_stopped" / "node1.crm_mon.xml").read_bytes()
+    report = single(parse(xml), cluster="pcmklab")
+    assert [(f.code, f.message, f.remedy) for f in report.findings] == [(
+        "pacemaker_down", "Pacemaker was not running where this output was taken (crm_mon: "
+        "Connection to cluster failed: Connection refused)", None)]
+    text = to_text(status_doc(report))
+    assert text.splitlines()[0].startswith("🔴 pcmklab: 1 critical · Pacemaker was not running where")
+    assert "/cluster start" not in text and "any node" not in text
