@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.collect import Collector
-from bot.pacemaker.health import Remedy, Severity
+from bot.pacemaker.diff import EventKind, step
+from bot.pacemaker.health import Expectations, Remedy, Severity
 from bot.pacemaker.merge import ClusterReport, single
 from bot.pacemaker.parse import parse
 from bot.remedies import Refused, plan
@@ -160,3 +161,26 @@ def test_a_saved_answer_from_a_node_without_pacemaker_speaks_for_that_node_only(
     text = to_text(status_doc(report))
     assert text.splitlines()[0].startswith("🔴 pcmklab: 1 critical · Pacemaker was not running where")
     assert "/cluster start" not in text and "any node" not in text
+
+
+# ---------------------------------------------------------------- the same care in alerts
+
+
+async def test_alert_when_pacemaker_stops_everywhere_says_so(tmp_path: Path) -> None:
+    healthy, _ = await collected(tmp_path / "j", "j_node3_partitioned")
+    stopped, _ = await collected(tmp_path / "h", "h_pacemaker_stopped")
+    state, _ = step(None, healthy, Expectations(), unreachable_after=3)
+    _, events = step(state, stopped, Expectations(), unreachable_after=3)
+    [gone] = [e for e in events if e.kind is EventKind.CLUSTER_UNREACHABLE]
+    assert gone.message.startswith("Pacemaker is not running on any node of pcmklab (node1: Pacemaker")
+    assert "no node could report" not in gone.message
+
+
+async def test_alert_for_a_corosync_member_lost_offers_start_corosync(tmp_path: Path) -> None:
+    before, _ = await collected(tmp_path / "h", "h_pacemaker_stopped", kind="corosync")
+    after, _ = await collected(tmp_path / "i", "i_corosync_only_node3_down", kind="corosync")
+    state, _ = step(None, before, Expectations(), unreachable_after=3)
+    _, events = step(state, after, Expectations(), unreachable_after=3)
+    [lost] = [e for e in events if e.kind is EventKind.MEMBER_LOST]
+    assert lost.remedy == Remedy("start-corosync", ("node3",))
+    assert all(e.remedy is None or e.remedy.action != "start" for e in events)

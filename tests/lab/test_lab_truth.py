@@ -17,7 +17,7 @@ from commands.spec import Invocation, Source
 from tests.lab import labkit
 from tests.lab.harness import RecordingPoster
 from tests.lab.labkit import NODES, anodectl, finding, report_until
-from tests.lab.test_lab_approvals import audit_verified
+from tests.lab.test_lab_approvals import approve_and_run, audit_verified
 
 ASKER, APPROVER = "U0ASKER", "U0APPROVER"
 
@@ -60,13 +60,20 @@ async def stop_pacemaker_everywhere() -> None:
         await anodectl(node, "exec", "systemctl", "stop", "pacemaker")
 
 
-async def test_pacemaker_stopped_everywhere_says_so(collector: Collector, cluster: ClusterConfig) -> None:
+async def test_pacemaker_stopped_everywhere_says_so_and_start_works(
+        tmp_path: Path, collector: Collector, cluster: ClusterConfig) -> None:
     await stop_pacemaker_everywhere()
     report = await report_until(collector, cluster, lambda r: all(
         r.view is not None and not r.view.connected for r in r.results), "Pacemaker down everywhere")
     assert report.findings[0].message == ("Pacemaker is not running on any node (3/3 nodes answered); "
                                           "Corosync is up and quorate (3/3 members)")
     assert all(about(report, n) == [("pacemaker_down", Remedy("start", (n,)))] for n in NODES)
+    # The fix each node's finding offers is one the catalogue files and runs (it used to be
+    # refused: "no node answered").
+    state, verified, thread = await approve_and_run(tmp_path, ("start", "lab", "node1"))
+    assert state is State.SUCCEEDED and verified, thread
+    after = await collector.collect(cluster)
+    assert after.reference_node == "node1" and after.reference is not None and after.reference.quorate
 
 
 async def test_start_corosync_through_the_approval_flow(tmp_path: Path, collector: Collector,
