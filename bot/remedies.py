@@ -246,7 +246,7 @@ def judged_view(report: ClusterReport) -> NodeView | None:
     members = set(summary.members) if summary is not None and report.kind == "corosync" else set()
     names = [*(r.node for r in report.results), *sorted(members - {r.node for r in report.results})]
     quorate = summary.quorate if summary is not None and report.kind == "corosync" else None
-    return NodeView(format=report.kind, connected=report.kind == "corosync",
+    return NodeView(format="stand-in", connected=report.kind == "corosync",
                     summary=Summary(with_quorum=quorate, nodes_configured=len(names)),
                     nodes=tuple(Node(n, online=n in members) for n in names))
 
