@@ -135,7 +135,7 @@ class Remediation:
         units = probed_units(action)
         if not units:
             return p
-        installed = set()
+        installed: set[str] = set()
         for unit in units:
             try:  # read-only; exits 1 both for a disabled unit and for none: stdout tells
                 done = await self.run(cluster, p.node, ("systemctl", "is-enabled", unit), 30.0)

@@ -64,6 +64,9 @@ class Action:
     undo: str | None = None  # the action that reverses it
     predicts: bool = False  # ask crm_simulate what Pacemaker would do
     kinds: tuple[Kind, ...] = ("pacemaker",)  # the cluster kinds it is a fix for
+    # May be planned when no node has a Pacemaker view (Pacemaker stopped everywhere): only
+    # an action that starts it; the others' safety checks need Pacemaker's view.
+    without_pacemaker: bool = False
 
 
 # ---------------------------------------------------------------- arguments
@@ -227,9 +230,6 @@ def verify_online(view: NodeView, _: ClusterReport, t: Target) -> str | None:
     return None if node and node.online else f"{t.node} is not online yet"
 
 
-# ---------------------------------------------------------------- planning
-
-
 # ---------------------------------------------------------------- the view an action is judged by
 
 
@@ -251,6 +251,9 @@ def judged_view(report: ClusterReport) -> NodeView | None:
                     nodes=tuple(Node(n, online=n in members) for n in names))
 
 
+# ---------------------------------------------------------------- planning
+
+
 def refusal(action: Action, view: NodeView, report: ClusterReport, target: Target) -> str | None:
     return next((msg for check in action.checks if (msg := check(view, report, target))), None)
 
@@ -265,6 +268,9 @@ def plan(action: Action, args: tuple[str, ...], report: ClusterReport,
     view = judged_view(report)
     if view is None:
         raise Refused("no node answered: clusterbot cannot judge whether this is safe")
+    if report.kind == "pacemaker" and report.reference is None and not action.without_pacemaker:
+        raise Refused("Pacemaker runs on no node that answered: clusterbot cannot judge whether "
+                      "this is safe; start Pacemaker first (`start`)")
     target = target_of(action.name, args, view)
     why = refusal(action, view, report, target)
     if why:
