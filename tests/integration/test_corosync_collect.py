@@ -185,7 +185,7 @@ async def test_watcher_member_lost_for_a_corosync_only_cluster(tmp_path: Path) -
     assert seen[0] == [] and seen[2] == []  # healthy at start: nothing; no repeat
     [root] = seen[1]
     assert "node3 left the Corosync membership: corosync is not running there" in root
-    assert "2 of 3 votes, 2 needed" in root and "/cluster start pve node3" in root
+    assert "2 of 3 votes, 2 needed" in root and "/cluster start-corosync pve node3" in root
 
 
 async def test_watcher_corosync_only_quorum_lost(tmp_path: Path) -> None:
