@@ -37,7 +37,19 @@ from bot.pacemaker.health import Remedy
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.model import NodeView
 from bot.poster import Poster
-from bot.remedies import Action, Plan, Refused, Target, fingerprint_parts, plan, target_of
+from bot.remedies import (
+    Action,
+    Plan,
+    Refused,
+    Target,
+    fingerprint_parts,
+    judged_view,
+    plan,
+    probed_units,
+    target_of,
+    unit_installed,
+    with_units,
+)
 from bot.render.approvals import SEP, commands, note_doc, output_doc, request_doc
 from bot.render.doc import Doc, mrkdwn
 from bot.render.status import fix_code, status_doc
@@ -78,12 +90,9 @@ class Remediation:
         cluster = self._cluster(inv.args[0])
         action = spec.action
         assert isinstance(action, Action)
-        if cluster.kind != "pacemaker":
-            raise NotAllowed(f"`{spec.name}` works on Pacemaker clusters; {cluster.name} is corosync-only "
-                             "(restart corosync on the node by hand: `systemctl restart corosync`)")
         report = await self.collect(cluster)
         try:
-            p = plan(action, inv.args[1:], report, cluster.templates)
+            p = await self._plan(cluster, action, inv.args[1:], report)
         except Refused as err:
             raise NotAllowed(f"`{spec.name}` refused: {err.message}") from err
         req = self._new(inv, cluster, p, report, await self._predict(cluster, action, p))
@@ -118,6 +127,23 @@ class Remediation:
             fingerprint=fingerprint(fingerprint_parts(report, p.target)), now=self.clock(),
             ttl_s=self.settings.approval_ttl_s, required_approvals=cluster.approvals_required,
             allow_self_approval=cluster.allow_self_approval)
+
+    async def _plan(self, cluster: ClusterConfig, action: Action, args: tuple[str, ...],
+                    report: ClusterReport) -> Plan:
+        """The catalogue's plan, without the steps whose unit the target node does not have."""
+        p = plan(action, args, report, cluster.templates)
+        units = probed_units(action)
+        if not units:
+            return p
+        installed: set[str] = set()
+        for unit in units:
+            try:  # read-only; exits 1 both for a disabled unit and for none: stdout tells
+                done = await self.run(cluster, p.node, ("systemctl", "is-enabled", unit), 30.0)
+            except SshError as err:
+                raise Refused(f"cannot tell whether {unit} is installed on {p.node}: {err}") from err
+            if unit_installed(done.stdout):
+                installed.add(unit)
+        return with_units(action, p, frozenset(installed))
 
     async def _predict(self, cluster: ClusterConfig, action: Action, p: Plan) -> str | None:
         """Ask Pacemaker itself (crm_simulate on the live CIB) where it can tell."""
@@ -194,7 +220,7 @@ class Remediation:
             return
         cluster = self._cluster(req.cluster)
         report = await self.collect(cluster)
-        problem = self._recheck(req, cluster, report)
+        problem = await self._recheck(req, cluster, report)
         if problem:
             await self._finish_refused(req, problem)
             return
@@ -215,11 +241,11 @@ class Remediation:
         if result.ok:
             await self._verify(cluster, done)
 
-    def _recheck(self, req: Request, cluster: ClusterConfig, report: ClusterReport) -> str | None:
+    async def _recheck(self, req: Request, cluster: ClusterConfig, report: ClusterReport) -> str | None:
         """The approval is bound to the state it was asked for; anything that matters moved?"""
         action = self._action(req.action)
         try:
-            p = plan(action, req.args, report, cluster.templates)
+            p = await self._plan(cluster, action, req.args, report)
         except Refused as err:
             return f"{err.message}; ask again if still needed"
         now = fingerprint(fingerprint_parts(report, p.target))
@@ -278,7 +304,7 @@ class Remediation:
 
     @staticmethod
     def _pending(action: Action, req: Request, report: ClusterReport) -> str | None:
-        view = report.reference
+        view = judged_view(report)
         target = plan_target(action, req, view)
         return action.verify(view, report, target) if view and target else "no view"
 

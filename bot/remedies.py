@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.pacemaker.health import Remedy, eligible_nodes
-from bot.pacemaker.merge import ClusterReport
-from bot.pacemaker.model import NodeView, ResourceKind
+from bot.pacemaker.merge import ClusterReport, Kind
+from bot.pacemaker.model import Node, NodeView, ResourceKind, Summary
 
 Argv = tuple[str, ...]
 _PLACEHOLDER = re.compile(r"\{(resource|node)(\?)?\}")
@@ -38,6 +38,7 @@ class Target:
 class Step:
     name: str  # template key, overridable per cluster (ClusterConfig.templates)
     argv: Argv  # may contain {resource} {node}; {x?} drops the element when x is absent
+    unit: str | None = None  # run only where this systemd unit is installed (asked on the node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,10 @@ class Action:
     verify: Check  # None once the action had its effect
     undo: str | None = None  # the action that reverses it
     predicts: bool = False  # ask crm_simulate what Pacemaker would do
+    kinds: tuple[Kind, ...] = ("pacemaker",)  # the cluster kinds it is a fix for
+    # May be planned when no node has a Pacemaker view (Pacemaker stopped everywhere): only
+    # an action that starts it; the others' safety checks need Pacemaker's view.
+    without_pacemaker: bool = False
 
 
 # ---------------------------------------------------------------- arguments
@@ -160,7 +165,7 @@ def reachable(_: NodeView, report: ClusterReport, t: Target) -> str | None:
     result = report.result(t.node or "")
     if result is None:
         return f"{t.node} is not a configured node, clusterbot cannot reach it"
-    return None if result.view is not None else f"{t.node} does not answer over SSH: {result.error}"
+    return None if result.answered else f"{t.node} does not answer over SSH: {result.error}"
 
 
 def has_something_to_clean(view: NodeView, _: ClusterReport, t: Target) -> str | None:
@@ -225,6 +230,27 @@ def verify_online(view: NodeView, _: ClusterReport, t: Target) -> str | None:
     return None if node and node.online else f"{t.node} is not online yet"
 
 
+# ---------------------------------------------------------------- the view an action is judged by
+
+
+def judged_view(report: ClusterReport) -> NodeView | None:
+    """Pacemaker's reference view. Without one (Pacemaker stopped everywhere, or a corosync-only
+    cluster) a stand-in from what the nodes did answer: every configured node, online where
+    Pacemaker runs (nowhere) or, on a corosync-only cluster, where it is a Corosync member.
+    None when no node answered at all: nothing can be judged."""
+    if report.reference is not None:
+        return report.reference
+    if not any(r.answered for r in report.results):
+        return None
+    summary = report.corosync
+    members = set(summary.members) if summary is not None and report.kind == "corosync" else set()
+    names = [*(r.node for r in report.results), *sorted(members - {r.node for r in report.results})]
+    quorate = summary.quorate if summary is not None and report.kind == "corosync" else None
+    return NodeView(format="stand-in", connected=report.kind == "corosync",
+                    summary=Summary(with_quorum=quorate, nodes_configured=len(names)),
+                    nodes=tuple(Node(n, online=n in members) for n in names))
+
+
 # ---------------------------------------------------------------- planning
 
 
@@ -235,9 +261,16 @@ def refusal(action: Action, view: NodeView, report: ClusterReport, target: Targe
 def plan(action: Action, args: tuple[str, ...], report: ClusterReport,
          templates: Mapping[str, Argv] = {}) -> Plan:
     """Validate against the live status and build the exact commands, or raise Refused."""
-    view = report.reference
+    if report.kind not in action.kinds:
+        raise Refused(f"`{action.name}` is not a fix for a {report.kind} cluster"
+                      + ("; for a node whose Corosync is down: `start-corosync`"
+                         if report.kind == "corosync" else ""))
+    view = judged_view(report)
     if view is None:
         raise Refused("no node answered: clusterbot cannot judge whether this is safe")
+    if report.kind == "pacemaker" and report.reference is None and not action.without_pacemaker:
+        raise Refused("Pacemaker runs on no node that answered: clusterbot cannot judge whether "
+                      "this is safe; start Pacemaker first (`start`)")
     target = target_of(action.name, args, view)
     why = refusal(action, view, report, target)
     if why:
@@ -274,7 +307,7 @@ def _reason(action: Action, report: ClusterReport, target: Target) -> str:
 
 def fingerprint_parts(report: ClusterReport, target: Target) -> dict[str, str | tuple[str, ...]]:
     """What an approval is bound to: DC, quorum, membership, last change, the target's state."""
-    view = report.reference
+    view = judged_view(report)
     if view is None:
         return {"view": "none"}
     change = view.summary.last_change
@@ -287,3 +320,53 @@ def fingerprint_parts(report: ClusterReport, target: Target) -> dict[str, str | 
         if node else "",
         "resource": ",".join(view.running_on(target.resource)) if target.resource else "",
     }
+
+
+# ---------------------------------------------------------------- corosync-only clusters (Proxmox VE)
+# Their remedy starts Corosync itself, and on Proxmox the cluster filesystem (pve-cluster); never
+# `pcs cluster start`, which would start Pacemaker (and pcs is absent on Proxmox).
+
+# `systemctl is-enabled UNIT` prints one of these for an installed unit that may be started;
+# nothing (stderr "No such file or directory") when there is no such unit. Masked: an admin
+# said never start it.
+_STARTABLE = frozenset({"enabled", "enabled-runtime", "linked", "linked-runtime", "alias", "static",
+                        "indirect", "disabled", "generated", "transient"})
+
+
+def unit_installed(is_enabled_stdout: str) -> bool:
+    """From `systemctl is-enabled UNIT`: the unit exists and may be started."""
+    words = is_enabled_stdout.split()
+    return bool(words) and words[0] in _STARTABLE
+
+
+def probed_units(action: Action) -> tuple[str, ...]:
+    """The units whose presence on the target decides which steps run."""
+    return tuple(sorted({s.unit for s in action.steps if s.unit}))
+
+
+def with_units(action: Action, p: Plan, installed: frozenset[str]) -> Plan:
+    """The plan without the steps whose unit is not installed on the node."""
+    keep = tuple(cmd for step, cmd in zip(action.steps, p.commands, strict=True)
+                 if step.unit is None or step.unit in installed)
+    return replace(p, commands=keep)
+
+
+def corosync_stopped(_: NodeView, report: ClusterReport, t: Target) -> str | None:
+    """Refuse unless the node's own Corosync tools said Corosync is not running there."""
+    result = report.result(t.node or "")
+    if result is None or result.corosync_down:
+        return None  # not configured: `reachable` says so
+    if result.corosync is not None and result.corosync.quorum is not None:
+        return f"corosync is running on {t.node}: nothing to start"
+    why = result.corosync_error or "no answer from its Corosync tools"
+    return f"clusterbot cannot tell whether corosync runs on {t.node} ({why})"
+
+
+def corosync_member(_: NodeView, report: ClusterReport, t: Target) -> str | None:
+    """Verified once the node answers with its own quorum view and the cluster counts it in."""
+    result = report.result(t.node or "")
+    own = result.corosync.quorum if result is not None and result.corosync is not None else None
+    members = report.corosync.members if report.corosync is not None else ()
+    if own is None or t.node not in members:
+        return f"{t.node} is not a Corosync member yet"
+    return None

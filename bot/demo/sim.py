@@ -30,6 +30,7 @@ NOT_CONNECTED_ERRORS = (
 _RC_TEXT = {0: "ok", 1: "error", 6: "not configured", 7: "not running"}
 _EXIT_REASON = {VIP_AGENT: "[findif] failed"}
 _UNITS = ("corosync", "pacemaker", "pcsd")
+PVE_CLUSTER = "pve-cluster"  # Proxmox VE's cluster filesystem (pmxcfs); only on a proxmox simulator
 _BIN_DIRS = ("/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/")
 _WAIT_REPLY = "Waiting for 1 reply from the controller\n... got reply (done)\n"
 _NO_CIB = "Error: unable to get cib\n"
@@ -242,7 +243,10 @@ class Simulator:
         clone: tuple[str, str] = ("loadbalancer-clone", "loadbalancer"),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cluster_name: str = "prod-haproxy",
+        proxmox: bool = False,
     ) -> None:
+        """`proxmox`: the shape of a Proxmox VE cluster: Corosync and pve-cluster run on every
+        node, Pacemaker and pcsd nowhere."""
         if len(vips) > len(nodes) or len(set(nodes)) != len(nodes):
             raise ValueError("need distinct nodes and at most one VIP per node")
         self.nodes = tuple(nodes)
@@ -261,6 +265,10 @@ class Simulator:
         self._ring = 0x12
         self._parts = self._partitions()
         self._last_change = _LastChange(self._now(), "root", "cibadmin", self.nodes[0])
+        if proxmox:
+            for st in self._state.values():
+                st.units.update({"pacemaker": "inactive", "pcsd": "inactive", PVE_CLUSTER: "active"})
+                st.expected_up = False
         self._settle()
 
     # ------------------------------------------------------------ public introspection
@@ -343,6 +351,12 @@ class Simulator:
             raise ValueError(f"corosync is not running on {node}")
         st.desynced = True
         self._settle()
+
+    def stop(self, node: str, unit: str) -> None:
+        """`systemctl stop UNIT` on the node (stopping corosync stops pacemaker first)."""
+        if unit not in self._node(node).units:
+            raise ValueError(f"{node} has no unit {unit}")
+        self._stop_unit(node, unit)
 
     def set_cluster_maintenance(self, on: bool, origin: str | None = None) -> None:
         self._maintenance_mode = on
@@ -577,9 +591,11 @@ class Simulator:
         names = [u.removesuffix(".service") for u in units if u not in ("-q", "--quiet")]
         if verb == "is-active":
             return self._is_active(node, names, quiet=len(names) != len(units))
+        if verb == "is-enabled" and len(names) == len(units) == 1:
+            return self._is_enabled(node, names[0])
         if verb not in ("start", "stop", "restart") or len(names) != len(units):
             return _unsupported(argv)
-        unknown = [u for u in names if u not in _UNITS]
+        unknown = [u for u in names if u not in self._state[node].units]
         if unknown:
             why = "not loaded" if verb == "stop" else "not found"
             unit = f"{unknown[0]}.service"
@@ -595,10 +611,16 @@ class Simulator:
         status = 0 if all(s == "active" for s in states) else 3
         return Completed(status, "" if quiet else "".join(s + "\n" for s in states), "")
 
+    def _is_enabled(self, node: str, unit: str) -> Completed:
+        # systemd's answers: the state for an installed unit, an error for an unknown one.
+        if unit not in self._state[node].units:
+            return _err(f"Failed to get unit file state for {unit}.service: No such file or directory\n")
+        return _ok("enabled\n")
+
     def _start_unit(self, node: str, unit: str) -> None:
         st = self._state[node]
-        if unit == "pcsd":
-            st.units["pcsd"] = "active"
+        if unit in ("pcsd", PVE_CLUSTER):
+            st.units[unit] = "active"
             return
         st.units["corosync"] = "active"  # pacemaker.service Requires= corosync.service
         if unit == "pacemaker" and st.units["pacemaker"] != "active":
@@ -609,8 +631,8 @@ class Simulator:
 
     def _stop_unit(self, node: str, unit: str) -> None:
         st = self._state[node]
-        if unit == "pcsd":
-            st.units["pcsd"] = "inactive"
+        if unit in ("pcsd", PVE_CLUSTER):
+            st.units[unit] = "inactive"
             return
         if st.units["pacemaker"] != "inactive":
             st.units["pacemaker"] = "inactive"  # stopping corosync stops pacemaker first

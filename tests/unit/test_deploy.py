@@ -250,13 +250,18 @@ ALLOWED = {
     "/usr/sbin/crm_simulate --live-check --simulate",
     "/usr/sbin/pcs resource cleanup", "/usr/sbin/pcs cluster start",
     "/usr/bin/systemctl restart corosync", "/usr/bin/systemctl restart pcsd",
+    # corosync-only clusters: start-corosync, and its probe for Proxmox's pve-cluster unit
+    "/usr/bin/systemctl start corosync", "/usr/bin/systemctl start pve-cluster",
+    "/usr/bin/systemctl is-enabled pve-cluster",
     "/usr/sbin/pcs resource cleanup *", "/usr/sbin/pcs node standby *", "/usr/sbin/pcs node unstandby *",
     "/usr/sbin/pcs resource move *", "/usr/sbin/pcs resource clear *",
     "/usr/sbin/crm_simulate --live-check --simulate --node-down *",
 }
 # bot/remediation.py asks crm_simulate for a prediction before a fix (Remediation._predict).
 PREDICTIONS = [("crm_simulate", "--live-check", "--simulate"),
-               ("crm_simulate", "--live-check", "--simulate", "--node-down", "node2")]
+               ("crm_simulate", "--live-check", "--simulate", "--node-down", "node2"),
+               # and whether a step's unit is installed (Remediation._plan: pve-cluster)
+               ("systemctl", "is-enabled", "pve-cluster")]
 NEVER = [("pcs", "cluster", "stop"), ("pcs", "cluster", "destroy"), ("pcs", "resource", "delete", "vip"),
          ("pcs", "stonith", "fence", "node2"), ("systemctl", "restart", "pacemaker"), ("crm_mon",),
          ("crm_mon", "--one-shot", "--inactive", "--output-as=xml", "--output-to=/etc/passwd"),
