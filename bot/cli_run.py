@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bot.settings import load_settings
+from bot.errors import ConfigError
+from bot.settings import DEFAULT_ALERT_CHANNEL, Settings, load_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("console", help="run the chat commands in this terminal (reads stdin)")
-    c.add_argument("--config", help="TOML config file (default: $CLUSTERBOT_CONFIG)")
     c.set_defaults(handler=console_command)
     r = sub.add_parser("run", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set, "
                                    "else HTTP on --port)")
-    r.add_argument("--config", help="TOML config file (default: $CLUSTERBOT_CONFIG)")
     r.add_argument("--port", type=int, help="HTTP mode port (default 3000)")
     r.set_defaults(handler=run_command)
     d = sub.add_parser("demo", help="an embedded simulated 3-node cluster behind real SSH, "
@@ -27,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def console_command(args: argparse.Namespace) -> int:
     from bot.runtime import console
 
-    asyncio.run(console(load_settings(args.config)))
+    asyncio.run(console(load_settings(args.config, need_clusters=True)))
     return 0
 
 
@@ -35,21 +34,34 @@ def run_command(args: argparse.Namespace) -> int:
     from bot.server import run_forever
 
     overrides = {"http_port": args.port} if args.port is not None else {}
-    asyncio.run(run_forever(load_settings(args.config, **overrides)))
+    settings = load_settings(args.config, need_clusters=True, **overrides)
+    refuse_problems(settings)
+    asyncio.run(run_forever(settings))
     return 0
+
+
+def refuse_problems(settings: Settings) -> None:
+    """Start only with a config `check-config` passes: a missing key or alert channel found at
+    startup is one clear line, not nodes failing or alerts going astray at 3 a.m."""
+    from bot.ops import config_problems
+
+    problems = config_problems(settings)
+    if problems:
+        raise ConfigError("\n".join([*problems, "not starting: fix the above (clusterbot check-config "
+                                                 "lists the same)"]))
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    asyncio.run(_demo(slack=args.slack))
+    asyncio.run(_demo(slack=args.slack, config=args.config))
     return 0
 
 
-async def _demo(slack: bool) -> None:
+async def _demo(slack: bool, config: str | None = None) -> None:
     from bot.demo.cluster import USAGE, DemoCluster
     from bot.runtime import console
 
     async with DemoCluster() as demo:
-        settings = load_settings(None, clusters=(demo.config(),), state_dir=demo.keys.directory)  # type: ignore[union-attr]
+        settings = load_settings(config, clusters=(demo.config(),), state_dir=demo.keys.directory)  # type: ignore[union-attr]
         print(f"demo: a simulated 3-node cluster {demo.name!r} answers over SSH on 127.0.0.1 "
               f"ports {', '.join(str(s.port) for s in demo.servers.values())}")
         print(f"demo: break it with {USAGE}")
@@ -58,6 +70,9 @@ async def _demo(slack: bool) -> None:
         if slack:
             from bot.server import run_forever
 
+            # A demo in a workspace says where alerts go instead of refusing: it has no config.
+            print(f"demo: alerts go to {settings.alert_channel or f'a channel named #{DEFAULT_ALERT_CHANNEL}'} "
+                  f"(set CLUSTERBOT_ALERT_CHANNEL to change it)")
             await run_forever(settings)
             return
         await console(settings, extras={"/demo": demo.demo_command}, intro=("/cluster status",))

@@ -59,7 +59,7 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
      "clusters.0.nodes.0.port: Input should be less than or equal to 65535"),
     ('[[clusters]]\nname = "x; rm -rf /"\nnodes = ["a"]\n', "clusters.0.name: String should match pattern"),
     ('[[clusters]]\nname = "x"\nnodes = []\n', "clusters.0.nodes: "),
-    ('[[clusters]]\nname = "x"\nnodes = ["a"]\nsshuser = "typo"\n', "clusters.0.sshuser: Extra inputs"),
+    ('[[clusters]]\nname = "x"\nnodes = ["a"]\nsshuser = "typo"\n', "clusters.0.sshuser: unknown key; did you mean 'ssh_user'?"),
     ('[[clusters]]\nname = "x"\nnodes = ["a", "a"]\n', "duplicate node names"),
     ('[[clusters]]\nname = "x"\nnodes = ["a"]\n[[clusters]]\nname = "x"\nnodes = ["b"]\n',
      "duplicate cluster names: x"),

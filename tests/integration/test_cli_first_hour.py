@@ -1,0 +1,284 @@
+"""A new operator's first hour with the command line (issue 16, items 9-19): real processes,
+real SSH to loopback nodes, the real Slack client against the loopback fake Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.nodes import FakeCluster, fake_cluster
+from tests.fakes.slack import FakeSlack
+from tests.integration.test_cli_status import clusterbot, write_config
+
+ENV_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "CLUSTERBOT_CONFIG")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test runner's environment without anything that configures clusterbot."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS and not k.startswith("CLUSTERBOT_")}
+    return {**env, **extra}
+
+
+def cli(*args: str, stdin: str = "", env: Mapping[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, text=True,
+                          capture_output=True, timeout=120, check=False, env=dict(env or clean_env()),
+                          cwd=cwd)
+
+
+def closed_pipe(*args: str, stdin: str = "") -> tuple[int, str]:
+    """Run with stdout a pipe whose reader is already gone, as `… | head -3` ends up: every
+    write fails with EPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bot", *args], input=stdin.encode(), stdout=write,
+                              stderr=subprocess.PIPE, timeout=120, check=False, env=clean_env())
+    finally:
+        os.close(write)
+    return proc.returncode, proc.stderr.decode()
+
+
+def healthy_config(fc: FakeCluster, tmp: Path, top: str = 'alert_channel = "C0ALERTS"\n') -> Path:
+    return write_config(fc, tmp / "c.toml", top)
+
+
+# ---------------------------------------------------------------- 9: a closed pipe
+
+
+def test_demo_piped_into_head_stops_quietly() -> None:
+    rc, err = closed_pipe("demo", stdin="/cluster status\n/cluster status\n")
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+    assert rc == 141  # as a shell reports a writer whose reader left (128 + SIGPIPE)
+
+
+@pytest.mark.parametrize("args", [("render", "--example", "node3-crashed"),
+                                  ("render", "--example", "healthy", "--format", "blocks"),
+                                  ("--help",), ("check-config", "--help")])
+def test_other_printing_commands_stop_quietly_on_a_closed_pipe(args: tuple[str, ...]) -> None:
+    rc, err = closed_pipe(*args)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert rc in (0, 141)  # argparse's --help exits 0 on its own
+
+
+async def test_status_check_config_and_console_stop_quietly_on_a_closed_pipe(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        cfg = healthy_config(fc, tmp_path)
+        for args, stdin in [(("status",), ""), (("status", "--format", "json"), ""),
+                            (("check-config", "--connect"), ""),
+                            (("console",), "/cluster status\n/cluster list\n")]:
+            rc, err = await asyncio.to_thread(closed_pipe, *args, "--config", str(cfg), stdin=stdin)
+            assert "Traceback" not in err and "Exception ignored" not in err, (args, err)
+            assert rc == 141, (args, err)
+
+
+# ---------------------------------------------------------------- 10, 19: global options
+
+
+def test_an_unknown_log_level_is_one_argparse_error_listing_the_choices() -> None:
+    out = cli("--log-level", "verbose", "check-config")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "argument --log-level: invalid choice: 'VERBOSE' (choose from 'DEBUG', 'INFO', 'WARNING'" \
+        in out.stderr.splitlines()[-1]
+    assert cli("render", "--example", "healthy", "--log-format", "yaml").returncode == 2
+
+
+async def test_global_options_work_before_and_after_the_subcommand(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        cfg = str(healthy_config(fc, tmp_path))
+        after = await asyncio.to_thread(cli, "check-config", "--log-level", "info", "--config", cfg,
+                                        "--log-format", "json")
+        before = await asyncio.to_thread(cli, "--log-level", "INFO", "--config", cfg, "check-config")
+        mixed = await asyncio.to_thread(cli, "--config", cfg, "status", "--log-level", "debug",
+                                        "--format", "json")
+    for out in (after, before):
+        assert out.returncode == 0, out.stderr
+        assert "config OK" in out.stdout
+    assert mixed.returncode == 0, mixed.stderr
+    assert json.loads(mixed.stdout)["cluster"] == "prod-haproxy"
+    assert "DEBUG bot.ssh: node1: `crm_mon` exited 0" in mixed.stderr  # --log-level after it applied
+    assert cli("--config", cfg, "render", "--example", "healthy").returncode == 2  # render reads none
+
+
+# ---------------------------------------------------------------- 11: no leaks on early exits
+
+
+async def test_run_and_demo_slack_early_exits_leave_no_asyncio_warnings(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc, FakeSlack(bot_token="xoxb-right") as slack:
+        cfg = str(healthy_config(fc, tmp_path))
+        port = {"CLUSTERBOT_HTTP_PORT": "0", "CLUSTERBOT_HTTP_HOST": "127.0.0.1",
+                "SLACK_SIGNING_SECRET": "s", "CLUSTERBOT_SLACK_API_URL": slack.api_url}
+        runs = {
+            "no token": await asyncio.to_thread(cli, "run", "--config", cfg, env=clean_env(**port)),
+            "refused token": await asyncio.to_thread(
+                cli, "run", "--config", cfg, env=clean_env(SLACK_BOT_TOKEN="xoxb-wrong", **port)),
+            "demo, no token": await asyncio.to_thread(cli, "demo", "--slack", env=clean_env(**port)),
+            "demo, refused token": await asyncio.to_thread(
+                cli, "demo", "--slack", env=clean_env(SLACK_BOT_TOKEN="xoxb-wrong", **port)),
+        }
+    for what, out in runs.items():
+        assert out.returncode == 2, (what, out.stderr)
+        said = [line for line in out.stderr.splitlines() if line.startswith("clusterbot: ")]
+        assert len(said) == 1 and "SLACK_BOT_TOKEN" in said[0], (what, out.stderr)
+        # `run` logs at INFO by default (its Slack calls); nothing worse than that may follow.
+        others = [line for line in out.stderr.splitlines() if line not in said]
+        assert all(" INFO " in line for line in others), (what, out.stderr)
+        assert "Unclosed" not in out.stderr and "Traceback" not in out.stderr, (what, out.stderr)
+
+
+# ---------------------------------------------------------------- 12: unreachable nodes
+
+
+async def test_status_with_two_unreachable_nodes_says_it_once_per_node(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        for name in ("node2", "node3"):
+            server = fc.nodes[name].server
+            assert server is not None
+            await server.set_reachable(False)
+        cfg = healthy_config(fc, tmp_path)
+        rc, out, err = await clusterbot("status", "--config", str(cfg))
+    assert rc == 1
+    lines = err.splitlines()
+    assert len([line for line in lines if "node2" in line]) <= 1, err
+    assert len([line for line in lines if "node3" in line]) <= 1, err
+    assert len(lines) <= 2, err
+    for text in (out, err):
+        assert "retrying" not in text and "another 0." not in text, text
+    assert "node2 did not answer" in out and "node3 did not answer" in out
+
+
+# ---------------------------------------------------------------- 13: configuration mistakes
+
+
+def test_every_config_mistake_at_once_with_did_you_mean(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('alert_chanel = "C1"\npoll_interval_s = "soon"\n[[clusters]]\nname = "x"\n'
+                   'nodes = [{ name = "n1", host = "h", prot = 22 }]\nsshuser = "u"\n'
+                   '[clusters.commands]\ncrm_mn = ["crm_mon"]\n')
+    out = cli("check-config", "--config", str(cfg))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert all(line.startswith(f"clusterbot: {cfg}: ") for line in lines), lines
+    said = {line.removeprefix(f"clusterbot: {cfg}: ") for line in lines}
+    assert said == {
+        "alert_chanel: unknown key; did you mean 'alert_channel'?",
+        "poll_interval_s: Input should be a valid number, unable to parse string as a number",
+        "clusters.0.nodes.0.prot: unknown key; did you mean 'port'?",
+        "clusters.0.sshuser: unknown key; did you mean 'ssh_user'?",
+        "clusters.0.commands.crm_mn: unknown key; did you mean 'crm_mon'?",
+    }
+
+
+def test_check_config_fails_on_missing_files_and_an_unusable_state_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'alert_channel = "C1"\nstate_dir = "{blocker}/state"\n[[clusters]]\nname = "x"\n'
+                   f'nodes = ["n1"]\nssh_key = "{tmp_path}/nokey"\nknown_hosts = "{tmp_path}/nohosts"\n')
+    out = cli("check-config", "--config", str(cfg))
+    assert out.returncode == 1, out.stdout + out.stderr
+    problems = [line.strip() for line in out.stdout.splitlines() if line.startswith("  problem: ")]
+    assert problems == [f"problem: x: ssh_key {tmp_path}/nokey does not exist",
+                        f"problem: x: known_hosts {tmp_path}/nohosts does not exist",
+                        f"problem: state_dir {blocker}/state: {blocker} is not a directory"]
+    assert "config OK" not in out.stdout and out.stdout.splitlines()[-1] == "config has 3 problems"
+    assert not (blocker.parent / "state").exists()
+
+
+def test_no_config_file_names_the_files_looked_for(tmp_path: Path) -> None:
+    for command in ("check-config", "status", "console", "run"):
+        out = cli(command, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr == ("clusterbot: no config file: none given (--config, $CLUSTERBOT_CONFIG) and "
+                              "/etc/clusterbot/clusterbot.toml does not exist\n"), (command, out.stderr)
+
+
+# ---------------------------------------------------------------- 14: read-only commands create nothing
+
+
+def test_audit_of_an_empty_state_dir_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{state}"\n')
+    out = cli("audit", "--config", str(cfg))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == (f"clusterbot: no state in {state} (no clusterbot.sqlite3): the bot has not run "
+                          "with this state_dir; check state_dir or --config\n")
+    assert list(state.iterdir()) == []
+    out = cli("audit", "--config", str(cfg), env=clean_env(CLUSTERBOT_STATE_DIR=str(tmp_path / "nope")))
+    assert out.returncode == 2 and not (tmp_path / "nope").exists()
+
+
+# ---------------------------------------------------------------- 15: where alerts go
+
+
+async def test_a_cluster_without_alert_channel_is_a_problem_and_run_refuses(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        cfg = str(healthy_config(fc, tmp_path, top=""))
+        check = await asyncio.to_thread(cli, "check-config", "--config", cfg)
+        run = await asyncio.to_thread(cli, "run", "--config", cfg, env=clean_env(
+            SLACK_BOT_TOKEN="xoxb-x", CLUSTERBOT_HTTP_PORT="0", CLUSTERBOT_HTTP_HOST="127.0.0.1"))
+    assert check.returncode == 1
+    assert ("  problem: prod-haproxy: no alert_channel: set the cluster's or the top-level alert_channel "
+            "to the channel id its incidents go to") in check.stdout.splitlines()
+    assert "alerts to (none)" in check.stdout
+    assert run.returncode == 2 and run.stderr.splitlines() == [
+        "clusterbot: prod-haproxy: no alert_channel: set the cluster's or the top-level alert_channel "
+        "to the channel id its incidents go to",
+        "clusterbot: not starting: fix the above (clusterbot check-config lists the same)"]
+    assert not (tmp_path / "state").exists()  # refused before anything was created
+
+
+# ---------------------------------------------------------------- 17: one exit-code rule
+
+
+@pytest.mark.parametrize("example,code", [("healthy", 0), ("standby-node2", 1), ("node3-crashed", 1)])
+def test_render_exit_code_follows_health_like_status(example: str, code: int) -> None:
+    for fmt in ("text", "json"):
+        out = cli("render", "--example", example, "--format", fmt)
+        assert out.returncode == code, (fmt, out.stderr)
+
+
+# ---------------------------------------------------------------- 18: logs
+
+
+async def test_run_logs_its_lifecycle_by_default_and_ssh_commands_only_at_debug(tmp_path: Path) -> None:
+    """`clusterbot run` as systemd starts it (no --log-level): the journal shows that it runs and
+    the incident it posts, as JSON with a timezone and the fields as keys, and no SSH command."""
+    async with fake_cluster(tmp_path, scenario="c_node3_crashed") as fc, \
+            FakeSlack(bot_token="xoxb-right") as slack:
+        cfg = str(healthy_config(fc, tmp_path))
+        env = clean_env(SLACK_BOT_TOKEN="xoxb-right", SLACK_SIGNING_SECRET="s", CLUSTERBOT_HTTP_PORT="0",
+                        CLUSTERBOT_HTTP_HOST="127.0.0.1", CLUSTERBOT_SLACK_API_URL=slack.api_url,
+                        CLUSTERBOT_POLL_INTERVAL_S="0.2")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", "--config", cfg, "--log-format", "json", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert proc.stderr is not None
+        lines: list[dict[str, object]] = []
+        try:
+            async with asyncio.timeout(60):
+                while not any(r.get("incident") for r in lines):
+                    lines.append(json.loads(await proc.stderr.readline()))
+                await asyncio.sleep(1.0)  # five more polls of three nodes
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            tail = await asyncio.wait_for(proc.stderr.read(), 30)
+            await asyncio.wait_for(proc.wait(), 30)
+        lines += [json.loads(line) for line in tail.decode().splitlines() if line]
+    assert proc.returncode == 0
+    running = next(r for r in lines if "watching 1 clusters" in str(r["msg"]))
+    assert running["level"] == "info" and str(running["ts"]).endswith("+00:00")
+    alert = next(r for r in lines if r.get("incident"))
+    assert alert["level"] == "info" and alert["channel"] == "C0ALERTS" and alert["kind"] == "root"
+    assert "prod-haproxy: unhealthy at start" in str(alert["msg"])
+    assert not [r for r in lines if r["logger"] == "bot.ssh"], "SSH commands belong at DEBUG"
