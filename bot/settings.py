@@ -148,7 +148,9 @@ class Settings(BaseSettings):
     approvers: tuple[str, ...] = ()
     approval_ttl_s: float = Field(900.0, gt=0)
     slack_api_url: str = "https://slack.com/api/"
-    http_host: str = "0.0.0.0"  # HTTP mode only; Slack must reach it (behind your TLS proxy)
+    http_host: str = Field("0.0.0.0", description=(
+        "Address both HTTP servers bind: the Slack port (HTTP mode; Slack must reach it, behind "
+        "your TLS proxy) and metrics_port (/metrics, /healthz, /readyz, /push) in either mode."))
     http_port: int = Field(3000, ge=0, le=65535)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     push_secret: SecretStr | None = None

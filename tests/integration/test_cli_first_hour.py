@@ -89,6 +89,8 @@ def test_an_unknown_log_level_is_one_argparse_error_listing_the_choices() -> Non
     assert "argument --log-level: invalid choice: 'VERBOSE' (choose from 'DEBUG', 'INFO', 'WARNING'" \
         in out.stderr.splitlines()[-1]
     assert cli("render", "--example", "healthy", "--log-format", "yaml").returncode == 2
+    count = cli("audit", "-n", "-5")  # checked before anything is opened
+    assert count.returncode == 2 and "argument -n: expected a count (0, 1, 2, ...), got '-5'" in count.stderr
 
 
 async def test_global_options_work_before_and_after_the_subcommand(tmp_path: Path) -> None:
