@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import logging
 
 from bot.errors import ConfigError
 from bot.settings import DEFAULT_ALERT_CHANNEL, Settings, load_settings
+
+log = logging.getLogger(__name__)
+_BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,13 +36,25 @@ def console_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from bot.server import run_forever
-
     overrides = {"http_port": args.port} if args.port is not None else {}
     settings = load_settings(args.config, need_clusters=True, **overrides)
     refuse_problems(settings)
-    asyncio.run(run_forever(settings))
+    asyncio.run(_serve(settings))
     return 0
+
+
+async def _serve(settings: Settings) -> None:
+    """The Slack bot until SIGTERM; a port it cannot listen on is one line, not a traceback."""
+    from bot.server import run_forever
+
+    try:
+        await run_forever(settings)
+    except OSError as exc:
+        if exc.errno not in _BIND_ERRORS:
+            raise
+        reason = str(exc).split("] ", 1)[-1]
+        raise ConfigError(f"cannot listen: {reason}; check http_host, http_port and metrics_port") from exc
+    log.info("clusterbot stopped")
 
 
 def refuse_problems(settings: Settings) -> None:
@@ -68,11 +85,9 @@ async def _demo(slack: bool, config: str | None = None) -> None:
         print("demo: fix it with e.g. /cluster cleanup prod-haproxy virtual_ip_2; approvers are alice "
               "and bob: /as alice, then /approve ID")
         if slack:
-            from bot.server import run_forever
-
             # A demo in a workspace says where alerts go instead of refusing: it has no config.
             print(f"demo: alerts go to {settings.alert_channel or f'a channel named #{DEFAULT_ALERT_CHANNEL}'} "
                   f"(set CLUSTERBOT_ALERT_CHANNEL to change it)")
-            await run_forever(settings)
+            await _serve(settings)
             return
         await console(settings, extras={"/demo": demo.demo_command}, intro=("/cluster status",))

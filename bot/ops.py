@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+
+import asyncssh
 
 from bot.cli import EXIT_OK, EXIT_UNHEALTHY
 from bot.collect import Ask, Collector, target_for
@@ -100,8 +103,8 @@ def config_problems(settings: Settings) -> list[str]:
         if cluster.ssh_key is None:
             problems.append(f"{cluster.name}: ssh_key is not set: the bot cannot log in to its nodes")
         problems += [f"{cluster.name}: {why}" for why in (
-            _unreadable("ssh_key", cluster.ssh_key), _unreadable("known_hosts", cluster.known_hosts))
-            if why]
+            _unreadable("ssh_key", cluster.ssh_key, asyncssh.read_private_key),
+            _unreadable("known_hosts", cluster.known_hosts, asyncssh.read_known_hosts)) if why]
         if not (cluster.alert_channel or settings.alert_channel):
             problems.append(f"{cluster.name}: no alert_channel: set the cluster's or the top-level "
                             "alert_channel to the channel id its incidents go to")
@@ -110,12 +113,20 @@ def config_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def _unreadable(key: str, path: Path | None) -> str | None:
+def _unreadable(key: str, path: Path | None, load: Callable[[str], object]) -> str | None:
+    """Why `path` is no use to the bot: missing, unreadable, or not what it should hold (`load`
+    reads it the way the SSH client will)."""
     if path is None:
         return None
     if not path.is_file():
         return f"{key} {path} does not exist" if not path.exists() else f"{key} {path} is not a file"
-    return None if os.access(path, os.R_OK) else f"{key} {path} is not readable by this user"
+    if not os.access(path, os.R_OK):
+        return f"{key} {path} is not readable by this user"
+    try:
+        load(str(path))
+    except (OSError, ValueError, asyncssh.KeyImportError) as exc:
+        return f"{key} {path} cannot be used: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return None
 
 
 def _not_writable(directory: Path) -> str | None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.collect import Collector
+from bot.ssh import SshPool
 from tests.fakes.nodes import FakeCluster, fake_cluster
 from tests.fakes.slack import FakeSlack
 from tests.integration.test_cli_status import clusterbot, write_config
@@ -157,6 +159,25 @@ async def test_status_with_two_unreachable_nodes_says_it_once_per_node(tmp_path:
     assert "node2 did not answer" in out and "node3 did not answer" in out
 
 
+async def test_a_node_in_connect_backoff_is_described_like_the_first_failure(tmp_path: Path) -> None:
+    # The watcher polls again while the pool still backs off: its incident text must say why the
+    # node is unreachable, never the pool's schedule ("not retrying for another 0.5s").
+    async with fake_cluster(tmp_path) as fc:
+        server = fc.nodes["node2"].server
+        assert server is not None
+        await server.set_reachable(False)
+        async with SshPool() as pool:
+            collector = Collector(pool, fc.settings)
+            reports = [await collector.collect(fc.config) for _ in range(3)]
+    errors = []
+    for report in reports:
+        node2 = report.result("node2")
+        assert node2 is not None and node2.error is not None
+        errors.append(str(node2.error))
+    assert all("retrying" not in e for e in errors), errors
+    assert len(set(errors)) == 1 and "cannot connect to 127.0.0.1:" in errors[0], errors
+
+
 # ---------------------------------------------------------------- 13: configuration mistakes
 
 
@@ -193,6 +214,23 @@ def test_check_config_fails_on_missing_files_and_an_unusable_state_dir(tmp_path:
                         f"problem: state_dir {blocker}/state: {blocker} is not a directory"]
     assert "config OK" not in out.stdout and out.stdout.splitlines()[-1] == "config has 3 problems"
     assert not (blocker.parent / "state").exists()
+
+
+async def test_check_config_and_run_refuse_a_key_or_known_hosts_that_is_not_one(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        cfg = healthy_config(fc, tmp_path)
+        fc.keys.client_key_path.write_text("not a key\n")
+        fc.keys.known_hosts.write_text("garbage\n")
+        check = await asyncio.to_thread(cli, "check-config", "--config", str(cfg))
+        run = await asyncio.to_thread(cli, "run", "--config", str(cfg), env=clean_env(
+            SLACK_BOT_TOKEN="xoxb-x", SLACK_SIGNING_SECRET="s", CLUSTERBOT_HTTP_PORT="0"))
+    assert check.returncode == 1
+    assert [line for line in check.stdout.splitlines() if "problem:" in line] == [
+        f"  problem: prod-haproxy: ssh_key {fc.keys.client_key_path} cannot be used: Invalid private key",
+        f"  problem: prod-haproxy: known_hosts {fc.keys.known_hosts} cannot be used: "
+        "Invalid known hosts entry: garbage"]
+    assert run.returncode == 2 and run.stderr.splitlines()[-1] == (
+        "clusterbot: not starting: fix the above (clusterbot check-config lists the same)")
 
 
 def test_no_config_file_names_the_files_looked_for(tmp_path: Path) -> None:
@@ -240,6 +278,19 @@ async def test_a_cluster_without_alert_channel_is_a_problem_and_run_refuses(tmp_
     assert not (tmp_path / "state").exists()  # refused before anything was created
 
 
+async def test_run_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc, FakeSlack(bot_token="xoxb-right") as slack:
+        cfg = str(healthy_config(fc, tmp_path))
+        taken = slack.port  # someone listens there already
+        out = await asyncio.to_thread(cli, "run", "--config", cfg, "--log-level", "warning", env=clean_env(
+            SLACK_BOT_TOKEN="xoxb-right", SLACK_SIGNING_SECRET="s", CLUSTERBOT_HTTP_HOST="127.0.0.1",
+            CLUSTERBOT_HTTP_PORT=str(taken), CLUSTERBOT_SLACK_API_URL=slack.api_url))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr == (f"clusterbot: cannot listen: error while attempting to bind on address "
+                          f"('127.0.0.1', {taken}): address already in use; check http_host, http_port "
+                          "and metrics_port\n")
+
+
 # ---------------------------------------------------------------- 17: one exit-code rule
 
 
@@ -284,3 +335,4 @@ async def test_run_logs_its_lifecycle_by_default_and_ssh_commands_only_at_debug(
     assert alert["level"] == "info" and alert["channel"] == "C0ALERTS" and alert["kind"] == "root"
     assert "prod-haproxy: unhealthy at start" in str(alert["msg"])
     assert not [r for r in lines if r["logger"] == "bot.ssh"], "SSH commands belong at DEBUG"
+    assert lines[-1]["msg"] == "clusterbot stopped" and lines[-1]["level"] == "info"
