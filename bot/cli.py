@@ -39,8 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.config is not None and args.command in NO_CONFIG_COMMANDS:
         parser.error(f"{args.command} reads no config file; drop --config")
-    default_level = "INFO" if args.command in SERVICE_COMMANDS or getattr(args, "slack", False) else "WARNING"
-    log.setup(args.log_level or default_level, args.log_format)
+    serving = args.command in SERVICE_COMMANDS or getattr(args, "slack", False)  # demo --slack
+    log.setup(args.log_level or ("INFO" if serving else "WARNING"), args.log_format)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         code = handler(args)
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterbotError as exc:
         for line in str(exc).splitlines():
             print(f"clusterbot: {line}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

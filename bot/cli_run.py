@@ -86,8 +86,8 @@ async def _demo(slack: bool, config: str | None = None) -> None:
               "and bob: /as alice, then /approve ID")
         if slack:
             # A demo in a workspace says where alerts go instead of refusing: it has no config.
-            print(f"demo: alerts go to {settings.alert_channel or f'a channel named #{DEFAULT_ALERT_CHANNEL}'} "
-                  f"(set CLUSTERBOT_ALERT_CHANNEL to change it)")
+            where = settings.alert_channel or f"a channel named #{DEFAULT_ALERT_CHANNEL}"
+            print(f"demo: alerts go to {where} (set CLUSTERBOT_ALERT_CHANNEL to change it)")
             await _serve(settings)
             return
         await console(settings, extras={"/demo": demo.demo_command}, intro=("/cluster status",))

@@ -88,9 +88,10 @@ INTRO: Final = """\
      Do not edit by hand: tests/unit/test_config_doc.py fails when this file and the code differ. -->
 
 clusterbot reads one TOML file (`--config FILE`, else `$CLUSTERBOT_CONFIG`, else
-`/etc/clusterbot/clusterbot.toml` if it exists); see deploy/clusterbot.example.toml. Top-level keys can be overridden by environment variables
-(the *env var* column; lists as JSON, e.g. `CLUSTERBOT_APPROVERS='["U0123"]'`). Slack
-secrets use Slack's conventional names. Keep secrets in the environment, not in the file.
+`/etc/clusterbot/clusterbot.toml` if it exists); see deploy/clusterbot.example.toml. Top-level
+keys can be overridden by environment variables (the *env var* column; lists as JSON, e.g.
+`CLUSTERBOT_APPROVERS='["U0123"]'`). Slack secrets use Slack's conventional names.
+Keep secrets in the environment, not in the file.
 
 A *name* (clusters, nodes, resources) is 1 to 63 characters: letters, digits and `. _ : -`,
 starting with a letter or digit.

@@ -15,7 +15,7 @@ from bot.cli import EXIT_OK, EXIT_UNHEALTHY
 from bot.collect import Ask, Collector, target_for
 from bot.errors import ConfigError, SshError
 from bot.pacemaker.merge import ClusterReport, NodeResult
-from bot.settings import ClusterConfig, Settings, load_settings
+from bot.settings import ClusterConfig, Settings, load_settings, misspelt_environment
 from bot.ssh import SshPool
 
 
@@ -98,7 +98,7 @@ def config_problems(settings: Settings) -> list[str]:
     """What the config file alone cannot show: the files it names and the state directory as
     this user sees them, and clusters whose alerts would have nowhere to go. `run` refuses to
     start with any of these, so the journal says it once instead of every node failing later."""
-    problems: list[str] = []
+    problems = misspelt_environment()
     for cluster in settings.clusters:
         if cluster.ssh_key is None:
             problems.append(f"{cluster.name}: ssh_key is not set: the bot cannot log in to its nodes")

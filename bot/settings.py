@@ -263,6 +263,24 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     if typing.get_origin(annotation) in (tuple, list, typing.Union, types.UnionType, Annotated):
         return next((m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None), None)
     return None
+def misspelt_environment() -> list[str]:
+    """CLUSTERBOT_* variables that are not settings but nearly name one (ignored, so the value
+    meant never applies). Not a load error like a file key: other tools share the prefix
+    (CLUSTERBOT_ALERT_CONFIG, the tests' switches); only a close miss is reported."""
+    names = sorted(f"CLUSTERBOT_{name.upper()}" for name in Settings.model_fields)
+    misses = []
+    for var in sorted(os.environ):
+        base = var.upper().split("__")[0]  # CLUSTERBOT_CLUSTERS__0__NAME sets `clusters`
+        if not base.startswith("CLUSTERBOT_") or base in names:
+            continue
+        close = difflib.get_close_matches(base.removeprefix("CLUSTERBOT_"),
+                                          [n.removeprefix("CLUSTERBOT_") for n in names], n=1, cutoff=0.8)
+        if close:
+            misses.append(f"environment {var} is not a setting and is ignored; did you mean "
+                          f"CLUSTERBOT_{close[0]}?")
+    return misses
+
+
 def _env_source(key: str) -> str | None:
     """The environment variable that set `key`, if one did (it wins over the file): the error
     must send the reader to it, not to a file that may not even have the key."""

@@ -233,6 +233,22 @@ async def test_check_config_and_run_refuse_a_key_or_known_hosts_that_is_not_one(
         "clusterbot: not starting: fix the above (clusterbot check-config lists the same)")
 
 
+def test_a_misspelt_environment_variable_is_a_problem_not_silence(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (tmp_path / "kh").write_text("")
+    cfg.write_text(f'alert_channel = "C1"\nstate_dir = "{tmp_path}/state"\n[[clusters]]\nname = "x"\n'
+                   f'nodes = ["n1"]\nssh_key = "{key}"\nknown_hosts = "{tmp_path}/kh"\n')
+    assert cli("check-config", "--config", str(cfg)).stdout.splitlines()[-1] == "config OK"
+    out = cli("check-config", "--config", str(cfg), env=clean_env(
+        CLUSTERBOT_POLL_INTERVAL="30", CLUSTERBOT_ALERT_CONFIG="/etc/clusterbot/alert.conf"))
+    assert out.returncode == 1
+    assert [line for line in out.stdout.splitlines() if "problem:" in line] == [
+        "  problem: environment CLUSTERBOT_POLL_INTERVAL is not a setting and is ignored; did you mean "
+        "CLUSTERBOT_POLL_INTERVAL_S?"]
+
+
 def test_no_config_file_names_the_files_looked_for(tmp_path: Path) -> None:
     for command in ("check-config", "status", "console", "run"):
         out = cli(command, cwd=tmp_path)
