@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -125,7 +125,8 @@ def _unreadable(key: str, path: Path | None, load: Callable[[str], object]) -> s
     try:
         load(str(path))
     except (OSError, ValueError, asyncssh.KeyImportError) as exc:
-        return f"{key} {path} cannot be used: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"{key} {path} cannot be used: {said}"
     return None
 
 
