@@ -551,7 +551,7 @@ def _insert_audit(c: sqlite3.Connection, *, at: datetime, actor: str, event: str
                   fingerprint: str | None = None, detail: Mapping[str, object]) -> int:
     # Every approval step passes here: the journal shows requests, approvals and runs at INFO.
     log.info("audit: %s%s by %s%s", event, f" {request_id}" if request_id else "", actor,
-             f" ({state_from} -> {state_to})" if state_to else "",
+             f" ({state_from or 'new'} -> {state_to})" if state_to else "",
              extra={"event": str(event), "request_id": request_id, "cluster": cluster, "actor": actor})
     cur = c.execute(
         "INSERT INTO audit (at, request_id, cluster, actor, event, state_from, state_to, fingerprint,"
