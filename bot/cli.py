@@ -89,6 +89,17 @@ def _add_global_options(p: argparse.ArgumentParser, default: str | None, *, conf
                             "/etc/clusterbot/clusterbot.toml)")
 
 
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a bad count or port is a usage error naming the option, before any
+    config is read, not a silent 'everything' or an error blamed on the config file."""
+    def parse(text: str) -> int:
+        value = int(text) if text.isdigit() else -1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}")
+        return value
+    return parse
+
+
 def _add_render(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("render", help="render saved crm_mon XML (a file, - for stdin)")
     p.add_argument("file", nargs="?", default="-", help="crm_mon --output-as=xml output, or -")

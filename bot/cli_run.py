@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 
+from bot.cli import whole_number
 from bot.errors import ConfigError
 from bot.settings import DEFAULT_ALERT_CHANNEL, Settings, load_settings
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.set_defaults(handler=console_command)
     r = sub.add_parser("run", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set, "
                                    "else HTTP on --port)")
-    r.add_argument("--port", type=int, help="HTTP mode port (default 3000)")
+    r.add_argument("--port", type=whole_number(0, 65535), help="HTTP mode port (default 3000)")
     r.set_defaults(handler=run_command)
     d = sub.add_parser("demo", help="an embedded simulated 3-node cluster behind real SSH, "
                                     "with the console (no Slack, no cluster needed)")

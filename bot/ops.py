@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncssh
 
-from bot.cli import EXIT_OK, EXIT_UNHEALTHY
+from bot.cli import EXIT_OK, EXIT_UNHEALTHY, whole_number
 from bot.collect import Ask, Collector, target_for
 from bot.errors import ConfigError, SshError
 from bot.pacemaker.merge import ClusterReport, NodeResult
@@ -29,16 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.set_defaults(handler=check_config_command)
     a = sub.add_parser("audit", help="print the audit log (append-only) from the state directory")
     a.add_argument("--jsonl", action="store_true", help="one JSON object per line (for export)")
-    a.add_argument("-n", type=_count, default=0, help="only the last N entries")
+    a.add_argument("-n", type=whole_number(0, 10**9), default=0, help="only the last N entries")
     a.set_defaults(handler=audit_command)
-
-
-def _count(text: str) -> int:
-    """A count checked by argparse, so `-n -5` is a usage error, not a silent 'everything'."""
-    value = int(text) if text.isdigit() else -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a count (0, 1, 2, ...), got {text!r}")
-    return value
 
 
 def pick_clusters(settings: Settings, names: list[str]) -> list[ClusterConfig]:

@@ -93,7 +93,11 @@ def test_an_unknown_log_level_is_one_argparse_error_listing_the_choices() -> Non
         in out.stderr.splitlines()[-1]
     assert cli("render", "--example", "healthy", "--log-format", "yaml").returncode == 2
     count = cli("audit", "-n", "-5")  # checked before anything is opened
-    assert count.returncode == 2 and "argument -n: expected a count (0, 1, 2, ...), got '-5'" in count.stderr
+    assert count.returncode == 2
+    assert "argument -n: expected a whole number from 0 to 1000000000, got '-5'" in count.stderr
+    port = cli("run", "--port", "70000")
+    assert port.returncode == 2 and "argument --port: expected a whole number from 0 to 65535, got '70000'" \
+        in port.stderr.splitlines()[-1]
 
 
 async def test_global_options_work_before_and_after_the_subcommand(tmp_path: Path) -> None:
