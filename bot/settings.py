@@ -204,7 +204,8 @@ def load_settings(path: Path | str | None = None, *, need_clusters: bool = False
     chosen = path or os.environ.get("CLUSTERBOT_CONFIG")
     file = Path(chosen) if chosen else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
     if file is not None and not file.is_file():
-        raise ConfigError(f"config file {file} does not exist")
+        named_by = "" if path else " (named by $CLUSTERBOT_CONFIG)"
+        raise ConfigError(f"config file {file}{named_by} does not exist")
     _CONFIG_FILE = file
     try:
         settings = Settings(**overrides)

@@ -260,6 +260,9 @@ def test_no_config_file_names_the_files_looked_for(tmp_path: Path) -> None:
         assert out.returncode == 2, out.stderr
         assert out.stderr == ("clusterbot: no config file: none given (--config, $CLUSTERBOT_CONFIG) and "
                               "/etc/clusterbot/clusterbot.toml does not exist\n"), (command, out.stderr)
+    out = cli("status", env=clean_env(CLUSTERBOT_CONFIG=str(tmp_path / "gone.toml")))
+    assert out.stderr == (f"clusterbot: config file {tmp_path}/gone.toml (named by $CLUSTERBOT_CONFIG) "
+                          "does not exist\n")
 
 
 # ---------------------------------------------------------------- 14: read-only commands create nothing
