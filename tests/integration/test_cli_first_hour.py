@@ -129,6 +129,8 @@ async def test_run_and_demo_slack_early_exits_leave_no_asyncio_warnings(tmp_path
             "no token": await asyncio.to_thread(cli, "run", "--config", cfg, env=clean_env(**port)),
             "refused token": await asyncio.to_thread(
                 cli, "run", "--config", cfg, env=clean_env(SLACK_BOT_TOKEN="xoxb-wrong", **port)),
+            "no signing secret": await asyncio.to_thread(cli, "run", "--config", cfg, env=clean_env(
+                **{**port, "SLACK_BOT_TOKEN": "xoxb-right", "SLACK_SIGNING_SECRET": ""})),
             "demo, no token": await asyncio.to_thread(cli, "demo", "--slack", env=clean_env(**port)),
             "demo, refused token": await asyncio.to_thread(
                 cli, "demo", "--slack", env=clean_env(SLACK_BOT_TOKEN="xoxb-wrong", **port)),
@@ -136,7 +138,8 @@ async def test_run_and_demo_slack_early_exits_leave_no_asyncio_warnings(tmp_path
     for what, out in runs.items():
         assert out.returncode == 2, (what, out.stderr)
         said = [line for line in out.stderr.splitlines() if line.startswith("clusterbot: ")]
-        assert len(said) == 1 and "SLACK_BOT_TOKEN" in said[0], (what, out.stderr)
+        assert len(said) == 1 and ("SLACK_SIGNING_SECRET" if "secret" in what else "SLACK_BOT_TOKEN") \
+            in said[0], (what, out.stderr)
         # `run` logs at INFO by default (its Slack calls); nothing worse than that may follow.
         others = [line for line in out.stderr.splitlines() if line not in said]
         assert all(" INFO " in line for line in others), (what, out.stderr)
