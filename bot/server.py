@@ -56,6 +56,16 @@ class Bot:
 async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
     """Socket Mode when SLACK_APP_TOKEN is set (no inbound port), else HTTP on http_port."""
     stack = AsyncExitStack()
+    try:
+        return await _start_bot(settings, stack, watch=watch)
+    except BaseException:
+        # A refused token or a busy port ends startup: what was built so far is closed, so the
+        # one-line error is not followed by "Unclosed client session" and the like.
+        await stack.aclose()
+        raise
+
+
+async def _start_bot(settings: Settings, stack: AsyncExitStack, *, watch: bool) -> Bot:
     runtime = await Runtime.start(settings, stack)
     metrics = Metrics()
     metrics.watch_pool(lambda: runtime.pool.stats)

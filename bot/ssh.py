@@ -269,11 +269,13 @@ class SshPool:
                 done = await self._run_with_retry(target, argv, command, timeout_s, stdin)
         except SshError as err:
             elapsed = time.perf_counter() - started
-            log.warning("%s: `%s` failed after %.3fs (%s): %s", target.node, argv[0], elapsed,
-                        err.kind, err.message.removeprefix(f"{target.node}: "))
+            # DEBUG: the caller reports the failure (a finding, an incident, a refusal), and a
+            # lost connection is logged once by _record_failure.
+            log.debug("%s: `%s` failed after %.3fs (%s): %s", target.node, argv[0], elapsed,
+                      err.kind, err.message.removeprefix(f"{target.node}: "))
             raise
-        log.info("%s: `%s` exited %d in %.3fs", target.node, argv[0], done.exit_status,
-                 done.duration_s)
+        log.debug("%s: `%s` exited %d in %.3fs", target.node, argv[0], done.exit_status,
+                  done.duration_s)
         return done
 
     async def _run_with_retry(
@@ -428,9 +430,9 @@ class SshPool:
         if slot.last_error is None or wait <= 0:
             return
         self._stats.backoff_rejections += 1
-        raise slot.last_error(
-            target.node, f"{slot.last_reason}; not retrying for another {wait:.1f}s"
-        )
+        # The reader (a status, an alert) needs why the node is unreachable, not our schedule.
+        log.debug("%s: not retrying the connection for another %.1fs", target.node, wait)
+        raise slot.last_error(target.node, slot.last_reason)
 
     async def _connect_slot(self, target: SshTarget, slot: _Slot) -> asyncssh.SSHClientConnection:
         if slot.conn is not None:
@@ -444,6 +446,8 @@ class SshPool:
         if self._closed:  # close() ran while we were connecting: don't leak the connection
             conn.close()
             raise RuntimeError("SshPool is closed")
+        if slot.failures:
+            log.info("%s: connected again after %d failed attempts", target.node, slot.failures)
         slot.conn, slot.ever_connected = conn, True
         slot.failures, slot.last_error = 0, None
         self._stats.connections_opened += 1
@@ -458,7 +462,10 @@ class SshPool:
         slot.last_error = type(err)
         slot.last_reason = err.message.removeprefix(f"{target.node}: ")
         self._stats.connect_failures += 1
-        log.warning("%s: connect failed (%s); next attempt in %.1fs", target.node, err.kind, delay)
+        # One line per outage, not per attempt: a node down for an hour is not a log flood.
+        log.log(logging.WARNING if slot.failures == 1 else logging.DEBUG, "%s: %s", target.node,
+                slot.last_reason)
+        log.debug("%s: next connection attempt in %.1fs", target.node, delay)
 
 
 # -- helpers outside the class: no pool state involved ----------------------------------

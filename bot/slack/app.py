@@ -136,7 +136,8 @@ def _token_not_ignored() -> Iterator[None]:
     """Hush bolt's warning that the client's token "will be ignored" because `authorize` is given:
     BotIdentity hands that very token to every request, so the warning would only mislead."""
     def hush(record: logging.LogRecord) -> bool:
-        return "will be ignored" not in record.getMessage()
+        # bolt's wording differs by version: "will be ignored", "will be unused"
+        return not any(said in record.getMessage() for said in ("will be ignored", "will be unused"))
     bolt = logging.getLogger("slack_bolt.AsyncApp")
     bolt.addFilter(hush)
     try:
