@@ -76,10 +76,9 @@ async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
         assert settings.slack_app_token is not None
         bot.socket = await serve_socket(app, settings.slack_app_token.get_secret_value(), client)
     else:
-        # /metrics names clusters and nodes: it stays off the public Slack port when a separate
-        # metrics_port is configured.
-        public = ops_routes(**deps) if settings.metrics_port is None else ops_routes(
-            **{**deps, "metrics": None})
+        # The Slack port faces the internet. /metrics names clusters and nodes: never served there.
+        # Health and /push share it only when there is no metrics_port to carry them.
+        public = ops_routes(**deps, serve_metrics=False) if settings.metrics_port is None else []
         bot.http = await serve_http(app, settings.http_host, settings.http_port, extra_routes=public)
     if settings.metrics_port is not None:
         bot.ops = await serve_ops(settings.http_host, settings.metrics_port, ops_routes(**deps))

@@ -108,6 +108,7 @@ class BotApp(AsyncApp):
     """The bolt app and the identity its requests are authorized with (learned before serving)."""
 
     identity: BotIdentity
+    signing_key: bytes | None  # HTTP mode: what bot.slack.serve verifies every request with
 
 
 def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
@@ -120,13 +121,14 @@ def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
     with _token_not_ignored():
         app = BotApp(
             client=client,
-            signing_secret=secret.get_secret_value() if secret else None,
-            # Socket Mode frames come over our own authenticated WebSocket; HTTP must be signed.
-            request_verification_enabled=not socket_mode,
+            # Socket Mode frames come over our own authenticated WebSocket; HTTP requests are
+            # verified over their raw bytes by bot.slack.serve before bolt sees them.
+            request_verification_enabled=False,
             process_before_response=False,
             authorize=identity,
         )
     app.identity = identity
+    app.signing_key = secret.get_secret_value().encode() if secret and not socket_mode else None
     _register(app, services)
     return app
 

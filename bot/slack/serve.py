@@ -7,16 +7,23 @@ request waits on the Web API inside Slack's 3-second ack window.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.signing import SLACK, verify
 from bot.slack.app import BotApp, BotIdentity
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
+# Slack's largest payloads (a click on a 50-block message, with its state) stay well under this.
+MAX_SLACK_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -45,9 +52,8 @@ async def serve_http(app: BotApp, host: str, port: int,
                      extra_routes: list[web.RouteDef] | None = None) -> HttpServer:
     """Serve signed Slack requests at /slack/events (and any extra routes) on host:port."""
     await app.identity.start()
-    web_app = app.web_app(path=EVENTS_PATH)
-    if extra_routes:
-        web_app.add_routes(extra_routes)
+    web_app = web.Application(client_max_size=MAX_SLACK_BYTES)
+    web_app.add_routes([events_route(app), *(extra_routes or [])])
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -61,6 +67,53 @@ async def serve_http(app: BotApp, host: str, port: int,
     bound = sockets[0].getsockname()[1] if sockets else port
     log.info("HTTP mode: listening on %s:%d%s", host, bound, EVENTS_PATH)
     return HttpServer(runner, bound, app.identity)
+
+
+def events_route(app: BotApp, clock: Callable[[], float] = time.time) -> web.RouteDef:
+    """POST /slack/events: the signature is checked over the raw bytes before anything else.
+
+    Bolt's own check runs on the body already decoded as UTF-8 and parses the headers unguarded, so
+    an empty or non-numeric timestamp or a body that is not UTF-8 became a 500 with a traceback, and
+    a refused body was logged whole. Here every such request gets 401 and one line naming why; only
+    a request Slack signed reaches bolt (whose check is then off: it would only repeat this one).
+    """
+    secret = app.signing_key
+    if not secret:
+        raise ValueError("HTTP mode needs the signing secret")
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await bounded_body(request, MAX_SLACK_BYTES)
+        if body is None:
+            return _refuse(request, 413, "body over %d bytes" % MAX_SLACK_BYTES)
+        why = verify(SLACK, secret, request.headers, body, clock())
+        if why is not None:
+            return _refuse(request, 401, why)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:  # signed by Slack yet not UTF-8: never seen, still not a 500
+            return _refuse(request, 400, "signed body is not UTF-8")
+        bolt_req = AsyncBoltRequest(body=text, query=request.query_string,
+                                    headers=dict(request.headers))
+        return await to_aiohttp_response(await app.async_dispatch(bolt_req))
+
+    return web.post(EVENTS_PATH, handler)
+
+
+async def bounded_body(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is over limit (announced, or as read when chunked)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    try:
+        body = await request.read()  # the app's client_max_size stops a chunked body early
+    except web.HTTPRequestEntityTooLarge:
+        return None
+    return body if len(body) <= limit else None
+
+
+def _refuse(request: web.Request, status: int, why: str) -> web.Response:
+    """One bounded line per refused request; the client learns nothing about why."""
+    log.warning("Slack request from %s refused (HTTP %d): %s", request.remote, status, why)
+    return web.json_response({"error": "invalid request"}, status=status)
 
 
 async def serve_socket(app: BotApp, app_token: str, client: AsyncWebClient) -> AsyncSocketModeHandler:

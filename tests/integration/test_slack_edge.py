@@ -1,0 +1,150 @@
+"""The public HTTP edge against hostile and malformed input: real HTTP to the running bot (the fake
+Slack behind it, the demo cluster over SSH), every request built by hand the way an attacker would.
+
+What must hold for every request that is not Slack's: 401 (413 for a body over the limit), no 5xx,
+exactly one short log line, no traceback, and never the request body in the log."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from bot.metrics import Metrics
+from bot.ops_http import push_routes, serve_ops
+from tests.fakes.botharness import SECRET, Harness, running_bot
+from tests.fakes.signing import sign
+
+FORM = "application/x-www-form-urlencoded"
+# Distinctive text in every hostile body: it must never show up in a log record.
+MARKER = "hostile-body-7f3a"
+LOG_LINE_MAX = 200
+
+
+def now() -> str:
+    return str(int(time.time()))
+
+
+def hostile() -> list[tuple[str, bytes, dict[str, str], int]]:
+    """(case, body, headers, expected status) for requests that are not Slack's."""
+    body = f"text={MARKER}&command=/cluster".encode()
+    return [
+        ("no signature headers", body, {}, 401),
+        ("empty signature headers", body, {"X-Slack-Request-Timestamp": "", "X-Slack-Signature": ""}, 401),
+        ("non-numeric timestamp", body, {"X-Slack-Request-Timestamp": "abc", "X-Slack-Signature": "v0=00"},
+         401),
+        ("40-digit timestamp", body, {"X-Slack-Request-Timestamp": "9" * 40, "X-Slack-Signature": "v0=00"},
+         401),
+        ("negative timestamp", body, {"X-Slack-Request-Timestamp": "-5", "X-Slack-Signature": "v0=00"}, 401),
+        ("body not UTF-8", f"payload=\xff{MARKER}".encode("latin-1"),
+         {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=00"}, 401),
+        ("non-ASCII signature", body, {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=é"}, 401),
+        ("stale but correctly signed", body, sign(SECRET, body, int(time.time()) - 600), 401),
+        ("signed with another secret", body, sign("not-the-secret", body), 401),
+        ("JSON body, bad signature", json.dumps({"type": "event_callback", "x": MARKER}).encode(),
+         {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=00", "Content-Type": "application/json"},
+         401),
+        ("wrong content type", body, {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=00",
+                                      "Content-Type": "text/html; charset=utf-8"}, 401),
+        ("body over the limit", (f"text={MARKER}&x=" + "y" * (2 * 1024 * 1024)).encode(),
+         {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=00"}, 413),
+    ]
+
+
+async def post_raw(h: Harness, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    data = io.BytesIO(body)  # aiohttp streams it: a 2 MiB body must not block the loop
+    async with h.http.post(h.events_url, data=data, headers={"Content-Type": FORM, **headers}) as resp:
+        return resp.status, await resp.text()
+
+
+@pytest.mark.parametrize("case", [c[0] for c in hostile()])
+async def test_request_not_from_slack_gets_4xx_and_one_line(case: str, caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_bot(watch=False) as h:
+        _, body, headers, expected = next(c for c in hostile() if c[0] == case)
+        caplog.clear()
+        status, answer = await post_raw(h, body, headers)
+        records = list(caplog.records)
+        calls = [c.method for c in h.slack.calls]
+    assert status == expected, (status, answer)
+    assert MARKER not in answer
+    assert calls == ["auth.test"]  # nothing reached a listener
+    said = [r for r in records if r.levelno >= logging.INFO]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    line = said[0]
+    assert line.exc_info is None and "\n" not in line.getMessage() and len(line.getMessage()) < LOG_LINE_MAX
+    assert all(MARKER not in r.getMessage() for r in records)  # not even at DEBUG
+
+
+async def test_signed_requests_still_work_after_hostile_ones() -> None:
+    async with running_bot(watch=False) as h:
+        for _, body, headers, _ in hostile()[:3]:
+            await post_raw(h, body, headers)
+        status, body, _ = await h.slash("status nope")
+        assert status == 200 and "unknown cluster `nope`" in json.loads(body)["text"]
+
+
+async def test_the_slack_port_serves_only_what_the_readme_says() -> None:
+    """No metrics_port: /slack/events, /healthz and /readyz; /push only with push_secret; no /metrics."""
+    async with running_bot(watch=False) as h:
+        assert h.bot.http is not None
+        base = f"http://127.0.0.1:{h.bot.http.port}"
+        seen = {path: await status_of(h.http, base + path)
+                for path in ("/metrics", "/healthz", "/readyz", "/push", "/", "/slack/events")}
+    assert seen == {"/metrics": 404, "/healthz": 200, "/readyz": 200, "/push": 404, "/": 404,
+                    "/slack/events": 405}
+
+
+async def test_with_a_metrics_port_the_slack_port_serves_slack_alone() -> None:
+    async with running_bot(watch=False, metrics_port=0, push_secret="push-secret") as h:
+        assert h.bot.http is not None and h.bot.ops is not None
+        public = f"http://127.0.0.1:{h.bot.http.port}"
+        ops = f"http://127.0.0.1:{h.bot.ops.port}"
+        on_public = {p: await status_of(h.http, public + p) for p in ("/metrics", "/healthz", "/readyz")}
+        on_ops = {p: await status_of(h.http, ops + p) for p in ("/metrics", "/healthz", "/readyz")}
+        async with h.http.post(public + "/push", data=b"{}") as resp:
+            push_public = resp.status
+        async with h.http.post(ops + "/push", data=b"{}") as resp:
+            push_ops = resp.status
+    assert on_public == {"/metrics": 404, "/healthz": 404, "/readyz": 404} and push_public == 404
+    assert on_ops == {"/metrics": 200, "/healthz": 200, "/readyz": 200} and push_ops == 401
+
+
+async def test_push_on_the_slack_port_without_a_metrics_port() -> None:
+    async with running_bot(watch=False, push_secret="push-secret") as h:
+        assert h.bot.http is not None
+        async with h.http.post(f"http://127.0.0.1:{h.bot.http.port}/push", data=b"{}") as resp:
+            assert resp.status == 401  # mounted, and refused unsigned
+
+
+async def status_of(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(url) as resp:
+        return resp.status
+
+
+async def test_chunked_push_over_the_limit_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A chunked body announces no length: aiohttp stopped it with its own 413, uncounted, unlogged."""
+    metrics = Metrics()
+    ops = await serve_ops("127.0.0.1", 0, push_routes(secret="push-secret", wake=lambda c: True,
+                                                      metrics=metrics))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b" " * 8192  # 160 KiB in all, over the 64 KiB limit
+
+    try:
+        caplog.set_level(logging.INFO)
+        async with aiohttp.ClientSession() as http, \
+                http.post(f"http://127.0.0.1:{ops.port}/push", data=chunks()) as resp:
+            assert resp.status == 413
+    finally:
+        await ops.close()
+    assert 'clusterbot_push_requests_total{outcome="too_large"} 1.0' in metrics.render().decode()
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.ops_http"] == [
+        "push from 127.0.0.1 refused: body over 65536 bytes"]
