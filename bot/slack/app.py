@@ -15,6 +15,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -125,6 +126,8 @@ def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
             # verified over their raw bytes by bot.slack.serve before bolt sees them.
             request_verification_enabled=False,
             process_before_response=False,
+            # One line from on_error, not bolt's multi-line warning with a code suggestion.
+            raise_error_for_unhandled_request=True,
             authorize=identity,
         )
     app.identity = identity
@@ -171,7 +174,19 @@ def _register(app: AsyncApp, services: Services) -> None:
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        if isinstance(error, BoltUnhandledRequestError):  # signed, but nothing of ours listens
+            log.info("Slack sent a request no listener handles: %s", _kind(body))
+            return
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
+
+
+def _kind(body: object) -> str:
+    """What a payload is, in a few bounded words (never its content)."""
+    if not isinstance(body, dict):
+        return "not a JSON object"
+    event = body.get("event")
+    parts = [body.get("type"), body.get("command"), event.get("type") if isinstance(event, dict) else None]
+    return " ".join(str(p)[:40] for p in parts if p) or "untyped"
 
 
 def slash_invocation(body: dict[str, Any]) -> tuple[Invocation, UsageError | None]:

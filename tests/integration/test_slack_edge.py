@@ -11,14 +11,15 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.metrics import Metrics
 from bot.ops_http import push_routes, serve_ops
-from tests.fakes.botharness import SECRET, Harness, running_bot
-from tests.fakes.signing import sign
+from tests.fakes.botharness import CHANNEL, SECRET, Harness, running_bot
+from tests.fakes.signing import block_actions_payload, interactivity_body, sign
 
 FORM = "application/x-www-form-urlencoded"
 # Distinctive text in every hostile body: it must never show up in a log record.
@@ -148,3 +149,50 @@ async def test_chunked_push_over_the_limit_is_counted_and_logged(caplog: pytest.
     assert 'clusterbot_push_requests_total{outcome="too_large"} 1.0' in metrics.render().decode()
     assert [r.getMessage() for r in caplog.records if r.name == "bot.ops_http"] == [
         "push from 127.0.0.1 refused: body over 65536 bytes"]
+
+
+# ---------------------------------------------------------------- payload values: range as well as shape
+
+CLICKER = "U0CLICK"
+
+
+def click_payload(h: Harness, action_id: str, value: object, **changes: object) -> dict[str, Any]:
+    url = h.slack.response_url(channel=CHANNEL, user=CLICKER, message_ts="1.0", kind="actions")
+    payload = block_actions_payload(action_id=action_id, value="x", user_id=CLICKER, channel_id=CHANNEL,
+                                    message_ts="1.0", response_url=url)
+    payload["actions"][0]["value"] = value
+    payload.update(changes)
+    return payload
+
+
+async def signed_click(h: Harness, payload: dict[str, Any]) -> int:
+    status, _, _ = await h.post(interactivity_body(payload), FORM)
+    return status
+
+
+@pytest.mark.parametrize("value", ["9" * 20, "9" * 19, "0" * 30 + "1", "1" * 5000, "-1", "1e9", "٣", 7, None])
+async def test_request_fix_value_out_of_range_answers_one_line(value: object,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_bot(watch=False) as h:
+        assert await signed_click(h, click_payload(h, "clusterbot:request_fix", value)) == 200
+        said = await h.slack.wait_for("chat.postEphemeral", lambda c: c.params.get("user") == CLICKER)
+    assert "this alert has no fix to request" in said.params["text"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("case", "changes"), [
+    ("user not an object", {"user": "U0CLICK"}),
+    ("user id not a string", {"user": {"id": ["U0BOSS"]}}),
+    ("channel missing", {"channel": None}),
+])
+async def test_malformed_click_payloads_never_raise(case: str, changes: dict[str, object],
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_bot(watch=False) as h:
+        for action_id in ("clusterbot:approve", "clusterbot:request_fix"):
+            payload = click_payload(h, action_id, "1", **changes)
+            assert await signed_click(h, payload) in (200, 404)  # 404: no listener for no action
+        await h.remediation.wait_idle()
+    assert not [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert all("\n" not in r.getMessage() for r in caplog.records if r.name.startswith("slack_bolt"))
