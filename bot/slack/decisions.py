@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import logging
 import re
-import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ClusterbotError
+from bot.errors import ApprovalError, ClusterbotError
 from bot.remediation import Remediation
 from bot.render.alerts import FIX_ACTION
+from bot.slack.replies import SLACK_TROUBLE, why
 from bot.store import Store
 from commands import lookup, resolve
 from commands.spec import Invocation, Source, UsageError
@@ -22,7 +22,6 @@ from commands.spec import Invocation, Source, UsageError
 log = logging.getLogger(__name__)
 DECISION = re.compile(r"^clusterbot:(approve|deny|cancel)$")
 VERBS = ("approve", "deny", "cancel")
-GROUP_CACHE_S = 60.0
 _ROW_ID_MAX = 2**63 - 1  # SQLite's INTEGER
 _ROW_ID_DIGITS = len(str(_ROW_ID_MAX))
 # A plain reply, or one sent with "Also send to channel" (thread_broadcast): both are a person's word.
@@ -114,29 +113,28 @@ def _who(body: dict[str, Any]) -> tuple[str, str]:
     return text(body.get("user"), "id"), text(body.get("channel"), "id")
 
 
-async def _private(client: AsyncWebClient, channel: str, user: str, text: str,
+async def _private(client: AsyncWebClient, channel: str, user: str, said: str,
                    thread: str | None = None) -> None:
     try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread)
-    except SlackApiError as err:
-        log.warning("could not tell %s privately: %s", user, err.response.get("error"))
+        await client.chat_postEphemeral(channel=channel, user=user, text=said, thread_ts=thread)
+    except SLACK_TROUBLE as err:  # a proxy's HTML page or a dropped connection too, not only Slack's no
+        log.warning("could not tell %s privately: %s", user, why(err))
 
 
-def group_resolver(client: AsyncWebClient):  # type: ignore[no-untyped-def]
-    """members_of(S...) through usergroups.users.list, cached for a minute."""
-    cache: dict[str, tuple[float, set[str]]] = {}
+def group_resolver(client: AsyncWebClient) -> Callable[[str], Awaitable[set[str]]]:
+    """members_of(S...) through usergroups.users.list, asked afresh for every decision.
+
+    No cache: it is consulted only to authorize an approval, and someone just removed from the
+    on-call group must not approve for another minute. A group Slack will not list refuses the
+    decision with the reason (fails closed), rather than calling the clicker "not an approver"."""
 
     async def members_of(group: str) -> set[str]:
-        hit = cache.get(group)
-        if hit and time.monotonic() - hit[0] < GROUP_CACHE_S:
-            return hit[1]
         try:
             resp = await client.usergroups_users_list(usergroup=group)
-        except SlackApiError as err:
-            log.warning("cannot read user group %s: %s", group, err.response.get("error"))
-            return set()
-        listed: list[object] = list(resp.get("users", []))
-        users = {str(u) for u in listed}
-        cache[group] = (time.monotonic(), users)
-        return users
+        except SLACK_TROUBLE as err:
+            log.warning("cannot read user group %s: %s", group, why(err))
+            raise ApprovalError(f"could not check the approver group {group} with Slack ({why(err)}); "
+                                "nothing was decided, try again") from err
+        listed = resp.get("users")
+        return {u for u in listed if isinstance(u, str)} if isinstance(listed, list) else set()
     return members_of

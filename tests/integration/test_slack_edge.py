@@ -6,6 +6,7 @@ exactly one short log line, no traceback, and never the request body in the log.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -196,3 +197,49 @@ async def test_malformed_click_payloads_never_raise(case: str, changes: dict[str
         await h.remediation.wait_idle()
     assert not [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert all("\n" not in r.getMessage() for r in caplog.records if r.name.startswith("slack_bolt"))
+
+
+# ---------------------------------------------------------------- approver groups, read for every decision
+
+ONCALL, BOSS, ALICE = "S0ONCALL", "U0BOSS", "U0ALICE"
+
+
+async def test_removed_from_the_group_cannot_approve_a_second_later() -> None:
+    async with running_bot(watch=False, cluster={"approvers": (ONCALL,), "approvals_required": 2}) as h:
+        h.slack.usergroup_members[ONCALL] = [BOSS, ALICE]
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        await h.slash("cleanup prod-haproxy virtual_ip_2")
+        await h.slack.wait_for("chat.postMessage", lambda c: "requested by" in json.dumps(c.params))
+        req = await pending(h)
+        await h.click("clusterbot:approve", req.id, BOSS)  # 1/2: the group was read just now
+        await h.slack.wait_for("chat.postMessage", lambda c: f"<@{BOSS}> approved (1/2)" in str(c.params))
+        h.slack.usergroup_members[ONCALL] = [BOSS]  # ALICE leaves the on-call group
+        await h.click("clusterbot:approve", req.id, ALICE)
+        said = await h.slack.wait_for("chat.postEphemeral", lambda c: c.params.get("user") == ALICE)
+        await h.remediation.wait_idle()
+        stored = h.bot.runtime.store.get_request(req.id)
+    assert "you are not an approver" in said.params["text"]
+    assert stored is not None and stored.approvers == (BOSS,) and str(stored.state) == "pending"
+    assert h.node_commands("pcs resource cleanup") == []
+
+
+async def test_a_group_slack_will_not_list_refuses_with_the_reason() -> None:
+    async with running_bot(watch=False, cluster={"approvers": (ONCALL,)}) as h:
+        h.slack.usergroup_members[ONCALL] = [BOSS]
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        await h.slash("cleanup prod-haproxy virtual_ip_2")
+        req = await pending(h)
+        h.slack.fail("usergroups.users.list", error="missing_scope")
+        await h.click("clusterbot:approve", req.id, BOSS)
+        said = await h.slack.wait_for("chat.postEphemeral", lambda c: c.params.get("user") == BOSS)
+        stored = h.bot.runtime.store.get_request(req.id)
+    assert "could not check the approver group S0ONCALL with Slack (missing_scope)" in said.params["text"]
+    assert stored is not None and stored.approvers == ()
+
+
+async def pending(h: Harness) -> Any:
+    for _ in range(200):
+        if requests := h.bot.runtime.store.pending_requests():
+            return requests[-1]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no request was filed")
