@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -131,6 +131,14 @@ def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
             authorize=identity,
         )
     app.identity = identity
+
+    @app.middleware
+    async def one_client(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        # Bolt hands every listener a fresh plain AsyncWebClient (and builds say() on it): answers,
+        # request messages and approvals went around CountingWebClient, unlogged and uncounted.
+        context["client"] = client
+        await next()
+
     app.signing_key = secret.get_secret_value().encode() if secret and not socket_mode else None
     _register(app, services)
     return app

@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.signing import SLACK, verify
 from bot.slack.app import BotApp, BotIdentity
+from bot.slack.client import SDK_LOG
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -119,7 +120,7 @@ def _refuse(request: web.Request, status: int, why: str) -> web.Response:
 async def serve_socket(app: BotApp, app_token: str, client: AsyncWebClient) -> AsyncSocketModeHandler:
     """Connect over Socket Mode; apps.connections.open goes to the configured Web API URL."""
     await app.identity.start()
-    handler = SocketHandler(app, app_token, web_client=client)
+    handler = SocketHandler(app, app_token, web_client=client, logger=SDK_LOG)
     handler.identity = app.identity
     try:
         await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated

@@ -11,7 +11,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -20,7 +20,7 @@ import pytest
 from bot.metrics import Metrics
 from bot.ops_http import push_routes, serve_ops
 from tests.fakes.botharness import CHANNEL, SECRET, Harness, running_bot
-from tests.fakes.signing import block_actions_payload, interactivity_body, sign
+from tests.fakes.signing import block_actions_payload, interactivity_body, sign, slash_command_payload
 
 FORM = "application/x-www-form-urlencoded"
 # Distinctive text in every hostile body: it must never show up in a log record.
@@ -243,3 +243,84 @@ async def pending(h: Harness) -> Any:
             return requests[-1]
         await asyncio.sleep(0.02)
     raise AssertionError("no request was filed")
+
+
+# ---------------------------------------------------------------- one Web API client, every call counted
+
+
+def bot_count(h: Harness) -> int:
+    """Web API requests the bot logged and counted, from its own /metrics series."""
+    lines = h.bot.metrics.render().decode().splitlines()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith("clusterbot_slack_calls_total{")))
+
+
+def slack_count(h: Harness) -> int:
+    return len([c for c in h.slack.calls if c.method != "response_url"])
+
+
+async def answers_approvals_and_a_retry(h: Harness, send_slash: Callable[[str, str], Awaitable[None]],
+                                        send_click: Callable[[str, str, str], Awaitable[None]]) -> None:
+    """Drive every kind of answer: a status (progress + edit), a refusal in a thread, a request with
+    its root message, a denied approval told privately (rate limited once, so retried), approvals."""
+    h.slack.usergroup_members[ONCALL] = [BOSS]
+    await send_slash("status prod-haproxy", "U0USER")
+    await h.slack.wait_for("chat.update", lambda c: "is healthy" in json.dumps(c.params), timeout=15)
+    await h.demo.demo_command(("fail", "virtual_ip_2"))
+    await send_slash("cleanup prod-haproxy virtual_ip_2", "U0USER")
+    req = await pending(h)
+    h.slack.rate_limit("chat.postEphemeral", times=1, retry_after=0)
+    await send_click("clusterbot:approve", req.id, "U0STRANGER")
+    await h.slack.wait_for("chat.postEphemeral", lambda c: c.ok and c.params.get("user") == "U0STRANGER")
+    await send_click("clusterbot:approve", req.id, BOSS)
+    await h.slack.wait_for("chat.postMessage", lambda c: "verified" in json.dumps(c.params), timeout=30)
+    await h.remediation.wait_idle()
+
+
+async def test_every_web_api_call_is_counted_in_http_mode() -> None:
+    async with running_bot(watch=False, cluster={"approvers": (ONCALL,)}) as h:
+        async def slash(text: str, user: str) -> None:
+            await h.slash(text, user=user)
+
+        async def click(action: str, value: str, user: str) -> None:
+            await h.click(action, value, user)
+
+        await answers_approvals_and_a_retry(h, slash, click)
+        assert [c.status for c in h.slack.calls if c.method == "chat.postEphemeral"][:2] == [429, 200]
+        assert slack_count(h) > 10 and bot_count(h) == slack_count(h)
+
+
+async def test_every_web_api_call_is_counted_in_socket_mode() -> None:
+    async with running_bot(watch=False, slack_app_token="xapp-test", cluster={"approvers": (ONCALL,)}) as h:
+        async def slash(text: str, user: str) -> None:
+            url = h.slack.response_url(channel=CHANNEL, user=user)
+            eid = await h.slack.socket_send("slash_commands", slash_command_payload(
+                text=text, user_id=user, response_url=url))
+            await h.slack.wait_ack(eid)
+
+        async def click(action: str, value: str, user: str) -> None:
+            url = h.slack.response_url(channel=CHANNEL, user=user, message_ts="1.0", kind="actions")
+            eid = await h.slack.socket_send("interactive", block_actions_payload(
+                action_id=action, value=value, user_id=user, message_ts="1.0", response_url=url))
+            await h.slack.wait_ack(eid)
+
+        await h.slack.socket_connected(timeout=10)
+        await answers_approvals_and_a_retry(h, slash, click)
+        assert "apps.connections.open" in [c.method for c in h.slack.calls]
+        assert slack_count(h) > 10 and bot_count(h) == slack_count(h)
+
+
+async def test_debug_logs_carry_no_slack_bodies(caplog: pytest.LogCaptureFixture) -> None:
+    """slack_sdk logs every request and reply body whenever its logger's own level is unset."""
+    caplog.set_level(logging.DEBUG)
+    async with running_bot(watch=False, slack_app_token="xapp-test") as h:
+        await h.slack.socket_connected(timeout=10)
+        url = h.slack.response_url(channel=CHANNEL)
+        await h.slack.socket_send("slash_commands", slash_command_payload(text="status prod-haproxy",
+                                                                         response_url=url))
+        await h.slack.wait_for("chat.update", timeout=15)
+    logs = caplog.text
+    assert "slack chat.update: ok" in logs
+    for body_line in ("Sending a request", "Received the following response", "Received message"):
+        assert body_line not in logs
+    assert "is healthy" not in logs and "/cluster" not in logs  # the answer's text, the payload's command
