@@ -18,8 +18,10 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.signing import SLACK, verify
-from bot.slack.app import BotApp, BotIdentity
+from bot.errors import ConfigError
+from bot.slack.app import BotApp, BotIdentity, refused
 from bot.slack.client import SDK_LOG
+from bot.slack.replies import SLACK_TROUBLE, why
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -123,9 +125,27 @@ async def serve_socket(app: BotApp, app_token: str, client: AsyncWebClient) -> A
     handler = SocketHandler(app, app_token, web_client=client, logger=SDK_LOG)
     handler.identity = app.identity
     try:
+        handler.client.wss_uri = await _first_url(client, app_token)
         await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
     except BaseException:
         await app.identity.close()
         raise
     log.info("Socket Mode: connected")
     return handler
+
+
+async def _first_url(client: AsyncWebClient, app_token: str) -> str | None:
+    """The first WebSocket URL, asked before slack_sdk's connect loop: that loop retries a refused
+    app token every 10 s forever, a traceback each time. A token Slack refuses stops startup with
+    one line, like a refused bot token; Slack's own trouble is left to that loop (None)."""
+    try:
+        resp = await client.apps_connections_open(app_token=app_token)
+    except SLACK_TROUBLE as err:
+        if refused(err):
+            raise ConfigError(f"Slack refused SLACK_APP_TOKEN (apps.connections.open: {why(err)}); check the "
+                              "xapp- token under Basic Information, App-Level Tokens (scope connections:write)"
+                              ) from err
+        log.warning("apps.connections.open failed (%s): retrying", why(err))
+        return None
+    url = resp.get("url")
+    return url if isinstance(url, str) else None

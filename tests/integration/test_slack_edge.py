@@ -17,10 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.demo.cluster import DemoCluster
+from bot.errors import ConfigError
 from bot.metrics import Metrics
 from bot.ops_http import push_routes, serve_ops
-from tests.fakes.botharness import CHANNEL, SECRET, Harness, running_bot
+from bot.server import start_bot
+from tests.fakes.botharness import CHANNEL, SECRET, Harness, demo_settings, running_bot
 from tests.fakes.signing import block_actions_payload, interactivity_body, sign, slash_command_payload
+from tests.fakes.slack import FakeSlack
 
 FORM = "application/x-www-form-urlencoded"
 # Distinctive text in every hostile body: it must never show up in a log record.
@@ -324,3 +328,20 @@ async def test_debug_logs_carry_no_slack_bodies(caplog: pytest.LogCaptureFixture
     for body_line in ("Sending a request", "Received the following response", "Received message"):
         assert body_line not in logs
     assert "is healthy" not in logs and "/cluster" not in logs  # the answer's text, the payload's command
+
+
+# ---------------------------------------------------------------- a refused app token stops startup
+
+
+@pytest.mark.parametrize(("token", "error"), [("xapp-wrong", "invalid_auth"),
+                                              ("xoxb-test", "not_allowed_token_type")])
+async def test_app_token_slack_refuses_stops_startup_with_one_line(token: str, error: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with FakeSlack() as slack, DemoCluster() as demo:
+        settings = demo_settings(slack, demo, slack_app_token=token)
+        with pytest.raises(ConfigError, match=rf"Slack refused SLACK_APP_TOKEN \(apps.connections.open: {error}\)"):
+            await asyncio.wait_for(start_bot(settings), timeout=20)
+        opened = [c.method for c in slack.calls].count("apps.connections.open")
+    assert opened == 1  # asked once: no retry fixes a refused token
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
