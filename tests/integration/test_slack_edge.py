@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -345,3 +346,57 @@ async def test_app_token_slack_refuses_stops_startup_with_one_line(token: str, e
         opened = [c.method for c in slack.calls].count("apps.connections.open")
     assert opened == 1  # asked once: no retry fixes a refused token
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+# ---------------------------------------------------------------- the demo's approvers
+
+
+async def test_configured_approvers_approve_on_the_demo_cluster() -> None:
+    """The demo cluster's config carried alice and bob, overriding CLUSTERBOT_APPROVERS."""
+    async with running_bot(watch=False, approvers=(BOSS,)) as h:
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        await h.slash("cleanup prod-haproxy virtual_ip_2")
+        req = await pending(h)
+        await h.click("clusterbot:approve", req.id, BOSS)
+        await h.slack.wait_for("chat.postMessage", lambda c: "verified" in json.dumps(c.params), timeout=30)
+        await h.remediation.wait_idle()
+        assert h.node_commands("pcs resource cleanup virtual_ip_2")
+        assert not [e for e in h.slack.ephemerals if "not an approver" in e.text]
+
+
+async def demo_says(*, slack: bool, approvers: str | None) -> str:
+    """`clusterbot demo [--slack]` as a process; its first lines, up to who can approve."""
+    async with FakeSlack() as fake:
+        env = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": fake.bot_token, "SLACK_SIGNING_SECRET": SECRET,
+               "CLUSTERBOT_SLACK_API_URL": fake.api_url, "CLUSTERBOT_HTTP_HOST": "127.0.0.1",
+               "CLUSTERBOT_HTTP_PORT": "0", **({"CLUSTERBOT_APPROVERS": approvers} if approvers else {})}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "demo", *(["--slack"] if slack else []), env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(60):
+                while not any("approve" in line for line in lines):
+                    line = (await proc.stdout.readline()).decode()
+                    assert line, f"demo ended early: {lines}, {(await proc.stderr.read()).decode()[-500:]}"
+                    lines.append(line)
+        finally:
+            proc.terminate()
+            await proc.communicate()
+    return "".join(lines)
+
+
+async def test_demo_in_slack_uses_and_names_the_configured_approvers() -> None:
+    said = await demo_says(slack=True, approvers='["U0BOSS", "S0ONCALL"]')
+    assert "demo: approvers are U0BOSS, S0ONCALL" in said and "alice" not in said
+
+
+async def test_demo_in_slack_without_approvers_says_nobody_can_approve() -> None:
+    said = await demo_says(slack=True, approvers=None)
+    assert "demo: nobody can approve: set CLUSTERBOT_APPROVERS" in said and "alice" not in said
+
+
+async def test_console_demo_without_approvers_keeps_alice_and_bob() -> None:
+    said = await demo_says(slack=False, approvers=None)
+    assert "demo: approvers are alice and bob: /as alice, then /approve ID" in said
