@@ -38,6 +38,21 @@ SDK_LOG = logging.getLogger("bot.slack.sdk")
 SDK_LOG.setLevel(logging.INFO)
 
 
+def _one_line(record: logging.LogRecord) -> bool:
+    """slack_sdk's Socket Mode loop logs each failed reconnect (every 10 s, say after the app token
+    was revoked) with a full traceback and Slack's reply on further lines: keep the first line and
+    the exception's name."""
+    line = record.getMessage().split("\n", 1)[0]
+    if record.exc_info:
+        line = f"{line} ({type(record.exc_info[1]).__name__})"
+        record.exc_info, record.exc_text = None, None
+    record.msg, record.args = line, None
+    return True
+
+
+SDK_LOG.addFilter(_one_line)
+
+
 def retry_handlers() -> list[AsyncRetryHandler]:
     return [CountedRetries([
         AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),

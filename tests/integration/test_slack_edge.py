@@ -400,3 +400,20 @@ async def test_demo_in_slack_without_approvers_says_nobody_can_approve() -> None
 async def test_console_demo_without_approvers_keeps_alice_and_bob() -> None:
     said = await demo_says(slack=False, approvers=None)
     assert "demo: approvers are alice and bob: /as alice, then /approve ID" in said
+
+
+async def test_app_token_revoked_while_running_logs_lines_not_tracebacks(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_bot(watch=False, slack_app_token="xapp-test") as h:
+        await h.slack.socket_connected(timeout=10)
+        h.slack.app_token = "xapp-rotated"  # ours is revoked: every reconnect is refused
+        await h.slack.socket_disconnect("refresh_requested")
+        await h.slack.wait_for("apps.connections.open", lambda c: not c.ok, timeout=10)
+        for _ in range(100):
+            if len([r for r in caplog.records if r.name == "bot.slack.sdk" and r.levelno >= logging.ERROR]) > 2:
+                break
+            await asyncio.sleep(0.05)
+    failed = [r for r in caplog.records if r.name == "bot.slack.sdk" and r.levelno >= logging.ERROR]
+    assert failed and all(r.exc_info is None and "\n" not in r.getMessage() for r in failed)
+    assert "slack apps.connections.open: invalid_auth" in caplog.text  # our line names the error
