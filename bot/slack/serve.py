@@ -122,13 +122,18 @@ def _refuse(request: web.Request, status: int, why: str) -> web.Response:
 async def serve_socket(app: BotApp, app_token: str, client: AsyncWebClient) -> AsyncSocketModeHandler:
     """Connect over Socket Mode; apps.connections.open goes to the configured Web API URL."""
     await app.identity.start()
-    handler = SocketHandler(app, app_token, web_client=client, logger=SDK_LOG)
-    handler.identity = app.identity
     try:
-        handler.client.wss_uri = await _first_url(client, app_token)
-        await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
+        url = await _first_url(client, app_token)
     except BaseException:
         await app.identity.close()
+        raise
+    handler = SocketHandler(app, app_token, web_client=client, logger=SDK_LOG)
+    handler.identity = app.identity
+    handler.client.wss_uri = url
+    try:
+        await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
+    except BaseException:
+        await handler.close_async()  # its own WebSocket session too, not only the auth.test retry
         raise
     log.info("Socket Mode: connected")
     return handler
