@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -181,11 +185,24 @@ def _register(app: AsyncApp, services: Services) -> None:
         await execute(inv, services, out)
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+    async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse | None:
         if isinstance(error, BoltUnhandledRequestError):  # signed, but nothing of ours listens
             log.info("Slack sent a request no listener handles: %s", _kind(body))
-            return
+            return None
+        if not _raised_by_us(error):  # bolt choking on a payload's shape (an empty "actions")
+            log.warning("Slack payload bolt cannot read (%s): %s: %s", _kind(body), type(error).__name__,
+                        str(error)[:120])
+            return BoltResponse(status=400, body="")
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
+        return None
+
+
+_OUR_CODE = tuple(str(Path(__file__).resolve().parents[2] / pkg) + os.sep for pkg in ("bot", "commands"))
+
+
+def _raised_by_us(error: BaseException) -> bool:
+    """Did the exception pass through our own code (a bug worth its traceback), or only bolt's?"""
+    return any(frame.filename.startswith(_OUR_CODE) for frame in traceback.extract_tb(error.__traceback__))
 
 
 def _kind(body: object) -> str:

@@ -97,7 +97,11 @@ def events_route(app: BotApp, clock: Callable[[], float] = time.time) -> web.Rou
             return _refuse(request, 400, "signed body is not UTF-8")
         bolt_req = AsyncBoltRequest(body=text, query=request.query_string,
                                     headers=dict(request.headers))
-        return await to_aiohttp_response(await app.async_dispatch(bolt_req))
+        try:
+            answer = await app.async_dispatch(bolt_req)
+        except Exception as err:  # bolt's error path itself chokes on some shapes (an empty "actions")
+            return _refuse(request, 400, f"signed payload bolt cannot read ({type(err).__name__})")
+        return await to_aiohttp_response(answer)
 
     return web.post(EVENTS_PATH, handler)
 
