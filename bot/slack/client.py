@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 RATE_LIMIT_RETRIES = 5  # Slack's Retry-After is honoured each time
 SERVER_ERROR_RETRIES = 3
 CONNECTION_RETRIES = 3
+RETRY_AFTER_MAX_S = 60  # Slack's own per-minute tiers; a longer wait is failed at once instead
 BODY_SHOWN = 120  # characters of a non-Slack reply worth one log line
 # slack_sdk (and its Socket Mode client) write every request and reply body, message text and user
 # payloads included, whenever their logger's *own* level is NOTSET or DEBUG: hand them one that is
@@ -90,6 +91,8 @@ class CountedRetries(AsyncRetryHandler):
         call = _CALL.get()
         if call is not None:
             call.last = response
+        if response is not None and response.status_code == 429 and not _worth_waiting(response):
+            return False  # fail now: the caller's own fallback (a new post, the outbox) is sooner
         for handler in self.handlers:
             if await handler.can_retry_async(state=state, request=request, response=response, error=error):
                 state.custom_values = {**(state.custom_values or {}), _CHOSEN: handler}
@@ -107,6 +110,14 @@ class CountedRetries(AsyncRetryHandler):
 
 
 _CHOSEN = "clusterbot.retry_handler"
+
+
+def _worth_waiting(response: HttpResponse) -> bool:
+    """A Retry-After slack_sdk can read (it int()s it: an HTTP date raised ValueError out of every
+    caller) and short enough to wait for (it sleeps whatever it is told: 86400 held an answer a day)."""
+    given = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), [])
+    value = given[0] if given else ""
+    return value.isascii() and value.isdigit() and int(value) <= RETRY_AFTER_MAX_S
 
 
 def _attempt_result(response: HttpResponse | None, error: Exception | None) -> str:
