@@ -147,22 +147,23 @@ class CountingWebClient(AsyncWebClient):
         except SlackApiError as err:
             code = error_code(err)
             if not code:  # not Slack's JSON, or JSON naming no error: not a Slack API reply
-                self._count(api_method, "bad_reply", started)
+                self.record(api_method, "bad_reply", started)
                 raise _not_slack(api_method, call.last, err) from err
-            self._count(api_method, code, started)
+            self.record(api_method, code, started)
             raise
         except AttributeError as err:  # slack_sdk's validate() on a 200 whose body is text, not JSON
-            self._count(api_method, "bad_reply", started)
+            self.record(api_method, "bad_reply", started)
             raise _not_slack(api_method, call.last, err) from err
         except Exception:
-            self._count(api_method, "transport_error", started)
+            self.record(api_method, "transport_error", started)
             raise
         finally:
             _CALL.reset(token)
-        self._count(api_method, "ok", started)
+        self.record(api_method, "ok", started)
         return resp
 
-    def _count(self, method: str, result: str, started: float) -> None:
+    def record(self, method: str, result: str, started: float) -> None:
+        """One finished Slack call (a Web API method, or "response_url"): its log line and count."""
         log.info("slack %s: %s in %.3fs", method, result, time.perf_counter() - started)
         self._metric(method, result)
 
