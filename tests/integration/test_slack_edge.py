@@ -449,3 +449,13 @@ async def test_a_retry_after_not_worth_waiting_fails_at_once_and_the_answer_stil
         assert await counts_agree(h), (bot_count(h), slack_count(h))
     assert took < 15
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_slacks_url_verification_still_answers_its_challenge() -> None:
+    """What Slack sends when the Request URL is saved: signed, it gets the challenge; unsigned, 401."""
+    body = json.dumps({"token": "x", "challenge": "c-42", "type": "url_verification"}).encode()
+    async with running_bot(watch=False) as h:
+        status, text, _ = await h.post(body, "application/json")
+        assert status == 200 and json.loads(text)["challenge"] == "c-42"
+        status, text, _ = await h.post(body, "application/json", headers={})
+        assert status == 401 and "c-42" not in text
