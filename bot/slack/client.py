@@ -11,14 +11,14 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
-from slack_sdk.http_retry.request import HttpRequest
-from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -97,7 +97,7 @@ class CountedRetries(AsyncRetryHandler):
             if await handler.can_retry_async(state=state, request=request, response=response, error=error):
                 state.custom_values = {**(state.custom_values or {}), _CHOSEN: handler}
                 if call is not None:
-                    call.client._retried(call.method, _attempt_result(response, error))
+                    call.client.retried(call.method, _attempt_result(response, error))
                 return True
         return False
 
@@ -167,7 +167,7 @@ class CountingWebClient(AsyncWebClient):
         log.info("slack %s: %s in %.3fs", method, result, time.perf_counter() - started)
         self._metric(method, result)
 
-    def _retried(self, method: str, result: str) -> None:
+    def retried(self, method: str, result: str) -> None:
         log.info("slack %s: %s, retrying", method, result)
         self._metric(method, result)
 

@@ -17,8 +17,8 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.signing import SLACK, verify
 from bot.errors import ConfigError
+from bot.signing import SLACK, verify
 from bot.slack.app import BotApp, BotIdentity, refused
 from bot.slack.client import SDK_LOG
 from bot.slack.replies import SLACK_TROUBLE, why
@@ -87,7 +87,7 @@ def events_route(app: BotApp, clock: Callable[[], float] = time.time) -> web.Rou
     async def handler(request: web.Request) -> web.Response:
         body = await bounded_body(request, MAX_SLACK_BYTES)
         if body is None:
-            return _refuse(request, 413, "body over %d bytes" % MAX_SLACK_BYTES)
+            return _refuse(request, 413, f"body over {MAX_SLACK_BYTES} bytes")
         why = verify(SLACK, secret, request.headers, body, clock())
         if why is not None:
             return _refuse(request, 401, why)
@@ -151,9 +151,9 @@ async def _first_url(client: AsyncWebClient, app_token: str) -> str | None:
         resp = await client.apps_connections_open(app_token=app_token)
     except SLACK_TROUBLE as err:
         if refused(err):
-            raise ConfigError(f"Slack refused SLACK_APP_TOKEN (apps.connections.open: {why(err)}); check the "
-                              "xapp- token under Basic Information, App-Level Tokens (scope connections:write)"
-                              ) from err
+            raise ConfigError(f"Slack refused SLACK_APP_TOKEN (apps.connections.open: {why(err)}); "
+                              "check the xapp- token under Basic Information, App-Level Tokens "
+                              "(scope connections:write)") from err
         log.warning("apps.connections.open failed (%s): retrying", why(err))
         return None
     url = resp.get("url")

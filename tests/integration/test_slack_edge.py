@@ -54,8 +54,8 @@ def hostile() -> list[tuple[str, bytes, dict[str, str], int]]:
         ("stale but correctly signed", body, sign(SECRET, body, int(time.time()) - 600), 401),
         ("signed with another secret", body, sign("not-the-secret", body), 401),
         ("JSON body, bad signature", json.dumps({"type": "event_callback", "x": MARKER}).encode(),
-         {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=00", "Content-Type": "application/json"},
-         401),
+         {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=00",
+          "Content-Type": "application/json"}, 401),
         ("wrong content type", body, {"X-Slack-Request-Timestamp": now(), "X-Slack-Signature": "v0=00",
                                       "Content-Type": "text/html; charset=utf-8"}, 401),
         ("body over the limit", (f"text={MARKER}&x=" + "y" * (2 * 1024 * 1024)).encode(),
@@ -357,7 +357,8 @@ async def test_app_token_slack_refuses_stops_startup_with_one_line(token: str, e
     caplog.set_level(logging.INFO)
     async with FakeSlack() as slack, DemoCluster() as demo:
         settings = demo_settings(slack, demo, slack_app_token=token)
-        with pytest.raises(ConfigError, match=rf"Slack refused SLACK_APP_TOKEN \(apps.connections.open: {error}\)"):
+        refused = rf"Slack refused SLACK_APP_TOKEN \(apps.connections.open: {error}\)"
+        with pytest.raises(ConfigError, match=refused):
             await asyncio.wait_for(start_bot(settings), timeout=20)
         opened = [c.method for c in slack.calls].count("apps.connections.open")
     assert opened == 1  # asked once: no retry fixes a refused token
@@ -426,11 +427,14 @@ async def test_app_token_revoked_while_running_logs_lines_not_tracebacks(
         h.slack.app_token = "xapp-rotated"  # ours is revoked: every reconnect is refused
         await h.slack.socket_disconnect("refresh_requested")
         await h.slack.wait_for("apps.connections.open", lambda c: not c.ok, timeout=10)
+        def sdk_errors() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name == "bot.slack.sdk" and r.levelno >= logging.ERROR]
+
         for _ in range(100):
-            if len([r for r in caplog.records if r.name == "bot.slack.sdk" and r.levelno >= logging.ERROR]) > 2:
+            if len(sdk_errors()) > 2:
                 break
             await asyncio.sleep(0.05)
-    failed = [r for r in caplog.records if r.name == "bot.slack.sdk" and r.levelno >= logging.ERROR]
+    failed = sdk_errors()
     assert failed and all(r.exc_info is None and "\n" not in r.getMessage() for r in failed)
     assert "slack apps.connections.open: invalid_auth" in caplog.text  # our line names the error
 
