@@ -88,9 +88,9 @@ def events_route(app: BotApp, clock: Callable[[], float] = time.time) -> web.Rou
         body = await bounded_body(request, MAX_SLACK_BYTES)
         if body is None:
             return _refuse(request, 413, f"body over {MAX_SLACK_BYTES} bytes")
-        why = verify(SLACK, secret, request.headers, body, clock())
-        if why is not None:
-            return _refuse(request, 401, why)
+        refusal = verify(SLACK, secret, request.headers, body, clock())
+        if refusal is not None:
+            return _refuse(request, 401, refusal)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:  # signed by Slack yet not UTF-8: never seen, still not a 500
@@ -117,9 +117,9 @@ async def bounded_body(request: web.Request, limit: int) -> bytes | None:
     return body if len(body) <= limit else None
 
 
-def _refuse(request: web.Request, status: int, why: str) -> web.Response:
+def _refuse(request: web.Request, status: int, reason: str) -> web.Response:
     """One bounded line per refused request; the client learns nothing about why."""
-    log.warning("Slack request from %s refused (HTTP %d): %s", request.remote, status, why)
+    log.warning("Slack request from %s refused (HTTP %d): %s", request.remote, status, reason)
     return web.json_response({"error": "invalid request"}, status=status)
 
 
