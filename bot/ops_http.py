@@ -27,7 +27,7 @@ from bot.metrics import Metrics
 from bot.settings import NAME_RE
 from bot.signing import MAX_SKEW_S as MAX_SKEW_S  # re-exported: the push tests and agent docs use it
 from bot.signing import PUSH, sign, verify
-from bot.slack.serve import HttpServer, bounded_body
+from bot.slack.serve import HttpServer, RefusalLog, bounded_body
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ def push_routes(*, secret: str | bytes, wake: Wake, metrics: Metrics | None = No
     if not key:
         raise ValueError("push secret is empty; leave /push unmounted instead")
 
+    refusals = RefusalLog("push")
+
     def count(outcome: str) -> None:
         if metrics is not None:
             metrics.push(outcome)
@@ -149,12 +151,12 @@ def push_routes(*, secret: str | bytes, wake: Wake, metrics: Metrics | None = No
     async def handler(request: web.Request) -> web.Response:
         body = await bounded_body(request, MAX_PUSH_BYTES)
         if body is None:
-            log.warning("push from %s refused: body over %d bytes", request.remote, MAX_PUSH_BYTES)
+            refusals.refused(request.remote, f"body over {MAX_PUSH_BYTES} bytes")
             count("too_large")
             return _error(413, "body too large")
         why = verify(PUSH, key, request.headers, body, clock())
         if why is not None:
-            log.warning("push from %s refused: %s", request.remote, why)
+            refusals.refused(request.remote, why)
             count("unauthorized")
             return _error(401, "unauthorized")  # one answer for every failure: no oracle
         parsed = _parse_push(body)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 # Slack's largest payloads (a click on a 50-block message, with its state) stay well under this.
 MAX_SLACK_BYTES = 1024 * 1024
+REFUSALS_LOGGED_PER_MINUTE = 20
 
 
 @dataclass
@@ -83,27 +84,55 @@ def events_route(app: BotApp, clock: Callable[[], float] = time.time) -> web.Rou
     secret = app.signing_key
     if not secret:
         raise ValueError("HTTP mode needs the signing secret")
+    refusals = RefusalLog("Slack request")
+
+    def refuse(request: web.Request, status: int, reason: str) -> web.Response:
+        refusals.refused(request.remote, f"HTTP {status}, {reason}")
+        return web.json_response({"error": "invalid request"}, status=status)  # never says why
 
     async def handler(request: web.Request) -> web.Response:
         body = await bounded_body(request, MAX_SLACK_BYTES)
         if body is None:
-            return _refuse(request, 413, f"body over {MAX_SLACK_BYTES} bytes")
+            return refuse(request, 413, f"body over {MAX_SLACK_BYTES} bytes")
         refusal = verify(SLACK, secret, request.headers, body, clock())
         if refusal is not None:
-            return _refuse(request, 401, refusal)
+            return refuse(request, 401, refusal)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:  # signed by Slack yet not UTF-8: never seen, still not a 500
-            return _refuse(request, 400, "signed body is not UTF-8")
+            return refuse(request, 400, "signed body is not UTF-8")
         bolt_req = AsyncBoltRequest(body=text, query=request.query_string,
                                     headers=dict(request.headers))
         try:
             answer = await app.async_dispatch(bolt_req)
         except Exception as err:  # bolt's error path itself chokes on some shapes (an empty "actions")
-            return _refuse(request, 400, f"signed payload bolt cannot read ({type(err).__name__})")
+            return refuse(request, 400, f"signed payload bolt cannot read ({type(err).__name__})")
         return await to_aiohttp_response(answer)
 
     return web.post(EVENTS_PATH, handler)
+
+
+class RefusalLog:
+    """One line per refused request, at most `per_minute` of them a minute: the port faces the
+    internet, and a flood of forged requests must not become a flood of log lines. The first line
+    after a quiet spell says how many refusals went unlogged."""
+
+    def __init__(self, what: str, per_minute: int = REFUSALS_LOGGED_PER_MINUTE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what, self.per_minute, self.clock = what, per_minute, clock
+        self.window_start, self.logged, self.unlogged = clock(), 0, 0
+
+    def refused(self, remote: str | None, reason: str) -> None:
+        now = self.clock()
+        if now - self.window_start >= 60:
+            self.window_start, self.logged = now, 0
+        if self.logged >= self.per_minute:
+            self.unlogged += 1
+            return
+        self.logged += 1
+        extra = f" ({self.unlogged} more refused before this, not logged)" if self.unlogged else ""
+        self.unlogged = 0
+        log.warning("%s from %s refused: %s%s", self.what, remote, reason, extra)
 
 
 async def bounded_body(request: web.Request, limit: int) -> bytes | None:
@@ -115,12 +144,6 @@ async def bounded_body(request: web.Request, limit: int) -> bytes | None:
     except web.HTTPRequestEntityTooLarge:
         return None
     return body if len(body) <= limit else None
-
-
-def _refuse(request: web.Request, status: int, reason: str) -> web.Response:
-    """One bounded line per refused request; the client learns nothing about why."""
-    log.warning("Slack request from %s refused (HTTP %d): %s", request.remote, status, reason)
-    return web.json_response({"error": "invalid request"}, status=status)
 
 
 async def serve_socket(app: BotApp, app_token: str, client: AsyncWebClient) -> AsyncSocketModeHandler:

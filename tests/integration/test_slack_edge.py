@@ -23,6 +23,7 @@ from bot.errors import ConfigError
 from bot.metrics import Metrics
 from bot.ops_http import push_routes, serve_ops
 from bot.server import start_bot
+from bot.slack.serve import REFUSALS_LOGGED_PER_MINUTE, RefusalLog
 from tests.fakes.botharness import CHANNEL, SECRET, Harness, demo_settings, running_bot
 from tests.fakes.signing import block_actions_payload, interactivity_body, sign, slash_command_payload
 from tests.fakes.slack import FakeSlack
@@ -153,7 +154,7 @@ async def test_chunked_push_over_the_limit_is_counted_and_logged(caplog: pytest.
     finally:
         await ops.close()
     assert 'clusterbot_push_requests_total{outcome="too_large"} 1.0' in metrics.render().decode()
-    assert [r.getMessage() for r in caplog.records if r.name == "bot.ops_http"] == [
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("push ")] == [
         "push from 127.0.0.1 refused: body over 65536 bytes"]
 
 
@@ -463,3 +464,34 @@ async def test_slacks_url_verification_still_answers_its_challenge() -> None:
         assert status == 200 and json.loads(text)["challenge"] == "c-42"
         status, text, _ = await h.post(body, "application/json", headers={})
         assert status == 401 and "c-42" not in text
+
+
+async def test_a_flood_of_forged_requests_is_not_a_flood_of_log_lines(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_bot(watch=False) as h:
+        caplog.clear()
+        for _ in range(REFUSALS_LOGGED_PER_MINUTE + 15):
+            status, _ = await post_raw(h, b"text=x", {"X-Slack-Signature": "v0=00"})
+            assert status == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.slack.serve"]
+    assert len(lines) == REFUSALS_LOGGED_PER_MINUTE
+    assert lines[0] == "Slack request from 127.0.0.1 refused: HTTP 401, missing signature headers"
+
+
+def test_the_first_line_after_a_quiet_minute_counts_what_was_not_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [1000.0]
+    refusals = RefusalLog("push", per_minute=2, clock=lambda: now[0])
+    caplog.set_level(logging.INFO)
+    for _ in range(5):
+        refusals.refused("10.0.0.9", "bad signature")
+    now[0] += 61
+    refusals.refused("10.0.0.9", "bad signature")
+    refusals.refused("10.0.0.9", "bad signature")
+    assert [r.getMessage() for r in caplog.records] == [
+        "push from 10.0.0.9 refused: bad signature",
+        "push from 10.0.0.9 refused: bad signature",
+        "push from 10.0.0.9 refused: bad signature (3 more refused before this, not logged)",
+        "push from 10.0.0.9 refused: bad signature",
+    ]
