@@ -75,16 +75,18 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 async def _demo(slack: bool, config: str | None = None) -> None:
-    from bot.demo.cluster import USAGE, DemoCluster
+    from bot.demo.cluster import USAGE, DemoCluster, demo_approvers
     from bot.runtime import console
 
     async with DemoCluster() as demo:
         settings = load_settings(config, clusters=(demo.config(),), state_dir=demo.keys.directory)  # type: ignore[union-attr]
+        approvers, who = demo_approvers(settings.approvers, slack=slack)
+        settings = settings.model_copy(update={"approvers": approvers})
         print(f"demo: a simulated 3-node cluster {demo.name!r} answers over SSH on 127.0.0.1 "
               f"ports {', '.join(str(s.port) for s in demo.servers.values())}")
         print(f"demo: break it with {USAGE}")
-        print("demo: fix it with e.g. /cluster cleanup prod-haproxy virtual_ip_2; approvers are alice "
-              "and bob: /as alice, then /approve ID")
+        print("demo: fix it with e.g. /cluster cleanup prod-haproxy virtual_ip_2")
+        print(who, flush=True)
         if slack:
             # A demo in a workspace says where alerts go instead of refusing: it has no config.
             where = settings.alert_channel or f"a channel named #{DEFAULT_ALERT_CHANNEL}"
