@@ -30,6 +30,7 @@ from bot.pacemaker.daemons import Daemons, parse_is_active
 from bot.pacemaker.merge import ClusterReport, NodeResult, merge
 from bot.pacemaker.model import NodeView
 from bot.pacemaker.parse import parse
+from bot.remedies import Version, parse_pcs_version
 from bot.settings import ClusterConfig, NodeConfig, Settings
 from bot.ssh import Completed, SshPool, SshTarget
 
@@ -176,14 +177,40 @@ class Collector:
         return list(await asyncio.gather(*(self.collect(c) for c in clusters)))
 
     async def run(self, cluster: ClusterConfig, node: str, argv: tuple[str, ...],
-                  timeout_s: float | None = None) -> Completed:
-        """Run one command on one node of a cluster (remediation uses this)."""
+                  timeout_s: float | None = None, *, input: str | None = None) -> Completed:
+        """Run one command on one node of a cluster (remediation uses this), alone on its own
+        session; `input` is its stdin."""
+        async with self._limit:
+            return await self.pool.run(self._target(cluster, node), argv, input=input,
+                                       timeout_s=timeout_s or self.settings.command_timeout_s)
+
+    async def read(self, cluster: ClusterConfig, node: str, argv: tuple[str, ...]) -> Completed:
+        """A read-only command on one node (a read shell may answer it)."""
+        return await self._exec(self._target(cluster, node), argv)
+
+    async def pcs_version(self, cluster: ClusterConfig, node: str) -> Version | None:
+        """pcs's version on the node (None: pcs is not installed), asked once per connection.
+        Raises SshError, or ParseError when `pcs --version` answers something else."""
+        # Why without sudo: printing its version needs no root, and sudoers need not allow it.
+        target = replace(self._target(cluster, node), sudo=False)
+
+        async def ask() -> Version | None:
+            done = await self._exec(target, ("pcs", "--version"))
+            if done.exit_status == _NOT_FOUND:
+                return None
+            version = parse_pcs_version(done.stdout)
+            if done.exit_status != 0 or version is None:
+                detail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[0][:200]
+                raise ParseError(f"`pcs --version` exited {done.exit_status}: {detail}")
+            return version
+
+        return await self.pool.remember(target, "pcs --version", ask)
+
+    def _target(self, cluster: ClusterConfig, node: str) -> SshTarget:
         conf = cluster.node(node)
         if conf is None:
             raise ValueError(f"{node} is not a configured node of {cluster.name}")
-        async with self._limit:
-            return await self.pool.run(target_for(cluster, conf, self.settings), argv,
-                                       timeout_s=timeout_s or self.settings.command_timeout_s)
+        return target_for(cluster, conf, self.settings)
 
     async def _node(self, cluster: ClusterConfig, node: NodeConfig, max_age_s: float | None,
                     asked: NodeView | NodeResult | None = None) -> NodeResult:

@@ -30,10 +30,11 @@ import logging
 import re
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar, cast
 
 import asyncssh
 
@@ -51,6 +52,7 @@ from bot.shell import RemoteShell, ShellLost
 __all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What `sudo -n` prints (exit status 1) when it will not run the command without a prompt.
 # Anchored to line starts so a command's own stderr is unlikely to be mistaken for sudo's.
@@ -159,6 +161,10 @@ class _Slot:
     # The connection on which a read shell could not be started: reads on it use exec. A new
     # connection tries again (the failure may have been a slow handshake, or a changed node).
     no_shell_on: asyncssh.SSHClientConnection | None = None
+    # Facts about the node learnt on `facts_of` (see SshPool.remember): a new connection may
+    # reach a reinstalled node, so it starts with none.
+    facts: dict[str, object] = field(default_factory=dict)
+    facts_of: asyncssh.SSHClientConnection | None = None
 
     def live(self) -> asyncssh.SSHClientConnection | None:
         conn = self.conn
@@ -253,6 +259,20 @@ class SshPool:
         completed = await self._run_logged(target, args, command, timeout_s, None, shell=True)
         _raise_for_status(target, completed, False)
         return completed
+
+    async def remember(self, target: SshTarget, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        """`compute()` once per connection to the node: facts such as its pcs version, which
+        change only with a package upgrade (after which a reconnect asks again)."""
+        conn = await self._connection(target)
+        slot = self._slot(target)
+        if slot.facts_of is not conn:
+            slot.facts, slot.facts_of = {}, conn
+        if key in slot.facts:
+            return cast(T, slot.facts[key])
+        value = await compute()
+        if slot.facts_of is conn:
+            slot.facts[key] = value
+        return value
 
     # -- commands --------------------------------------------------------------------------
 
