@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-
-from bot.settings import load_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,14 +22,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def console_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     from bot.runtime import console
+    from bot.settings import load_settings
 
     asyncio.run(console(load_settings(args.config)))
     return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     from bot.server import run_forever
+    from bot.settings import load_settings
 
     overrides = {"http_port": args.port} if args.port is not None else {}
     asyncio.run(run_forever(load_settings(args.config, **overrides)))
@@ -40,6 +43,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     asyncio.run(_demo(slack=args.slack))
     return 0
 
@@ -47,6 +52,7 @@ def demo_command(args: argparse.Namespace) -> int:
 async def _demo(slack: bool) -> None:
     from bot.demo.cluster import USAGE, DemoCluster
     from bot.runtime import console
+    from bot.settings import load_settings
 
     async with DemoCluster() as demo:
         settings = load_settings(None, clusters=(demo.config(),), state_dir=demo.keys.directory)  # type: ignore[union-attr]

@@ -45,6 +45,8 @@ T = TypeVar("T")
 KEEPALIVE_S = 30.0
 # The crm_mon times of the collection running in this task (node tasks inherit it).
 _ANSWER_TIMES: ContextVar[dict[str, float] | None] = ContextVar("answer_times", default=None)
+# One node's answers, asked together before its commands are read one by one (see _full).
+_ASKED: ContextVar[dict[tuple[str, ...], Completed | SshError] | None] = ContextVar("asked", default=None)
 
 
 class Ask(Enum):
@@ -258,6 +260,11 @@ class Collector:
         started = time.perf_counter()
         target = target_for(cluster, node, self.settings)
         view: NodeView | None = None
+        # A cold node is asked everything at once: one session and no round trips between
+        # commands (a new session costs a real sshd a fork, PAM and a login). A warm one asks
+        # on its open read shells, concurrently, each command under the session limit.
+        cold = not self.pool.warm(target)
+        token = _ASKED.set(await self._ask_all(target, self._argvs(cluster, target, known)) if cold else None)
         try:
             if cluster.kind == "corosync":
                 daemons, (quorum, links) = await asyncio.gather(
@@ -269,6 +276,8 @@ class Collector:
                     self._corosync(cluster, target, decisive=False))
         except (SshError, ParseError) as err:
             return _failed(node.name, err, started)
+        finally:
+            _ASKED.reset(token)
         if cluster.kind == "corosync" and quorum.value is None and not quorum.down:
             # No quorum view and no "corosync is down" either (garbage, tool missing): like a
             # crm_mon without XML, the node gave no answer we can use.
@@ -280,7 +289,26 @@ class Collector:
                           corosync=NodeCorosync(quorum.value, links.value),
                           corosync_error=failed.error, corosync_error_kind=failed.kind)
 
+    def _argvs(self, cluster: ClusterConfig, target: SshTarget, known: NodeView | None) -> list[tuple[str, ...]]:
+        """What `_full` asks the node, crm_mon first (it decides the node's fate)."""
+        cmds = cluster.commands
+        crm_mon = cmds.crm_mon_legacy if (cluster.name, target.node) in self._legacy else cmds.crm_mon
+        first = [crm_mon] if cluster.kind != "corosync" and known is None else []
+        return [*first, _daemons_argv(cluster), cmds.quorum, cmds.links]
+
+    async def _ask_all(self, target: SshTarget, argvs: list[tuple[str, ...]],
+                       ) -> dict[tuple[str, ...], Completed | SshError]:
+        async with self._limit:
+            answers = await self.pool.read_all(target, argvs, timeout_s=self.settings.command_timeout_s)
+        return dict(zip(argvs, answers, strict=True))
+
     async def _exec(self, target: SshTarget, argv: tuple[str, ...]) -> Completed:
+        asked = _ASKED.get()
+        answer = asked.pop(argv, None) if asked is not None else None
+        if isinstance(answer, SshError):
+            raise answer
+        if answer is not None:
+            return answer
         async with self._limit:  # every command here only reads: a read shell may answer it
             return await self.pool.read(target, argv, timeout_s=self.settings.command_timeout_s)
 

@@ -1,16 +1,18 @@
-"""`clusterbot status` and `clusterbot check-config`: the collector from a terminal or cron."""
+"""`clusterbot status` and `clusterbot check-config`: the collector from a terminal or cron.
+
+Imports happen in the commands: registering them must not load asyncssh or pydantic, which
+would make `clusterbot --help` (and every other command) pay for them."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bot.collect import Ask, Collector, target_for
-from bot.errors import ConfigError, SshError
-from bot.pacemaker.merge import ClusterReport, NodeResult
-from bot.settings import DEFAULT_ALERT_CHANNEL, ClusterConfig, Settings, load_settings
-from bot.ssh import SshPool
+if TYPE_CHECKING:
+    from bot.pacemaker.merge import ClusterReport, NodeResult
+    from bot.settings import ClusterConfig, Settings
+    from bot.ssh import SshPool
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 
@@ -37,6 +39,8 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def pick_clusters(settings: Settings, names: list[str]) -> list[ClusterConfig]:
+    from bot.errors import ConfigError
+
     if not settings.clusters:
         raise ConfigError("no clusters configured: add [[clusters]] to the config file")
     unknown = [n for n in names if settings.cluster(n) is None]
@@ -47,7 +51,10 @@ def pick_clusters(settings: Settings, names: list[str]) -> list[ClusterConfig]:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     from bot.cli import format_reports
+    from bot.settings import load_settings
 
     settings = load_settings(args.config)
     clusters = pick_clusters(settings, args.clusters)
@@ -58,6 +65,9 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 async def _collect(settings: Settings, clusters: list[ClusterConfig]) -> list[ClusterReport]:
+    from bot.collect import Collector
+    from bot.ssh import SshPool
+
     async with SshPool() as pool:
         return await Collector(pool, settings).collect_many(clusters)
 
@@ -71,6 +81,10 @@ class NodeCheck:
 
 
 def check_config_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.settings import DEFAULT_ALERT_CHANNEL, load_settings
+
     settings = load_settings(args.config)
     for cluster in pick_clusters(settings, []):
         print(f"{cluster.name}: {len(cluster.nodes)} nodes, user {cluster.ssh_user}, "
@@ -90,6 +104,11 @@ def check_config_command(args: argparse.Namespace) -> int:
 async def _check_all(settings: Settings) -> list[NodeCheck]:
     """Every node as the collector asks it (so a corosync-only cluster is asked its quorum and
     old Pacemaker gets the crm_mon -X fallback), plus Pacemaker's version."""
+    import asyncio
+
+    from bot.collect import Ask, Collector
+    from bot.ssh import SshPool
+
     async with SshPool() as pool:
         collector = Collector(pool, settings)
         reports = await asyncio.gather(*(collector.collect(c, ask=Ask.ALL) for c in settings.clusters))
@@ -101,6 +120,9 @@ async def _check_all(settings: Settings) -> list[NodeCheck]:
 
 async def _check_node(pool: SshPool, settings: Settings, cluster: ClusterConfig,
                       result: NodeResult) -> NodeCheck:
+    from bot.collect import target_for
+    from bot.errors import SshError
+
     node = result.node
     if result.error is not None:
         return NodeCheck(cluster.name, node, False, f"{result.error_kind}: {result.error}")
@@ -127,6 +149,7 @@ def audit_command(args: argparse.Namespace) -> int:
 
     from bot.runtime import open_store
     from bot.services import audit_line
+    from bot.settings import load_settings
 
     store = open_store(load_settings(args.config))
     try:
