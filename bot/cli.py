@@ -96,12 +96,13 @@ def format_reports(reports: Sequence[ClusterReport], fmt: str,
 
         data = [report_json(r) for r in reports]
         return json.dumps(data[0] if len(data) == 1 else data, indent=2)
-    from bot.render.blocks import fallback_text, to_blocks
     from bot.render.status import status_doc
     from bot.render.text import to_text
 
     docs = [status_doc(r, exp(r.cluster)) for r in reports]
     if fmt == "blocks":
+        from bot.render.blocks import fallback_text, to_blocks
+
         payload = [{"text": fallback_text(d), "blocks": to_blocks(d)} for d in docs]
         return json.dumps(payload[0] if len(payload) == 1 else payload, indent=2)
     return "\n\n".join(to_text(d) for d in docs)

@@ -1,0 +1,55 @@
+"""Each command line loads only what it uses (issue 17): `--help` nothing heavy, `render` no SSH
+or settings, `status --format json` no Slack, web server, store or Block Kit rendering. Checked in
+a fresh interpreter, by what ends up in sys.modules; the time it saves is in tests/bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ("import sys, json, bot.cli\n"
+         "try:\n    rc = bot.cli.main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+         "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n")
+HEAVY = ("asyncssh", "pydantic", "pydantic_settings", "lxml", "asyncio", "slack_sdk", "slack_bolt",
+         "aiohttp", "sqlite3", "prometheus_client")
+
+
+def loaded(*args: str, tmp: Path | None = None) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=False, env={"PATH": "/usr/bin:/bin"})
+    last = done.stderr.strip().splitlines()[-1]
+    return set(json.loads(last))
+
+
+def tops(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+def test_help_loads_nothing_heavy() -> None:
+    got = loaded("--help")
+    assert tops(got) & set(HEAVY) == set()
+    assert {m for m in got if m.startswith(("bot.", "commands"))} <= {"bot.cli", "bot.cli_run", "bot.ops",
+                                                                       "bot.log", "bot.errors"}
+
+
+def test_render_loads_no_ssh_settings_or_slack() -> None:
+    got = loaded("render", "--example", "healthy")
+    assert "lxml" in tops(got) and "bot.render.text" in got
+    assert tops(got) & {"asyncssh", "pydantic", "pydantic_settings", "asyncio", "slack_sdk", "slack_bolt",
+                        "aiohttp", "sqlite3"} == set()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_status_loads_ssh_and_settings_but_no_slack_or_store(fmt: str, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[clusters]]\nname = "c1"\nnodes = [{ name = "n1", host = "127.0.0.1", port = 1 }]\n'
+                      f'ssh_user = "x"\nssh_key = "{tmp_path}/key"\nknown_hosts = "{tmp_path}/kh"\n')
+    got = loaded("status", "--config", str(config), "--format", fmt)
+    assert {"asyncssh", "pydantic_settings", "lxml"} <= tops(got)  # what it does use
+    assert tops(got) & {"slack_sdk", "slack_bolt", "aiohttp", "sqlite3", "prometheus_client"} == set()
+    assert ("bot.render.blocks" in got) is False and ("bot.render.status" in got) is (fmt == "text")
