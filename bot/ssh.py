@@ -296,9 +296,11 @@ class SshPool:
         return completed
 
     def warm(self, target: SshTarget) -> bool:
-        """A live connection with read shells: `read`s are answered at once, concurrently."""
+        """A live connection with read shells (or known to allow none): `read_all` would gain
+        nothing over concurrent `read`s."""
         slot = self._slots.get(target.key)
-        return slot is not None and slot.live() is not None and slot.shells > 0
+        conn = slot.live() if slot is not None else None
+        return slot is not None and conn is not None and (slot.shells > 0 or slot.no_shell_on is conn)
 
     async def read_all(self, target: SshTarget, argvs: Sequence[Sequence[str]], *,
                        timeout_s: float) -> list[Completed | SshError]:
