@@ -42,25 +42,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar, cast
 
-_OQS = ("oqs", "liboqs")
-
-
 @contextmanager
-def _quick_liboqs_lookup() -> Iterator[None]:
-    """asyncssh looks for liboqs (optional post-quantum key exchange) at import with
-    ctypes.util.find_library, which on Linux runs ldconfig, then gcc and ld, as subprocesses:
-    75 ms of every cold `clusterbot status` measured, paid even where liboqs is absent. Looking
-    for its file in the linker's usual directories finds it wherever a package installs it."""
+def _quick_library_lookup() -> Iterator[None]:
+    """asyncssh probes for optional C libraries at import (liboqs for post-quantum key exchange,
+    nettle for UMAC) with ctypes.util.find_library, which on Linux runs ldconfig, then gcc and
+    ld, as subprocesses: 75-85 ms of every cold `clusterbot status` measured, even where the
+    libraries are absent. Looking for their files in the linker's usual directories finds them
+    wherever a distribution package installs them."""
     real = ctypes.util.find_library
     dirs = ("/usr/local/lib", "/usr/lib", "/lib", "/usr/lib64", "/lib64",
             f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or ''}")
 
     def find(name: str) -> str | None:
-        if name not in _OQS:
-            return real(name)
         stem = name if name.startswith("lib") else f"lib{name}"
-        found = sorted(f for d in dirs for f in glob.glob(os.path.join(d, f"{stem}.so*")))
-        return os.path.basename(found[0]) if found else None
+        found = [os.path.basename(f) for d in dirs for f in glob.glob(os.path.join(d, f"{stem}.so*"))]
+        # Like ldconfig's answer: the soname (libnettle.so.8), not the -dev symlink or full version.
+        return min(found, key=lambda f: (re.search(r"\.so\.\d+$", f) is None, len(f)), default=None)
 
     if sys.platform.startswith("linux"):
         ctypes.util.find_library = find
@@ -70,7 +67,7 @@ def _quick_liboqs_lookup() -> Iterator[None]:
         ctypes.util.find_library = real
 
 
-with _quick_liboqs_lookup():
+with _quick_library_lookup():
     import asyncssh  # noqa: E402  (inside the lookup above)
 
 from bot.errors import (

@@ -53,3 +53,21 @@ def test_status_loads_ssh_and_settings_but_no_slack_or_store(fmt: str, tmp_path:
     assert {"asyncssh", "pydantic_settings", "lxml"} <= tops(got)  # what it does use
     assert tops(got) & {"slack_sdk", "slack_bolt", "aiohttp", "sqlite3", "prometheus_client"} == set()
     assert ("bot.render.blocks" in got) is False and ("bot.render.status" in got) is (fmt == "text")
+
+
+def test_asyncssh_finds_its_libraries_without_subprocesses() -> None:
+    """The same answers as ctypes.util.find_library (which runs ldconfig, gcc and ld)."""
+    probe = ("import subprocess, json\n"
+             "spawned = []\n"
+             "real = subprocess.Popen.__init__\n"
+             "subprocess.Popen.__init__ = lambda self, *a, **k: spawned.append(a) or real(self, *a, **k)\n"
+             "import bot.ssh\n"
+             "subprocess.Popen.__init__ = real\n"
+             "import asyncssh.crypto.pq as pq, asyncssh.crypto.umac as umac, ctypes.util\n"
+             "slow = {n: ctypes.util.find_library(n) for n in ('nettle', 'oqs', 'liboqs')}\n"
+             "print(json.dumps([len(spawned), getattr(umac, '_nettle_lib', None), pq._oqs_lib, slow]))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, check=True)
+    spawned, nettle, oqs, slow = json.loads(done.stdout)
+    assert spawned == 0
+    assert nettle == slow["nettle"] and oqs == (slow["oqs"] or slow["liboqs"])
