@@ -71,3 +71,13 @@ def test_asyncssh_finds_its_libraries_without_subprocesses() -> None:
     spawned, nettle, oqs, slow = json.loads(done.stdout)
     assert spawned == 0
     assert nettle == slow["nettle"] and oqs == (slow["oqs"] or slow["liboqs"])
+
+
+def test_no_pydantic_plugin_scan() -> None:
+    """A pydantic plugin would see every setting (tokens too); scanning for them costs startup."""
+    probe = ("import importlib.metadata as md\nscans = []\nreal = md.entry_points\n"
+             "md.entry_points = lambda **kw: scans.append(kw) or real(**kw)\n"
+             "from bot.settings import Settings\nSettings()\nprint(len(scans))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip() == "0"
