@@ -264,7 +264,8 @@ class Collector:
         # commands (a new session costs a real sshd a fork, PAM and a login). A warm one asks
         # on its open read shells, concurrently, each command under the session limit.
         cold = not self.pool.warm(target)
-        token = _ASKED.set(await self._ask_all(target, self._argvs(cluster, target, known)) if cold else None)
+        asked = await self._ask_all(target, self._argvs(cluster, target, known)) if cold else None
+        token = _ASKED.set(asked)
         try:
             if cluster.kind == "corosync":
                 daemons, (quorum, links) = await asyncio.gather(
@@ -289,7 +290,8 @@ class Collector:
                           corosync=NodeCorosync(quorum.value, links.value),
                           corosync_error=failed.error, corosync_error_kind=failed.kind)
 
-    def _argvs(self, cluster: ClusterConfig, target: SshTarget, known: NodeView | None) -> list[tuple[str, ...]]:
+    def _argvs(self, cluster: ClusterConfig, target: SshTarget,
+               known: NodeView | None) -> list[tuple[str, ...]]:
         """What `_full` asks the node, crm_mon first (it decides the node's fate)."""
         cmds = cluster.commands
         crm_mon = cmds.crm_mon_legacy if (cluster.name, target.node) in self._legacy else cmds.crm_mon

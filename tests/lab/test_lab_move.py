@@ -15,7 +15,8 @@ from tests.lab.test_lab_approvals import approve_and_run
 async def test_move_then_clear_through_the_approval_flow(tmp_path: Path, collector: Collector,
                                                         cluster: ClusterConfig) -> None:
     try:
-        state, verified, thread = await approve_and_run(tmp_path / "move", ("move", "lab", "virtual_ip_1", "node3"))
+        move = ("move", "lab", "virtual_ip_1", "node3")
+        state, verified, thread = await approve_and_run(tmp_path / "move", move)
         assert "pcs resource move-with-constraint virtual_ip_1 node3" in thread, thread
         assert "Pacemaker predicts (crm_simulate with this change): virtual_ip_1 would move node1 → node3" \
             in thread, thread
