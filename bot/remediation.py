@@ -159,17 +159,21 @@ class Remediation:
         node = p.node
         try:
             cib = await self.nodes.read(cluster, node, CIB_QUERY)
-            if cib.exit_status != 0:
-                return f"cibadmin --query failed on {node}: {_first_line(cib)}"
+        except SshError as err:
+            return f"cibadmin --query failed on {node}: {str(err).removeprefix(node + ': ')}"
+        if cib.exit_status != 0:
+            return f"cibadmin --query failed on {node}: {_first_line(cib)}"
+        try:
             changed = action.whatif(cib.stdout.encode(), p.target).decode()
+        except ParseError as err:
+            return f"no prediction: the change could not be applied to {node}'s CIB: {err}"
+        try:
             done = await self.nodes.run(cluster, node, SIMULATE, SIMULATE_TIMEOUT_S, input=changed)
             if done.exit_status != 0:
                 return f"crm_simulate failed on {node}: {_first_line(done)}"
             moves = transition(done.stdout)
-        except SshError as err:
+        except (SshError, ParseError) as err:
             return f"crm_simulate failed on {node}: {str(err).removeprefix(node + ': ')}"
-        except ParseError as err:
-            return f"crm_simulate failed on {node}: {err}"
         said = "; ".join(moves) if moves else "no resource would start, stop or move"
         return f"Pacemaker predicts (crm_simulate with this change): {said}"
 

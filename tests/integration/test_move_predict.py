@@ -108,3 +108,20 @@ async def test_move_without_pcs_is_refused_up_front() -> None:
                                timeout=10)
         assert h.bot.runtime.store.pending_requests() == []
         assert h.node_commands("resource move") == []
+
+
+class _NoCibQuery(Simulator):
+    """A node whose sudoers lacks `cibadmin --query` (sudo says so, status 1)."""
+
+    def handle(self, node: str, argv: Any, stdin: str = "") -> Completed:
+        if "cibadmin" in argv:
+            return Completed(1, "", "sudo: a password is required\n")
+        return super().handle(node, argv, stdin)
+
+
+async def test_a_cib_that_cannot_be_read_is_said_as_such() -> None:
+    async with running_bot(cluster={"approvers": (BOSS,)}, sim=_NoCibQuery()) as h:
+        req = await ask(h, "clear prod-haproxy virtual_ip_1")
+        assert req.prediction is not None
+        assert req.prediction.startswith("cibadmin --query failed on node1: ")
+        assert "sudo refused `cibadmin`" in req.prediction and h.node_commands("crm_simulate") == []
