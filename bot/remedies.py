@@ -116,7 +116,7 @@ def step_argv(step: Step, pcs: Version | None) -> Argv:
 
 
 def expand(step: Step, target: Target, templates: Mapping[str, Argv], pcs: Version | None = None) -> Argv:
-    argv = templates.get(step.name) or step_argv(step, pcs)
+    argv = templates[step.name] if step.name in templates else step_argv(step, pcs)
     out = []
     for element in argv:
         names = _PLACEHOLDER.findall(element)
