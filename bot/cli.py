@@ -6,22 +6,18 @@ Exit codes: 0 success, 1 a cluster is unhealthy or partly unreachable, 2 usage/c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import log
 from bot.errors import ClusterbotError
-from bot.pacemaker.health import Expectations
-from bot.pacemaker.merge import ClusterReport, single
-from bot.pacemaker.parse import parse
-from bot.render.blocks import fallback_text, to_blocks
-from bot.render.json import report_json
-from bot.render.status import status_doc
-from bot.render.text import to_text
+
+if TYPE_CHECKING:  # imported where used: `--help` and each command load only what they need
+    from bot.pacemaker.health import Expectations
+    from bot.pacemaker.merge import ClusterReport
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 EXAMPLES = ("healthy", "standby-node2", "node3-crashed")
@@ -113,6 +109,8 @@ def _add_render(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _read_input(args: argparse.Namespace) -> bytes:
+    from importlib import resources
+
     if args.example:
         return (resources.files("bot") / "examples" / f"{args.example}.xml").read_bytes()
     if args.file == "-":
@@ -124,6 +122,10 @@ def _read_input(args: argparse.Namespace) -> bytes:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from bot.pacemaker.health import Expectations
+    from bot.pacemaker.merge import single
+    from bot.pacemaker.parse import parse
+
     view = parse(_read_input(args))
     expect = Expectations(vips=tuple(args.vip), everywhere=tuple(args.everywhere))
     report = single(view, expect, cluster=args.cluster)
@@ -134,13 +136,22 @@ def _render(args: argparse.Namespace) -> int:
 def format_reports(reports: Sequence[ClusterReport], fmt: str,
                    expect: Expectations | Callable[[str], Expectations]) -> str:
     """Render reports in one of FORMATS; `expect` may be per cluster."""
+    import json
+
     def exp(name: str) -> Expectations:
         return expect(name) if callable(expect) else expect
     if fmt == "json":
+        from bot.render.json import report_json
+
         data = [report_json(r) for r in reports]
         return json.dumps(data[0] if len(data) == 1 else data, indent=2)
+    from bot.render.status import status_doc
+    from bot.render.text import to_text
+
     docs = [status_doc(r, exp(r.cluster)) for r in reports]
     if fmt == "blocks":
+        from bot.render.blocks import fallback_text, to_blocks
+
         payload = [{"text": fallback_text(d), "blocks": to_blocks(d)} for d in docs]
         return json.dumps(payload[0] if len(payload) == 1 else payload, indent=2)
     return "\n\n".join(to_text(d) for d in docs)

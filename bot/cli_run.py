@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import logging
+from typing import TYPE_CHECKING
 
 from bot.cli import whole_number
 from bot.errors import ConfigError
-from bot.settings import DEFAULT_ALERT_CHANNEL, Settings, load_settings
+
+if TYPE_CHECKING:  # imported where used: each command loads only what it needs
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 _BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
@@ -30,13 +32,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def console_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     from bot.runtime import console
+    from bot.settings import load_settings
 
     asyncio.run(console(load_settings(args.config, need_clusters=True)))
     return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.settings import load_settings
+
     overrides = {"http_port": args.port} if args.port is not None else {}
     settings = load_settings(args.config, need_clusters=True, **overrides)
     refuse_problems(settings)
@@ -70,6 +79,8 @@ def refuse_problems(settings: Settings) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     asyncio.run(_demo(slack=args.slack, config=args.config))
     return 0
 
@@ -77,6 +88,7 @@ def demo_command(args: argparse.Namespace) -> int:
 async def _demo(slack: bool, config: str | None = None) -> None:
     from bot.demo.cluster import USAGE, DemoCluster, demo_approvers
     from bot.runtime import console
+    from bot.settings import DEFAULT_ALERT_CHANNEL, load_settings
 
     async with DemoCluster() as demo:
         settings = load_settings(config, clusters=(demo.config(),), state_dir=demo.keys.directory)  # type: ignore[union-attr]

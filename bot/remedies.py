@@ -11,11 +11,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from bot.pacemaker import whatif
 from bot.pacemaker.health import Remedy, eligible_nodes
 from bot.pacemaker.merge import ClusterReport, Kind
 from bot.pacemaker.model import Node, NodeView, ResourceKind, Summary
 
 Argv = tuple[str, ...]
+Version = tuple[int, ...]
+_VERSION = re.compile(r"^\s*(\d+(?:\.\d+)*)")
 _PLACEHOLDER = re.compile(r"\{(resource|node)(\?)?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,62}$")
 
@@ -39,6 +42,9 @@ class Step:
     name: str  # template key, overridable per cluster (ClusterConfig.templates)
     argv: Argv  # may contain {resource} {node}; {x?} drops the element when x is absent
     unit: str | None = None  # run only where this systemd unit is installed (asked on the node)
+    # (pcs version, argv): from that pcs version on, this argv instead (newest that applies wins).
+    # pcs changes what a command means between versions, so the node's pcs decides.
+    since_pcs: tuple[tuple[Version, Argv], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,7 @@ class Plan:
 
 
 Check = Callable[[NodeView, ClusterReport, Target], str | None]  # refusal text or None
+WhatIf = Callable[[bytes, Target], bytes]  # the CIB (cibadmin --query) after the action
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +69,18 @@ class Action:
     checks: tuple[Check, ...]
     verify: Check  # None once the action had its effect
     undo: str | None = None  # the action that reverses it
-    predicts: bool = False  # ask crm_simulate what Pacemaker would do
     kinds: tuple[Kind, ...] = ("pacemaker",)  # the cluster kinds it is a fix for
     # May be planned when no node has a Pacemaker view (Pacemaker stopped everywhere): only
     # an action that starts it; the others' safety checks need Pacemaker's view.
     without_pacemaker: bool = False
+    # The change applied to a copy of the live CIB for crm_simulate to predict from; None: the
+    # action changes nothing crm_simulate can model, and `no_prediction` says why.
+    whatif: WhatIf | None = None
+    no_prediction: str = "it changes nothing in the CIB that crm_simulate could simulate"
+
+    @property
+    def needs_pcs_version(self) -> bool:
+        return any(step.since_pcs for step in self.steps)
 
 
 # ---------------------------------------------------------------- arguments
@@ -91,8 +105,23 @@ def _fill(element: str, values: Mapping[str, str | None]) -> str:
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), element)
 
 
-def expand(step: Step, target: Target, templates: Mapping[str, Argv]) -> Argv:
-    argv = templates.get(step.name, step.argv)
+def parse_pcs_version(text: str) -> Version | None:
+    """`pcs --version` prints e.g. "0.11.5" (some builds add "+..." or a second line)."""
+    match = _VERSION.match(text)
+    return tuple(int(p) for p in match[1].split(".")) if match else None
+
+
+def step_argv(step: Step, pcs: Version | None) -> Argv:
+    """The step's argv for this pcs version (None: unknown, the base form)."""
+    chosen = step.argv
+    for since, argv in sorted(step.since_pcs):
+        if pcs is not None and pcs >= since:
+            chosen = argv
+    return chosen
+
+
+def expand(step: Step, target: Target, templates: Mapping[str, Argv], pcs: Version | None = None) -> Argv:
+    argv = templates[step.name] if step.name in templates else step_argv(step, pcs)
     out = []
     for element in argv:
         names = _PLACEHOLDER.findall(element)
@@ -196,6 +225,25 @@ def always(_: NodeView, __: ClusterReport, ___: Target) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- what-if (crm_simulate)
+
+
+def prefer_target(cib: bytes, t: Target) -> bytes:
+    return whatif.prefer(cib, t.resource or "", t.node or "")
+
+
+def clear_target(cib: bytes, t: Target) -> bytes:
+    return whatif.clear(cib, t.resource or "")
+
+
+def standby_target(cib: bytes, t: Target) -> bytes:
+    return whatif.standby(cib, t.node or "", on=True)
+
+
+def unstandby_target(cib: bytes, t: Target) -> bytes:
+    return whatif.standby(cib, t.node or "", on=False)
+
+
 # ---------------------------------------------------------------- verification
 
 
@@ -259,8 +307,9 @@ def refusal(action: Action, view: NodeView, report: ClusterReport, target: Targe
 
 
 def plan(action: Action, args: tuple[str, ...], report: ClusterReport,
-         templates: Mapping[str, Argv] = {}) -> Plan:
-    """Validate against the live status and build the exact commands, or raise Refused."""
+         templates: Mapping[str, Argv] = {}, pcs: Version | None = None) -> Plan:
+    """Validate against the live status and build the exact commands, or raise Refused.
+    `pcs`: the version of pcs on the node the commands run on (for steps that differ by it)."""
     if report.kind not in action.kinds:
         raise Refused(f"`{action.name}` is not a fix for a {report.kind} cluster"
                       + ("; for a node whose Corosync is down: `start-corosync`"
@@ -276,7 +325,7 @@ def plan(action: Action, args: tuple[str, ...], report: ClusterReport,
     if why:
         raise Refused(why)
     runs_on = target.node if action.runs_on == "target" else _runner(view, report, target)
-    commands = tuple(expand(s, target, templates) for s in action.steps)
+    commands = tuple(expand(s, target, templates, pcs) for s in action.steps)
     undo_args = tuple(a for a in (target.resource, target.node) if a)
     undo = Remedy(action.undo, undo_args if action.undo != "clear" else (target.resource or "",)) \
         if action.undo else None

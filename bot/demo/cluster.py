@@ -39,7 +39,7 @@ class DemoCluster:
         self.keys = KeyMaterial.create(tmp)
         for node in NODES:
             server = LoopbackSshServer(self._handler(node), authorized_key=self.keys.public_key,
-                                       username=DEMO_USER, name=node)
+                                       username=DEMO_USER, name=node, input_handler=self._handler(node))
             self.servers[node] = await self._stack.enter_async_context(server)
         self.keys.write_known_hosts(self.servers.values())
         return self
@@ -49,8 +49,8 @@ class DemoCluster:
         await self._stack.aclose()
 
     def _handler(self, node: str):  # type: ignore[no-untyped-def]
-        async def handle(command: str, username: str) -> tuple[int, str, str]:
-            done = self.sim.handle_line(node, command)
+        async def handle(command: str, username: str, stdin: str = "") -> tuple[int, str, str]:
+            done = self.sim.handle_line(node, command, stdin)
             return done.exit_status, done.stdout, done.stderr
         return handle
 

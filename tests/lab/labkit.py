@@ -160,6 +160,37 @@ def settings(state_dir: Path, **overrides: Any) -> Settings:
     return load_settings(CONFIG, state_dir=state_dir, **overrides)
 
 
+def fresh_ssh(cluster: ClusterConfig, *command: str) -> float:
+    """Seconds for one command on node1 over a new ssh connection (OpenSSH client, pinned host
+    key): the manual step the bot is compared with."""
+    node = cluster.nodes[0]
+    argv = ["ssh", "-F", "/dev/null", "-i", str(cluster.ssh_key), "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={cluster.known_hosts}", f"root@{node.host}", *command]
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    elapsed = time.perf_counter() - t0
+    assert done.returncode == 0, done.stderr
+    assert "virtual_ip_1" in done.stdout
+    return elapsed
+
+
+def cold_status(*extra: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """`clusterbot status lab --format json` as a cron job runs it: a new process, new
+    connections. Returns its wall time, its CPU time and what it did."""
+    import resource
+    exe = Path(sys.executable).with_name("clusterbot")
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "bot"]
+    argv += ["status", "lab", "--format", "json", "--config", str(CONFIG), *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, done
+
+
 # ---------------------------------------------------------------- observing with the bot
 
 

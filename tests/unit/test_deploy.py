@@ -247,19 +247,18 @@ ALLOWED = {
     "/usr/bin/systemctl is-active corosync pacemaker pcsd", "/usr/sbin/pacemakerd --version",
     "/usr/bin/systemctl is-active corosync",  # corosync-only clusters (kind = "corosync")
     "/usr/sbin/corosync-quorumtool -s", "/usr/sbin/corosync-cfgtool -s",
-    "/usr/sbin/crm_simulate --live-check --simulate",
+    "/usr/sbin/cibadmin --query", "/usr/sbin/crm_simulate --xml-pipe --simulate",
     "/usr/sbin/pcs resource cleanup", "/usr/sbin/pcs cluster start",
     "/usr/bin/systemctl restart corosync", "/usr/bin/systemctl restart pcsd",
     # corosync-only clusters: start-corosync, and its probe for Proxmox's pve-cluster unit
     "/usr/bin/systemctl start corosync", "/usr/bin/systemctl start pve-cluster",
     "/usr/bin/systemctl is-enabled pve-cluster",
     "/usr/sbin/pcs resource cleanup *", "/usr/sbin/pcs node standby *", "/usr/sbin/pcs node unstandby *",
-    "/usr/sbin/pcs resource move *", "/usr/sbin/pcs resource clear *",
-    "/usr/sbin/crm_simulate --live-check --simulate --node-down *",
+    "/usr/sbin/pcs resource move *", "/usr/sbin/pcs resource move-with-constraint *",
+    "/usr/sbin/pcs resource clear *",
 }
 # bot/remediation.py asks crm_simulate for a prediction before a fix (Remediation._predict).
-PREDICTIONS = [("crm_simulate", "--live-check", "--simulate"),
-               ("crm_simulate", "--live-check", "--simulate", "--node-down", "node2"),
+PREDICTIONS = [("cibadmin", "--query"), ("crm_simulate", "--xml-pipe", "--simulate"),
                # and whether a step's unit is installed (Remediation._plan: pve-cluster)
                ("systemctl", "is-enabled", "pve-cluster")]
 NEVER = [("pcs", "cluster", "stop"), ("pcs", "cluster", "destroy"), ("pcs", "resource", "delete", "vip"),
@@ -267,7 +266,9 @@ NEVER = [("pcs", "cluster", "stop"), ("pcs", "cluster", "destroy"), ("pcs", "res
          ("crm_mon", "--one-shot", "--inactive", "--output-as=xml", "--output-to=/etc/passwd"),
          ("systemctl", "is-active", "pcsd"), ("pcs",), ("pcs", "node", "maintenance", "node1"),
          ("bash", "-c", "id"), ("crm_simulate",),
-         ("crm_simulate", "--live-check", "--simulate", "--save-output=/etc/x")]
+         ("crm_simulate", "--live-check", "--simulate", "--save-output=/etc/x"),
+         ("crm_simulate", "--xml-pipe", "--simulate", "--save-output=/etc/x"),
+         ("cibadmin", "--replace", "--xml-file", "/tmp/x"), ("pcs", "-f", "/etc/x", "resource", "clear", "x")]
 
 
 def catalogue() -> list[tuple[str, ...]]:
@@ -277,12 +278,14 @@ def catalogue() -> list[tuple[str, ...]]:
     out = []
     for spec in REGISTRY:
         for step in spec.action.steps if spec.action is not None else ():
-            for resource in (None, "virtual_ip_2"):
-                for node in (None, "node2"):
-                    try:
-                        out.append(expand(step, Target(resource, node), {}))
-                    except Refused:  # a required name missing: the bot refuses before running
-                        continue
+            # every pcs version's form of the step (pcs 0.11 moves with move-with-constraint)
+            for pcs in (None, *(since for since, _ in step.since_pcs)):
+                for resource in (None, "virtual_ip_2"):
+                    for node in (None, "node2"):
+                        try:
+                            out.append(expand(step, Target(resource, node), {}, pcs))
+                        except Refused:  # a required name missing: the bot refuses before running
+                            continue
     assert out, "no remediation steps found in commands.REGISTRY"
     return sorted(set(out))
 
@@ -354,13 +357,14 @@ def regex_allows(argv: tuple[str, ...]) -> bool:
 
 
 def test_regex_variant_allows_the_catalogue_and_no_options() -> None:
-    assert len(regex_rules()) == 7  # cleanup x2, standby, unstandby, move, clear, crm_simulate --node-down
+    assert len(regex_rules()) == 7  # cleanup x2, standby, unstandby, move, move-with-constraint, clear
     exact = [c for c in ALLOWED if not c.endswith(" *")]
     named = [a for a in catalogue() + PREDICTIONS if not allowed(a, exact)]  # what the wildcards serve
     assert named and [shlex.join(a) for a in named if not regex_allows(a)] == []
     for evil in (("pcs", "node", "standby", "--all"), ("pcs", "node", "standby", "node1", "--all"),
                  ("pcs", "resource", "cleanup", "vip", "-f", "/etc/x"), ("pcs", "node", "standby", "a\\b"),
                  ("pcs", "resource", "move", "vip", "node3", "--wait"), ("pcs", "node", "standby", "-x"),
+                 ("pcs", "resource", "move-with-constraint", "vip", "node3", "lifetime=P1D"),
                  ("pcs", "resource", "cleanup", "node=n", "--force"),
                  ("crm_simulate", "--live-check", "--simulate", "--node-down", "n", "--save-output", "/x")):
         assert not regex_allows(evil), evil
