@@ -21,6 +21,7 @@ from bot.render.blocks import fallback_text, to_blocks
 from bot.render.json import report_json
 from bot.render.status import status_doc
 from bot.render.text import to_text
+from bot.version import VersionAction
 
 EXAMPLES = ("healthy", "standby-node2", "node3-crashed")
 FORMATS = ("text", "blocks", "json")
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clusterbot", description=__doc__)
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ...")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     sub = parser.add_subparsers(dest="command", required=True)
