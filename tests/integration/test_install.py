@@ -8,9 +8,7 @@ Dependencies come from pip's cache or the package index, as an operator's would.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 import zipfile
@@ -19,31 +17,10 @@ from pathlib import Path
 import pytest
 
 import bot
+from tests.integration.buildkit import ROOT, sh, source_copy
 
-ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "deploy" / "clusterbot.example.toml"
 PIP_TIMEOUT_S = 600.0  # a cold pip cache on a slow link; normally seconds
-
-
-def sh(*argv: str | Path, cwd: Path, stdin: str | None = None, timeout: float = 120.0) -> str:
-    """Run a step as the README writes it; its stdout, or a failure showing what it printed."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CLUSTERBOT_", "SLACK_", "PYTHON", "VIRTUAL_ENV"))}
-    done = subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=timeout, check=False)
-    printed = f"{done.stdout[-2000:]}{done.stderr[-3000:]}"
-    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{printed}"
-    return done.stdout
-
-
-def source_copy(dest: Path) -> Path:
-    """What a release tarball holds for building: the packages and the project files."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("bot", "commands"):
-        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md", "LICENSE", "constraints.txt"):
-        shutil.copy2(ROOT / name, dest / name)
-    return dest
 
 
 def build_wheel(src: Path, dist: Path) -> Path:
