@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from bot.collect import COROSYNC_DAEMONS
 from bot.remedies import _NAME, Argv, Refused, Target, expand
 from bot.settings import Commands
 from commands import REGISTRY
+from tests.integration.buildkit import sh
 
 SUDOERS = Path(__file__).parents[2] / "deploy" / "sudoers.d" / "clusterbot"
 SECURE_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -218,9 +220,13 @@ def for_test(text: str, user: str, root: Path) -> str:
     return out
 
 
-def run(*argv: str) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, f"{shlex.join(argv)}: {done.stdout}{done.stderr}"
+def passwd_change(*argv: str, tries: int = 20) -> None:
+    """useradd/userdel, retried: another session's useradd may hold /etc/passwd's lock a moment."""
+    for _ in range(tries - 1):
+        if subprocess.run(argv, capture_output=True, timeout=60, check=False).returncode == 0:
+            return
+        time.sleep(0.5)
+    sh(*argv)  # the last try fails with what it printed
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +237,7 @@ def sudo() -> Iterator[Sudo]:
     include = INCLUDE_DIR / user  # no dot in the name: sudo skips such files
     root = Path(tempfile.mkdtemp(prefix="cbsudo"))
     text = SUDOERS.read_text()
+    created = False
     try:
         for path in sorted(set(re.findall(r" (/usr/s?bin/[\w.-]+)", text))):
             stand_in = root / path.lstrip("/")
@@ -241,19 +248,21 @@ def sudo() -> Iterator[Sudo]:
             (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
         staged = root / "sudoers"
         staged.write_text(for_test(text, user, root))
-        run("visudo", "-c", "-q", "-f", str(staged))
-        run("useradd", "--system", "--no-create-home", "--no-user-group", "--shell", "/usr/sbin/nologin",
-            user)
+        sh("visudo", "-c", "-q", "-f", staged)
+        passwd_change("useradd", "--system", "--no-create-home", "--no-user-group",
+                      "--shell", "/usr/sbin/nologin", user)
+        created = True
         tmp = INCLUDE_DIR / f"{user}.tmp"  # a dot: ignored by sudo until renamed
         shutil.copyfile(staged, tmp)
         tmp.chmod(0o440)
         tmp.rename(include)
-        run("visudo", "-c", "-q")  # the whole configuration, with it: else it goes at once (finally)
+        sh("visudo", "-c", "-q")  # the whole configuration, with it: else it goes at once (finally)
         yield Sudo(user, root)
     finally:
         include.unlink(missing_ok=True)
         (INCLUDE_DIR / f"{user}.tmp").unlink(missing_ok=True)
-        subprocess.run(["userdel", user], capture_output=True, timeout=60, check=False)
+        if created:
+            passwd_change("userdel", user)
         shutil.rmtree(root, ignore_errors=True)
 
 
