@@ -1,8 +1,8 @@
 """deploy/sudoers.d/clusterbot, proven by the real sudo: it allows every command line the bot can
 produce and refuses everything else we could think of.
 
-The file is installed, for a throwaway user, as an include in /etc/sudoers.d (visudo-checked
-first, removed afterwards). Its command paths point into a temporary tree of stand-in programs
+The file is installed, for a throwaway user (tests/sudokit.py), as an include in /etc/sudoers.d
+(visudo-checked first, removed afterwards). Its command paths point into a temporary tree of stand-in programs
 (sudo only judges a command that exists, and CI has no Pacemaker before the lab starts); nothing
 else is changed. Every question is `sudo -l -U USER COMMAND…`, which answers exactly as
 `sudo -n COMMAND…` run by that user would be judged.
@@ -14,14 +14,10 @@ names. A new catalogue step without a sudoers rule fails here.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
-import time
-import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,12 +29,10 @@ from bot.collect import COROSYNC_DAEMONS
 from bot.remedies import _NAME, Argv, Refused, Target, expand
 from bot.settings import Commands
 from commands import REGISTRY
-from tests.integration.buildkit import sh
+from tests import sudokit
+from tests.sudokit import SECURE_PATH, SUDOERS
 
-SUDOERS = Path(__file__).parents[2] / "deploy" / "sudoers.d" / "clusterbot"
-SECURE_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 RULE = "clusterbot ALL = (root) NOPASSWD: CLUSTERBOT_READ, CLUSTERBOT_FIX, CLUSTERBOT_NAMED"
-INCLUDE_DIR = Path("/etc/sudoers.d")
 
 # Valid names (bot/remedies.py _NAME), shortest to longest, with every character class it allows.
 RESOURCES = ("virtual_ip_2", "_r.1:a-b", "r" * 63)
@@ -194,76 +188,31 @@ class Sudo:
         return done.returncode == 0
 
 
-def sudo_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: adds a throwaway user and an /etc/sudoers.d include (CI runs it)"
-    if not all(shutil.which(t) for t in ("sudo", "visudo", "useradd", "userdel", "runuser")):
-        return "needs sudo, visudo, useradd and runuser (Debian: apt-get install sudo)"
-    version = subprocess.run(["sudo", "-V"], capture_output=True, text=True, check=False).stdout
-    found = re.search(r"Sudo version (\d+)\.(\d+)\.(\d+)", version)
-    if not found or tuple(map(int, found.groups())) < (1, 9, 10):
-        return f"needs sudo >= 1.9.10 for regular expressions: {version.splitlines()[:1]}"
-    if not re.search(r"^[@#]includedir /etc/sudoers\.d$", Path("/etc/sudoers").read_text(), re.MULTILINE):
-        return "/etc/sudoers does not include /etc/sudoers.d"
-    return None
-
-
-def for_test(text: str, user: str, root: Path) -> str:
-    """The file for USER, its commands in the stand-in tree; nothing else changed."""
-    out = text
+def in_tree(text: str, root: Path) -> str:
+    """The file with its commands in the stand-in tree ROOT; nothing else changed."""
     for old, new in ((" /usr/sbin/", f" {root}/usr/sbin/"), (" /usr/bin/", f" {root}/usr/bin/"),
-                     ("Defaults:clusterbot ", f"Defaults:{user} "), ("\nclusterbot ALL", f"\n{user} ALL"),
                      (f'secure_path="{":".join(SECURE_PATH)}"',
                       f'secure_path="{":".join(str(root) + d for d in SECURE_PATH)}"')):
-        assert old in out, f"{old!r} not found: update for_test()"
-        out = out.replace(old, new)
-    return out
-
-
-def passwd_change(*argv: str, tries: int = 20) -> None:
-    """useradd/userdel, retried: another session's useradd may hold /etc/passwd's lock a moment."""
-    for _ in range(tries - 1):
-        if subprocess.run(argv, capture_output=True, timeout=60, check=False).returncode == 0:
-            return
-        time.sleep(0.5)
-    sh(*argv)  # the last try fails with what it printed
+        assert old in text, f"{old!r} not found: update in_tree()"
+        text = text.replace(old, new)
+    return text
 
 
 @pytest.fixture(scope="module")
-def sudo() -> Iterator[Sudo]:
-    if (why := sudo_skip_reason()) is not None:
+def sudo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sudo]:
+    if (why := sudokit.skip_reason()) is not None:
         pytest.skip(why)
-    user = f"cbsudo{uuid.uuid4().hex[:8]}"
-    include = INCLUDE_DIR / user  # no dot in the name: sudo skips such files
-    root = Path(tempfile.mkdtemp(prefix="cbsudo"))
+    root = tmp_path_factory.mktemp("stand-ins")
     text = SUDOERS.read_text()
-    created = False
-    try:
-        for path in sorted(set(re.findall(r" (/usr/s?bin/[\w.-]+)", text))):
-            stand_in = root / path.lstrip("/")
-            stand_in.parent.mkdir(parents=True, exist_ok=True)
-            stand_in.write_text("#!/bin/sh\nexit 0\n")
-            stand_in.chmod(0o755)
-        for directory in SECURE_PATH:
-            (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        staged = root / "sudoers"
-        staged.write_text(for_test(text, user, root))
-        sh("visudo", "-c", "-q", "-f", staged)
-        passwd_change("useradd", "--system", "--no-create-home", "--no-user-group",
-                      "--shell", "/usr/sbin/nologin", user)
-        created = True
-        tmp = INCLUDE_DIR / f"{user}.tmp"  # a dot: ignored by sudo until renamed
-        shutil.copyfile(staged, tmp)
-        tmp.chmod(0o440)
-        tmp.rename(include)
-        sh("visudo", "-c", "-q")  # the whole configuration, with it: else it goes at once (finally)
+    for path in sorted(set(re.findall(r" (/usr/s?bin/[\w.-]+)", text))):
+        stand_in = root / path.lstrip("/")
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_text("#!/bin/sh\nexit 0\n")
+        stand_in.chmod(0o755)
+    for directory in SECURE_PATH:
+        (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    with sudokit.installed(lambda u: in_tree(sudokit.for_user(text, u), root), "/usr/sbin/nologin") as user:
         yield Sudo(user, root)
-    finally:
-        include.unlink(missing_ok=True)
-        (INCLUDE_DIR / f"{user}.tmp").unlink(missing_ok=True)
-        if created:
-            passwd_change("userdel", user)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_sudo_allows_every_line_the_bot_produces(sudo: Sudo) -> None:
