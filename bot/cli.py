@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bot import log
 from bot.errors import ClusterbotError
+from bot.version import VersionAction
 
 if TYPE_CHECKING:  # imported where used: `--help` and each command load only what they need
     from bot.pacemaker.health import Expectations
@@ -62,6 +63,7 @@ def _reader_left() -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clusterbot", description=__doc__)
+    parser.add_argument("--version", action=VersionAction)
     _add_global_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_render(sub)

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,14 +35,20 @@ LOCK_FILE = Path("/run/lock/cblab-tests.lock")
 LOCK_WAIT_S = 1800.0
 
 
-def skip_reason() -> str | None:
-    """Why lab tests cannot run here, or None when they can."""
-    if os.environ.get("CLUSTERBOT_SKIP_LAB") == "1":
+def skip_reason(env: Mapping[str, str] = os.environ, euid: int | None = None,
+                platform: str = sys.platform) -> str | None:
+    """Why lab tests do not run here, or None when they do. They install Debian packages and
+    build network namespaces, so a root shell on a workstation does not get them by surprise:
+    they need root *and* an opt-in, CI (any value but "", "0", "false") or CLUSTERBOT_LAB=1."""
+    if env.get("CLUSTERBOT_SKIP_LAB") == "1":
         return "lab tests: CLUSTERBOT_SKIP_LAB=1 is set"
-    if not sys.platform.startswith("linux"):
-        return f"lab tests need Linux (network namespaces); this is {sys.platform}"
-    if os.geteuid() != 0:
+    if not platform.startswith("linux"):
+        return f"lab tests need Linux (network namespaces); this is {platform}"
+    if (os.geteuid() if euid is None else euid) != 0:
         return "lab tests need root (network namespaces, mounts, veths, apt): run pytest as root"
+    if env.get("CI", "").lower() in ("", "0", "false") and env.get("CLUSTERBOT_LAB") != "1":
+        return ("lab tests start a 3-node cluster (apt, network namespaces): set CLUSTERBOT_LAB=1 "
+                "to run them (CI runs them)")
     return None
 
 
