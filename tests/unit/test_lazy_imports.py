@@ -34,7 +34,7 @@ def test_help_loads_nothing_heavy() -> None:
     got = loaded("--help")
     assert tops(got) & set(HEAVY) == set()
     assert {m for m in got if m.startswith(("bot.", "commands"))} <= {"bot.cli", "bot.cli_run", "bot.ops",
-                                                                       "bot.log", "bot.errors"}
+                                                                       "bot.log", "bot.errors", "bot.version"}
 
 
 def test_render_loads_no_ssh_settings_or_slack() -> None:
