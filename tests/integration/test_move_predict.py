@@ -103,7 +103,7 @@ class _NoPcs(Simulator):
 
 async def test_move_without_pcs_is_refused_up_front() -> None:
     async with running_bot(cluster={"approvers": (BOSS,)}, sim=_NoPcs()) as h:
-        status, body, _ = await h.slash("move prod-haproxy virtual_ip_1 node3")
+        await h.slash("move prod-haproxy virtual_ip_1 node3")
         await h.slack.wait_for("response_url", lambda c: "pcs is not installed on node1" in str(c.params),
                                timeout=10)
         assert h.bot.runtime.store.pending_requests() == []

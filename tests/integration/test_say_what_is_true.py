@@ -108,7 +108,7 @@ async def test_corosync_only_member_down_gets_start_corosync(tmp_path: Path) -> 
     # The catalogue: corosync only (no pve-cluster probe answered here: the plan has every step,
     # the bot's Remediation drops the ones whose unit is missing), never pcs.
     assert catalogue_plan(report, ("start-corosync", "node3"))[0] == ("systemctl", "start", "corosync")
-    with pytest.raises(Refused, match="not a fix for a corosync cluster; .*`start-corosync`"):
+    with pytest.raises(Refused, match=r"not a fix for a corosync cluster; .*`start-corosync`"):
         catalogue_plan(report, ("start", "node3"))
     with pytest.raises(Refused, match="corosync is running on node1: nothing to start"):
         catalogue_plan(report, ("start-corosync", "node1"))

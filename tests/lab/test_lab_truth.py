@@ -41,7 +41,8 @@ async def test_partitioned_node3_is_one_out_of_sync_finding(collector: Collector
         await anodectl("node3", "partition")
         report = await report_until(collector, cluster, lambda r: cut_off(r, "node3"),
                                     "node3 cut off and out of sync", timeout=60)
-        assert about(report, "node3") == [("out_of_sync", Remedy("resync", ("node3",)))], labkit.describe(report)
+        assert about(report, "node3") == [("out_of_sync", Remedy("resync", ("node3",)))], \
+            labkit.describe(report)
         out_of_sync = finding(report, "out_of_sync", "node3")
         assert out_of_sync is not None and "the others see it OFFLINE" in out_of_sync.message
     finally:
