@@ -30,6 +30,7 @@ from bot.pacemaker.daemons import Daemons, parse_is_active
 from bot.pacemaker.merge import ClusterReport, NodeResult, merge
 from bot.pacemaker.model import NodeView
 from bot.pacemaker.parse import parse
+from bot.remedies import Version, parse_pcs_version
 from bot.settings import ClusterConfig, NodeConfig, Settings
 from bot.ssh import Completed, SshPool, SshTarget
 
@@ -44,6 +45,8 @@ T = TypeVar("T")
 KEEPALIVE_S = 30.0
 # The crm_mon times of the collection running in this task (node tasks inherit it).
 _ANSWER_TIMES: ContextVar[dict[str, float] | None] = ContextVar("answer_times", default=None)
+# One node's answers, asked together before its commands are read one by one (see _full).
+_ASKED: ContextVar[dict[tuple[str, ...], Completed | SshError] | None] = ContextVar("asked", default=None)
 
 
 class Ask(Enum):
@@ -176,14 +179,40 @@ class Collector:
         return list(await asyncio.gather(*(self.collect(c) for c in clusters)))
 
     async def run(self, cluster: ClusterConfig, node: str, argv: tuple[str, ...],
-                  timeout_s: float | None = None) -> Completed:
-        """Run one command on one node of a cluster (remediation uses this)."""
+                  timeout_s: float | None = None, *, input: str | None = None) -> Completed:
+        """Run one command on one node of a cluster (remediation uses this), alone on its own
+        session; `input` is its stdin."""
+        async with self._limit:
+            return await self.pool.run(self._target(cluster, node), argv, input=input,
+                                       timeout_s=timeout_s or self.settings.command_timeout_s)
+
+    async def read(self, cluster: ClusterConfig, node: str, argv: tuple[str, ...]) -> Completed:
+        """A read-only command on one node (a read shell may answer it)."""
+        return await self._exec(self._target(cluster, node), argv)
+
+    async def pcs_version(self, cluster: ClusterConfig, node: str) -> Version | None:
+        """pcs's version on the node (None: pcs is not installed), asked once per connection.
+        Raises SshError, or ParseError when `pcs --version` answers something else."""
+        # Why without sudo: printing its version needs no root, and sudoers need not allow it.
+        target = replace(self._target(cluster, node), sudo=False)
+
+        async def ask() -> Version | None:
+            done = await self._exec(target, ("pcs", "--version"))
+            if done.exit_status == _NOT_FOUND:
+                return None
+            version = parse_pcs_version(done.stdout)
+            if done.exit_status != 0 or version is None:
+                detail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[0][:200]
+                raise ParseError(f"`pcs --version` exited {done.exit_status}: {detail}")
+            return version
+
+        return await self.pool.remember(target, "pcs --version", ask)
+
+    def _target(self, cluster: ClusterConfig, node: str) -> SshTarget:
         conf = cluster.node(node)
         if conf is None:
             raise ValueError(f"{node} is not a configured node of {cluster.name}")
-        async with self._limit:
-            return await self.pool.run(target_for(cluster, conf, self.settings), argv,
-                                       timeout_s=timeout_s or self.settings.command_timeout_s)
+        return target_for(cluster, conf, self.settings)
 
     async def _node(self, cluster: ClusterConfig, node: NodeConfig, max_age_s: float | None,
                     asked: NodeView | NodeResult | None = None) -> NodeResult:
@@ -231,6 +260,12 @@ class Collector:
         started = time.perf_counter()
         target = target_for(cluster, node, self.settings)
         view: NodeView | None = None
+        # A cold node is asked everything at once: one session and no round trips between
+        # commands (a new session costs a real sshd a fork, PAM and a login). A warm one asks
+        # on its open read shells, concurrently, each command under the session limit.
+        cold = not self.pool.warm(target)
+        asked = await self._ask_all(target, self._argvs(cluster, target, known)) if cold else None
+        token = _ASKED.set(asked)
         try:
             if cluster.kind == "corosync":
                 daemons, (quorum, links) = await asyncio.gather(
@@ -242,6 +277,8 @@ class Collector:
                     self._corosync(cluster, target, decisive=False))
         except (SshError, ParseError) as err:
             return _failed(node.name, err, started)
+        finally:
+            _ASKED.reset(token)
         if cluster.kind == "corosync" and quorum.value is None and not quorum.down:
             # No quorum view and no "corosync is down" either (garbage, tool missing): like a
             # crm_mon without XML, the node gave no answer we can use.
@@ -253,7 +290,27 @@ class Collector:
                           corosync=NodeCorosync(quorum.value, links.value),
                           corosync_error=failed.error, corosync_error_kind=failed.kind)
 
+    def _argvs(self, cluster: ClusterConfig, target: SshTarget,
+               known: NodeView | None) -> list[tuple[str, ...]]:
+        """What `_full` asks the node, crm_mon first (it decides the node's fate)."""
+        cmds = cluster.commands
+        crm_mon = cmds.crm_mon_legacy if (cluster.name, target.node) in self._legacy else cmds.crm_mon
+        first = [crm_mon] if cluster.kind != "corosync" and known is None else []
+        return [*first, _daemons_argv(cluster), cmds.quorum, cmds.links]
+
+    async def _ask_all(self, target: SshTarget, argvs: list[tuple[str, ...]],
+                       ) -> dict[tuple[str, ...], Completed | SshError]:
+        async with self._limit:
+            answers = await self.pool.read_all(target, argvs, timeout_s=self.settings.command_timeout_s)
+        return dict(zip(argvs, answers, strict=True))
+
     async def _exec(self, target: SshTarget, argv: tuple[str, ...]) -> Completed:
+        asked = _ASKED.get()
+        answer = asked.pop(argv, None) if asked is not None else None
+        if isinstance(answer, SshError):
+            raise answer
+        if answer is not None:
+            return answer
         async with self._limit:  # every command here only reads: a read shell may answer it
             return await self.pool.read(target, argv, timeout_s=self.settings.command_timeout_s)
 

@@ -121,6 +121,7 @@ class Deliverer:
         self._traced.discard(item.id)
         self._auth_logged.clear()  # the token works again: a new rejection deserves a new error
         self.store.mark_delivered(item.id, result, now=self.clock())
+        _log_delivered(item)
         return True
 
     def _give_up(self, item: OutboxItem, code: str) -> None:
@@ -218,3 +219,12 @@ def doc_json(doc: Doc) -> dict[str, Any]:
         "buttons": [{"text": b.text, "action_id": b.action_id, "value": b.value, "style": b.style}
                     for b in doc.buttons],
     }
+
+
+def _log_delivered(item: OutboxItem) -> None:
+    """INFO: an incident's alerts and recoveries are what an on-call looks for in the journal."""
+    channel, incident = item.payload.get("channel"), _incident_id(item)
+    what = (_doc(item.payload).fallback.splitlines() or [""])[0][:200]
+    log.info("alert %d (%s%s) delivered to %s: %s", item.id, item.kind,
+             f", incident {incident}" if incident is not None else "", channel, what,
+             extra={"alert": item.id, "kind": item.kind, "incident": incident, "channel": channel})

@@ -75,8 +75,9 @@ class Metrics:
         self._approvals = Counter(f"{PREFIX}approvals_final", "Approval requests that reached a "
                                   "final state (succeeded, failed, denied, expired, ...).", ["state"],
                                   registry=r)
-        self._slack = Counter(f"{PREFIX}slack_calls", "Slack Web API calls, by method and result "
-                              "(ok or Slack's error code).", ["method", "result"], registry=r)
+        self._slack = Counter(f"{PREFIX}slack_calls", "Requests to Slack (Web API methods and "
+                              "response_url replies, each retried attempt too), by method and result "
+                              "(ok, Slack's error code, http_NNN).", ["method", "result"], registry=r)
         self._push = Counter(f"{PREFIX}push_requests", "Requests to /push, by outcome.", ["outcome"],
                              registry=r)
 

@@ -12,8 +12,6 @@ a push carries no state the bot believes, so a replayed or lost push costs one p
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import inspect
 import json
 import logging
@@ -27,7 +25,9 @@ from aiohttp import web
 
 from bot.metrics import Metrics
 from bot.settings import NAME_RE
-from bot.slack.serve import HttpServer
+from bot.signing import MAX_SKEW_S as MAX_SKEW_S  # re-exported: the push tests and agent docs use it
+from bot.signing import PUSH, sign, verify
+from bot.slack.serve import HttpServer, RefusalLog, bounded_body
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,8 @@ log = logging.getLogger(__name__)
 Check = Callable[[], bool | Awaitable[bool]]
 Wake = Callable[[str], bool]
 
-TIMESTAMP_HEADER: Final = "X-Clusterbot-Timestamp"
-SIGNATURE_HEADER: Final = "X-Clusterbot-Signature"
-SIGNATURE_VERSION: Final = "v1"
-MAX_SKEW_S: Final = 300  # older (or further in the future) requests are refused as stale
+TIMESTAMP_HEADER: Final = PUSH.timestamp_header
+SIGNATURE_HEADER: Final = PUSH.signature_header
 MAX_PUSH_BYTES: Final = 64 * 1024  # an alert is a few hundred bytes
 CHECK_TIMEOUT_S: Final = 2.0  # a hung dependency makes readiness fail, not hang the probe
 EVENT_FIELDS: Final = ("kind", "node", "rsc", "task", "desc", "rc", "timestamp")
@@ -49,25 +47,7 @@ EVENT_FIELDS: Final = ("kind", "node", "rsc", "task", "desc", "rc", "timestamp")
 
 def signature(secret: str | bytes, timestamp: str, body: bytes) -> str:
     """"v1=" + hex HMAC-SHA256 over "v1:{timestamp}:{body}" (the alert agent computes the same)."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    base = f"{SIGNATURE_VERSION}:{timestamp}:".encode() + body
-    return f"{SIGNATURE_VERSION}=" + hmac.new(key, base, hashlib.sha256).hexdigest()
-
-
-def verify(secret: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
-    """None if the request is authentic and fresh, else why not (for the log, never the client)."""
-    ts = headers.get(TIMESTAMP_HEADER, "")
-    given = headers.get(SIGNATURE_HEADER, "")
-    if not ts or not given:
-        return "missing signature headers"
-    if not ts.isascii() or not ts.isdigit() or len(ts) > 12:
-        return "malformed timestamp"
-    if abs(now - int(ts)) > MAX_SKEW_S:
-        return f"stale timestamp ({int(now) - int(ts)} s off)"
-    # compare_digest on bytes: constant time, and no exception on non-ASCII input.
-    if not hmac.compare_digest(signature(secret, ts, body).encode(), given.encode()):
-        return "bad signature"
-    return None
+    return sign(PUSH, secret, timestamp, body)
 
 
 # ---------------------------------------------------------------- /healthz, /readyz
@@ -162,21 +142,21 @@ def push_routes(*, secret: str | bytes, wake: Wake, metrics: Metrics | None = No
     if not key:
         raise ValueError("push secret is empty; leave /push unmounted instead")
 
+    refusals = RefusalLog("push")
+
     def count(outcome: str) -> None:
         if metrics is not None:
             metrics.push(outcome)
 
     async def handler(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
+        body = await bounded_body(request, MAX_PUSH_BYTES)
+        if body is None:
+            refusals.refused(request.remote, f"body over {MAX_PUSH_BYTES} bytes")
             count("too_large")
             return _error(413, "body too large")
-        body = await request.read()  # also bounded by the app's client_max_size (chunked bodies)
-        if len(body) > MAX_PUSH_BYTES:
-            count("too_large")
-            return _error(413, "body too large")
-        why = verify(key, request.headers, body, clock())
+        why = verify(PUSH, key, request.headers, body, clock())
         if why is not None:
-            log.warning("push from %s refused: %s", request.remote, why)
+            refusals.refused(request.remote, why)
             count("unauthorized")
             return _error(401, "unauthorized")  # one answer for every failure: no oracle
         parsed = _parse_push(body)
@@ -225,12 +205,15 @@ def _error(status: int, message: str) -> web.Response:
 
 def ops_routes(*, metrics: Metrics | None = None, slack_connected: Check | None = None,
                store_writable: Check | None = None, delivery_running: Check | None = None,
-               push_secret: str | bytes | None = None, wake: Wake | None = None) -> list[web.RouteDef]:
-    """Every ops route whose dependencies were given: health always, the others when wired."""
+               push_secret: str | bytes | None = None, wake: Wake | None = None,
+               serve_metrics: bool = True) -> list[web.RouteDef]:
+    """Every ops route whose dependencies were given: health always, the others when wired.
+
+    serve_metrics=False: /metrics stays unmounted (the public Slack port) while /push still counts."""
     routes = health_routes(slack_connected=slack_connected or (lambda: True),
                            store_writable=store_writable or (lambda: True),
                            delivery_running=delivery_running)
-    if metrics is not None:
+    if metrics is not None and serve_metrics:
         routes += metrics_routes(metrics)
     if push_secret and wake is not None:
         routes += push_routes(secret=push_secret, wake=wake, metrics=metrics)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 
@@ -31,13 +32,27 @@ from bot.approvals import (
     fingerprint,
     new_request,
 )
-from bot.errors import ApprovalError, ClusterBusy, NotAllowed, SshError
+from bot.errors import ApprovalError, ClusterBusy, NotAllowed, ParseError, SshError
 from bot.metrics import Metrics
 from bot.pacemaker.health import Remedy
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.model import NodeView
+from bot.pacemaker.whatif import transition
 from bot.poster import Poster
-from bot.remedies import Action, Plan, Refused, Target, fingerprint_parts, plan, target_of
+from bot.remedies import (
+    Action,
+    Plan,
+    Refused,
+    Target,
+    Version,
+    fingerprint_parts,
+    judged_view,
+    plan,
+    probed_units,
+    target_of,
+    unit_installed,
+    with_units,
+)
 from bot.render.approvals import SEP, commands, note_doc, output_doc, request_doc
 from bot.render.doc import Doc, mrkdwn
 from bot.render.status import fix_code, status_doc
@@ -49,8 +64,23 @@ from commands.spec import CommandSpec, Invocation, Reply
 
 log = logging.getLogger(__name__)
 Collect = Callable[[ClusterConfig], Awaitable[ClusterReport]]
-Run = Callable[[ClusterConfig, str, tuple[str, ...], float | None], Awaitable[Completed]]
 RUN_TIMEOUT_S = 120.0  # systemctl restart corosync takes ~6 s; pcs commands a few seconds
+SIMULATE_TIMEOUT_S = 30.0
+# Exactly these argv (deploy/sudoers.d allows them as they are): the CIB goes in on stdin, so
+# no temporary file on the node and no file argument for sudoers to reason about.
+CIB_QUERY = ("cibadmin", "--query")
+SIMULATE = ("crm_simulate", "--xml-pipe", "--simulate")
+
+
+class Nodes(Protocol):
+    """Commands on cluster nodes (bot.collect.Collector)."""
+
+    async def run(self, cluster: ClusterConfig, node: str, argv: tuple[str, ...],
+                  timeout_s: float | None = None, *, input: str | None = None) -> Completed: ...
+
+    async def read(self, cluster: ClusterConfig, node: str, argv: tuple[str, ...]) -> Completed: ...
+
+    async def pcs_version(self, cluster: ClusterConfig, node: str) -> Version | None: ...
 
 
 async def _no_groups(group: str) -> set[str]:
@@ -62,7 +92,7 @@ class Remediation:
     settings: Settings
     store: Store
     collect: Collect
-    run: Run
+    nodes: Nodes
     poster: Poster
     clock: Callable[[], datetime]
     members_of: Callable[[str], Awaitable[set[str]]] = _no_groups
@@ -78,12 +108,9 @@ class Remediation:
         cluster = self._cluster(inv.args[0])
         action = spec.action
         assert isinstance(action, Action)
-        if cluster.kind != "pacemaker":
-            raise NotAllowed(f"`{spec.name}` works on Pacemaker clusters; {cluster.name} is corosync-only "
-                             "(restart corosync on the node by hand: `systemctl restart corosync`)")
         report = await self.collect(cluster)
         try:
-            p = plan(action, inv.args[1:], report, cluster.templates)
+            p = await self._plan(cluster, action, inv.args[1:], report)
         except Refused as err:
             raise NotAllowed(f"`{spec.name}` refused: {err.message}") from err
         req = self._new(inv, cluster, p, report, await self._predict(cluster, action, p))
@@ -119,23 +146,62 @@ class Remediation:
             ttl_s=self.settings.approval_ttl_s, required_approvals=cluster.approvals_required,
             allow_self_approval=cluster.allow_self_approval)
 
-    async def _predict(self, cluster: ClusterConfig, action: Action, p: Plan) -> str | None:
-        """Ask Pacemaker itself (crm_simulate on the live CIB) where it can tell."""
-        if not action.predicts:
-            return None
-        if action.name == "move":
-            return f"{p.target.resource} would run on {p.target.node} (a location constraint forces it)"
-        argv: tuple[str, ...] = ("crm_simulate", "--live-check", "--simulate")
-        if action.name == "standby" and p.target.node:
-            argv += ("--node-down", p.target.node)  # placement as if the node could not run anything
+    async def _plan(self, cluster: ClusterConfig, action: Action, args: tuple[str, ...],
+                    report: ClusterReport) -> Plan:
+        """The catalogue's plan for the pcs the node runs, without the steps whose unit the
+        target node does not have."""
+        p = plan(action, args, report, cluster.templates)
+        if action.needs_pcs_version:
+            p = plan(action, args, report, cluster.templates, pcs=await self._pcs(cluster, p.node))
+        units = probed_units(action)
+        if not units:
+            return p
+        installed: set[str] = set()
+        for unit in units:
+            try:  # read-only; exits 1 both for a disabled unit and for none: stdout tells
+                done = await self.nodes.run(cluster, p.node, ("systemctl", "is-enabled", unit), 30.0)
+            except SshError as err:
+                raise Refused(f"cannot tell whether {unit} is installed on {p.node}: {err}") from err
+            if unit_installed(done.stdout):
+                installed.add(unit)
+        return with_units(action, p, frozenset(installed))
+
+    async def _pcs(self, cluster: ClusterConfig, node: str) -> Version:
+        """The pcs version on `node`, for steps whose command changed between pcs versions."""
         try:
-            done = await self.run(cluster, p.node, argv, 30.0)
+            version = await self.nodes.pcs_version(cluster, node)
+        except (SshError, ParseError) as err:
+            raise Refused(f"cannot tell which pcs runs on {node}: "
+                          f"{str(err).removeprefix(node + ': ')}") from err
+        if version is None:
+            raise Refused(f"pcs is not installed on {node}")
+        return version
+
+    async def _predict(self, cluster: ClusterConfig, action: Action, p: Plan) -> str:
+        """What Pacemaker itself predicts: crm_simulate on a copy of the live CIB with the
+        action's change applied. Otherwise one line saying plainly why there is no prediction."""
+        if action.whatif is None:
+            return f"no prediction for {action.name}: {action.no_prediction}"
+        node = p.node
+        try:
+            cib = await self.nodes.read(cluster, node, CIB_QUERY)
         except SshError as err:
-            return f"unavailable ({err.kind})"
-        moves = _transition_summary(done.stdout)
-        if done.exit_status != 0:
-            return f"unavailable (crm_simulate exited {done.exit_status})"
-        return "; ".join(moves) if moves else "no resource would move"
+            return f"cibadmin --query failed on {node}: {str(err).removeprefix(node + ': ')}"
+        if cib.exit_status != 0:
+            return f"cibadmin --query failed on {node}: {_first_line(cib)}"
+        try:
+            changed = action.whatif(cib.stdout.encode(), p.target).decode()
+        except ParseError as err:
+            return f"no prediction: the change could not be applied to {node}'s CIB: {err}"
+        try:
+            done = await self.nodes.run(cluster, node, SIMULATE, SIMULATE_TIMEOUT_S, input=changed)
+            if done.exit_status != 0:
+                return f"crm_simulate failed on {node}: {_first_line(done)}"
+            moves = transition(done.stdout)
+        except (SshError, ParseError) as err:
+            return f"crm_simulate failed on {node}: {str(err).removeprefix(node + ': ')}"
+        said = "; ".join(moves) if moves else "no resource would start, stop or move"
+        return f"Pacemaker predicts (crm_simulate with this change): {said}"
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -194,7 +260,7 @@ class Remediation:
             return
         cluster = self._cluster(req.cluster)
         report = await self.collect(cluster)
-        problem = self._recheck(req, cluster, report)
+        problem = await self._recheck(req, cluster, report)
         if problem:
             await self._finish_refused(req, problem)
             return
@@ -215,11 +281,11 @@ class Remediation:
         if result.ok:
             await self._verify(cluster, done)
 
-    def _recheck(self, req: Request, cluster: ClusterConfig, report: ClusterReport) -> str | None:
+    async def _recheck(self, req: Request, cluster: ClusterConfig, report: ClusterReport) -> str | None:
         """The approval is bound to the state it was asked for; anything that matters moved?"""
         action = self._action(req.action)
         try:
-            p = plan(action, req.args, report, cluster.templates)
+            p = await self._plan(cluster, action, req.args, report)
         except Refused as err:
             return f"{err.message}; ask again if still needed"
         now = fingerprint(fingerprint_parts(report, p.target))
@@ -237,7 +303,7 @@ class Remediation:
         status = 0
         for argv in commands(req.argv):
             try:
-                done = await self.run(cluster, req.node, argv, RUN_TIMEOUT_S)
+                done = await self.nodes.run(cluster, req.node, argv, RUN_TIMEOUT_S)
             except Exception as exc:  # any failure must still finish the request
                 # SshError is the expected one; anything else too must end in FINISH, which
                 # frees the cluster's lock, rather than leave the request RUNNING forever.
@@ -278,7 +344,7 @@ class Remediation:
 
     @staticmethod
     def _pending(action: Action, req: Request, report: ClusterReport) -> str | None:
-        view = report.reference
+        view = judged_view(report)
         target = plan_target(action, req, view)
         return action.verify(view, report, target) if view and target else "no view"
 
@@ -395,18 +461,6 @@ def _decision(verb: str, user: str) -> Approve | Deny | Cancel:
     return Cancel(user)
 
 
-def _transition_summary(stdout: str) -> list[str]:
-    """crm_simulate's "Transition Summary:" lines, e.g. `* Move virtual_ip_2 ( node2 -> node3 )`."""
-    lines = stdout.splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.startswith("Transition Summary"))
-    except StopIteration:
-        return []
-    out = []
-    for line in lines[start + 1:]:
-        text = line.strip()
-        if not text:
-            break
-        if text.startswith("*"):
-            out.append(" ".join(text.lstrip("* ").split()))
-    return out
+def _first_line(done: Completed) -> str:
+    detail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[0][:200]
+    return f"exited {done.exit_status}: {detail}"

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from bot.pacemaker import whatif
 from bot.pacemaker.health import Remedy, eligible_nodes
-from bot.pacemaker.merge import ClusterReport
-from bot.pacemaker.model import NodeView, ResourceKind
+from bot.pacemaker.merge import ClusterReport, Kind
+from bot.pacemaker.model import Node, NodeView, ResourceKind, Summary
 
 Argv = tuple[str, ...]
+Version = tuple[int, ...]
+_VERSION = re.compile(r"^\s*(\d+(?:\.\d+)*)")
 _PLACEHOLDER = re.compile(r"\{(resource|node)(\?)?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,62}$")
 
@@ -38,6 +41,10 @@ class Target:
 class Step:
     name: str  # template key, overridable per cluster (ClusterConfig.templates)
     argv: Argv  # may contain {resource} {node}; {x?} drops the element when x is absent
+    unit: str | None = None  # run only where this systemd unit is installed (asked on the node)
+    # (pcs version, argv): from that pcs version on, this argv instead (newest that applies wins).
+    # pcs changes what a command means between versions, so the node's pcs decides.
+    since_pcs: tuple[tuple[Version, Argv], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,7 @@ class Plan:
 
 
 Check = Callable[[NodeView, ClusterReport, Target], str | None]  # refusal text or None
+WhatIf = Callable[[bytes, Target], bytes]  # the CIB (cibadmin --query) after the action
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,18 @@ class Action:
     checks: tuple[Check, ...]
     verify: Check  # None once the action had its effect
     undo: str | None = None  # the action that reverses it
-    predicts: bool = False  # ask crm_simulate what Pacemaker would do
+    kinds: tuple[Kind, ...] = ("pacemaker",)  # the cluster kinds it is a fix for
+    # May be planned when no node has a Pacemaker view (Pacemaker stopped everywhere): only
+    # an action that starts it; the others' safety checks need Pacemaker's view.
+    without_pacemaker: bool = False
+    # The change applied to a copy of the live CIB for crm_simulate to predict from; None: the
+    # action changes nothing crm_simulate can model, and `no_prediction` says why.
+    whatif: WhatIf | None = None
+    no_prediction: str = "it changes nothing in the CIB that crm_simulate could simulate"
+
+    @property
+    def needs_pcs_version(self) -> bool:
+        return any(step.since_pcs for step in self.steps)
 
 
 # ---------------------------------------------------------------- arguments
@@ -86,8 +105,23 @@ def _fill(element: str, values: Mapping[str, str | None]) -> str:
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), element)
 
 
-def expand(step: Step, target: Target, templates: Mapping[str, Argv]) -> Argv:
-    argv = templates.get(step.name, step.argv)
+def parse_pcs_version(text: str) -> Version | None:
+    """`pcs --version` prints e.g. "0.11.5" (some builds add "+..." or a second line)."""
+    match = _VERSION.match(text)
+    return tuple(int(p) for p in match[1].split(".")) if match else None
+
+
+def step_argv(step: Step, pcs: Version | None) -> Argv:
+    """The step's argv for this pcs version (None: unknown, the base form)."""
+    chosen = step.argv
+    for since, argv in sorted(step.since_pcs):
+        if pcs is not None and pcs >= since:
+            chosen = argv
+    return chosen
+
+
+def expand(step: Step, target: Target, templates: Mapping[str, Argv], pcs: Version | None = None) -> Argv:
+    argv = templates[step.name] if step.name in templates else step_argv(step, pcs)
     out = []
     for element in argv:
         names = _PLACEHOLDER.findall(element)
@@ -160,7 +194,7 @@ def reachable(_: NodeView, report: ClusterReport, t: Target) -> str | None:
     result = report.result(t.node or "")
     if result is None:
         return f"{t.node} is not a configured node, clusterbot cannot reach it"
-    return None if result.view is not None else f"{t.node} does not answer over SSH: {result.error}"
+    return None if result.answered else f"{t.node} does not answer over SSH: {result.error}"
 
 
 def has_something_to_clean(view: NodeView, _: ClusterReport, t: Target) -> str | None:
@@ -189,6 +223,25 @@ def movable(view: NodeView, _: ClusterReport, t: Target) -> str | None:
 
 def always(_: NodeView, __: ClusterReport, ___: Target) -> str | None:
     return None
+
+
+# ---------------------------------------------------------------- what-if (crm_simulate)
+
+
+def prefer_target(cib: bytes, t: Target) -> bytes:
+    return whatif.prefer(cib, t.resource or "", t.node or "")
+
+
+def clear_target(cib: bytes, t: Target) -> bytes:
+    return whatif.clear(cib, t.resource or "")
+
+
+def standby_target(cib: bytes, t: Target) -> bytes:
+    return whatif.standby(cib, t.node or "", on=True)
+
+
+def unstandby_target(cib: bytes, t: Target) -> bytes:
+    return whatif.standby(cib, t.node or "", on=False)
 
 
 # ---------------------------------------------------------------- verification
@@ -225,6 +278,27 @@ def verify_online(view: NodeView, _: ClusterReport, t: Target) -> str | None:
     return None if node and node.online else f"{t.node} is not online yet"
 
 
+# ---------------------------------------------------------------- the view an action is judged by
+
+
+def judged_view(report: ClusterReport) -> NodeView | None:
+    """Pacemaker's reference view. Without one (Pacemaker stopped everywhere, or a corosync-only
+    cluster) a stand-in from what the nodes did answer: every configured node, online where
+    Pacemaker runs (nowhere) or, on a corosync-only cluster, where it is a Corosync member.
+    None when no node answered at all: nothing can be judged."""
+    if report.reference is not None:
+        return report.reference
+    if not any(r.answered for r in report.results):
+        return None
+    summary = report.corosync
+    members = set(summary.members) if summary is not None and report.kind == "corosync" else set()
+    names = [*(r.node for r in report.results), *sorted(members - {r.node for r in report.results})]
+    quorate = summary.quorate if summary is not None and report.kind == "corosync" else None
+    return NodeView(format="stand-in", connected=report.kind == "corosync",
+                    summary=Summary(with_quorum=quorate, nodes_configured=len(names)),
+                    nodes=tuple(Node(n, online=n in members) for n in names))
+
+
 # ---------------------------------------------------------------- planning
 
 
@@ -233,17 +307,25 @@ def refusal(action: Action, view: NodeView, report: ClusterReport, target: Targe
 
 
 def plan(action: Action, args: tuple[str, ...], report: ClusterReport,
-         templates: Mapping[str, Argv] = {}) -> Plan:
-    """Validate against the live status and build the exact commands, or raise Refused."""
-    view = report.reference
+         templates: Mapping[str, Argv] = {}, pcs: Version | None = None) -> Plan:
+    """Validate against the live status and build the exact commands, or raise Refused.
+    `pcs`: the version of pcs on the node the commands run on (for steps that differ by it)."""
+    if report.kind not in action.kinds:
+        raise Refused(f"`{action.name}` is not a fix for a {report.kind} cluster"
+                      + ("; for a node whose Corosync is down: `start-corosync`"
+                         if report.kind == "corosync" else ""))
+    view = judged_view(report)
     if view is None:
         raise Refused("no node answered: clusterbot cannot judge whether this is safe")
+    if report.kind == "pacemaker" and report.reference is None and not action.without_pacemaker:
+        raise Refused("Pacemaker runs on no node that answered: clusterbot cannot judge whether "
+                      "this is safe; start Pacemaker first (`start`)")
     target = target_of(action.name, args, view)
     why = refusal(action, view, report, target)
     if why:
         raise Refused(why)
     runs_on = target.node if action.runs_on == "target" else _runner(view, report, target)
-    commands = tuple(expand(s, target, templates) for s in action.steps)
+    commands = tuple(expand(s, target, templates, pcs) for s in action.steps)
     undo_args = tuple(a for a in (target.resource, target.node) if a)
     undo = Remedy(action.undo, undo_args if action.undo != "clear" else (target.resource or "",)) \
         if action.undo else None
@@ -274,7 +356,7 @@ def _reason(action: Action, report: ClusterReport, target: Target) -> str:
 
 def fingerprint_parts(report: ClusterReport, target: Target) -> dict[str, str | tuple[str, ...]]:
     """What an approval is bound to: DC, quorum, membership, last change, the target's state."""
-    view = report.reference
+    view = judged_view(report)
     if view is None:
         return {"view": "none"}
     change = view.summary.last_change
@@ -287,3 +369,53 @@ def fingerprint_parts(report: ClusterReport, target: Target) -> dict[str, str | 
         if node else "",
         "resource": ",".join(view.running_on(target.resource)) if target.resource else "",
     }
+
+
+# ---------------------------------------------------------------- corosync-only clusters (Proxmox VE)
+# Their remedy starts Corosync itself, and on Proxmox the cluster filesystem (pve-cluster); never
+# `pcs cluster start`, which would start Pacemaker (and pcs is absent on Proxmox).
+
+# `systemctl is-enabled UNIT` prints one of these for an installed unit that may be started;
+# nothing (stderr "No such file or directory") when there is no such unit. Masked: an admin
+# said never start it.
+_STARTABLE = frozenset({"enabled", "enabled-runtime", "linked", "linked-runtime", "alias", "static",
+                        "indirect", "disabled", "generated", "transient"})
+
+
+def unit_installed(is_enabled_stdout: str) -> bool:
+    """From `systemctl is-enabled UNIT`: the unit exists and may be started."""
+    words = is_enabled_stdout.split()
+    return bool(words) and words[0] in _STARTABLE
+
+
+def probed_units(action: Action) -> tuple[str, ...]:
+    """The units whose presence on the target decides which steps run."""
+    return tuple(sorted({s.unit for s in action.steps if s.unit}))
+
+
+def with_units(action: Action, p: Plan, installed: frozenset[str]) -> Plan:
+    """The plan without the steps whose unit is not installed on the node."""
+    keep = tuple(cmd for step, cmd in zip(action.steps, p.commands, strict=True)
+                 if step.unit is None or step.unit in installed)
+    return replace(p, commands=keep)
+
+
+def corosync_stopped(_: NodeView, report: ClusterReport, t: Target) -> str | None:
+    """Refuse unless the node's own Corosync tools said Corosync is not running there."""
+    result = report.result(t.node or "")
+    if result is None or result.corosync_down:
+        return None  # not configured: `reachable` says so
+    if result.corosync is not None and result.corosync.quorum is not None:
+        return f"corosync is running on {t.node}: nothing to start"
+    why = result.corosync_error or "no answer from its Corosync tools"
+    return f"clusterbot cannot tell whether corosync runs on {t.node} ({why})"
+
+
+def corosync_member(_: NodeView, report: ClusterReport, t: Target) -> str | None:
+    """Verified once the node answers with its own quorum view and the cluster counts it in."""
+    result = report.result(t.node or "")
+    own = result.corosync.quorum if result is not None and result.corosync is not None else None
+    members = report.corosync.members if report.corosync is not None else ()
+    if own is None or t.node not in members:
+        return f"{t.node} is not a Corosync member yet"
+    return None

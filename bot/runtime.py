@@ -79,7 +79,7 @@ class Runtime:
                         members_of: Callable[[str], Awaitable[set[str]]] | None = None,
                         metrics: Metrics | None = None) -> Remediation:
         """Enable approval-gated remediation; resume what a restart interrupted."""
-        rem = Remediation(self.settings, self.store, self._fresh_collect, self.collector.run, poster,
+        rem = Remediation(self.settings, self.store, self._fresh_collect, self.collector, poster,
                           now, default_channel=default_channel, metrics=metrics)
         if members_of is not None:
             rem.members_of = members_of

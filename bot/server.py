@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.metrics import Metrics
 from bot.ops_http import ops_routes, serve_ops, sqlite_writable
@@ -20,7 +20,7 @@ from bot.poster import SlackPoster
 from bot.runtime import DB_NAME, Runtime
 from bot.settings import Settings
 from bot.slack import decisions
-from bot.slack.app import build_app
+from bot.slack.app import BotApp, build_app
 from bot.slack.client import web_client
 from bot.slack.decisions import group_resolver
 from bot.slack.serve import HttpServer, serve_http, serve_socket
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class Bot:
     settings: Settings
     runtime: Runtime
-    app: AsyncApp
+    app: BotApp
     http: HttpServer | None = None
     socket: AsyncSocketModeHandler | None = None
     ops: HttpServer | None = None
@@ -56,15 +56,37 @@ class Bot:
 async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
     """Socket Mode when SLACK_APP_TOKEN is set (no inbound port), else HTTP on http_port."""
     stack = AsyncExitStack()
+    try:
+        return await _start_bot(settings, stack, watch=watch)
+    except BaseException:
+        # A refused token or a busy port ends startup: what was built so far is closed, so the
+        # one-line error is not followed by "Unclosed client session" and the like.
+        await stack.aclose()
+        raise
+
+
+async def _start_bot(settings: Settings, stack: AsyncExitStack, *, watch: bool) -> Bot:
     runtime = await Runtime.start(settings, stack)
-    metrics = Metrics()
-    metrics.watch_pool(lambda: runtime.pool.stats)
-    session = aiohttp.ClientSession()
-    stack.push_async_callback(session.close)
-    client = web_client(settings, session, metrics=metrics)
+    bot: Bot | None = None
+    try:
+        metrics = Metrics()
+        metrics.watch_pool(lambda: runtime.pool.stats)
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+        client = web_client(settings, session, metrics=metrics)
+        app = build_app(settings, runtime.services, client,
+                        socket_mode=settings.slack_app_token is not None)
+        bot = Bot(settings, runtime, app, stack=stack, metrics=metrics)
+        await _serve(bot, client, watch)
+    except BaseException:  # a refused token or a bad setting: nothing keeps running behind its line
+        await (bot.stop() if bot is not None else stack.aclose())
+        raise
+    return bot
+
+
+async def _serve(bot: Bot, client: AsyncWebClient, watch: bool) -> None:
+    settings, runtime, app, metrics = bot.settings, bot.runtime, bot.app, bot.metrics
     socket_mode = settings.slack_app_token is not None
-    app = build_app(settings, runtime.services, client, socket_mode=socket_mode)
-    bot = Bot(settings, runtime, app, stack=stack, metrics=metrics)
     poster = SlackPoster(client)
     rem = await runtime.approvals(poster, default_channel=settings.alert_channel or "",
                                   members_of=group_resolver(client), metrics=metrics)
@@ -76,16 +98,14 @@ async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
         assert settings.slack_app_token is not None
         bot.socket = await serve_socket(app, settings.slack_app_token.get_secret_value(), client)
     else:
-        # /metrics names clusters and nodes: it stays off the public Slack port when a separate
-        # metrics_port is configured.
-        public = ops_routes(**deps) if settings.metrics_port is None else ops_routes(
-            **{**deps, "metrics": None})
+        # The Slack port faces the internet. /metrics names clusters and nodes: never served there.
+        # Health and /push share it only when there is no metrics_port to carry them.
+        public = ops_routes(**deps, serve_metrics=False) if settings.metrics_port is None else []
         bot.http = await serve_http(app, settings.http_host, settings.http_port, extra_routes=public)
     if settings.metrics_port is not None:
         bot.ops = await serve_ops(settings.http_host, settings.metrics_port, ops_routes(**deps))
     elif socket_mode and settings.push_secret is not None:
         log.warning("push_secret is set but Socket Mode has no HTTP port: set metrics_port for /push")
-    return bot
 
 
 def _ops_deps(bot: Bot) -> dict[str, Any]:

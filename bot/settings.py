@@ -6,8 +6,11 @@ SLACK_SIGNING_SECRET. Nothing else in clusterbot reads the environment.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -104,6 +107,7 @@ class ClusterConfig(_Strict):
 
 
 _CONFIG_FILE: Path | None = None
+DEFAULT_CONFIG = Path("/etc/clusterbot/clusterbot.toml")  # what deploy/clusterbot.service passes
 DEFAULT_ALERT_CHANNEL = "alerts"  # where alerts go when neither the cluster nor the top level names one
 
 
@@ -150,7 +154,9 @@ class Settings(BaseSettings):
     approvers: tuple[str, ...] = ()
     approval_ttl_s: float = Field(900.0, gt=0)
     slack_api_url: str = "https://slack.com/api/"
-    http_host: str = "0.0.0.0"  # HTTP mode only; Slack must reach it (behind your TLS proxy)
+    http_host: str = Field("0.0.0.0", description=(
+        "Address both HTTP servers bind: the Slack port (HTTP mode; Slack must reach it, behind "
+        "your TLS proxy) and metrics_port (/metrics, /healthz, /readyz, /push) in either mode."))
     http_port: int = Field(3000, ge=0, le=65535)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     push_secret: SecretStr | None = None
@@ -190,36 +196,96 @@ class Settings(BaseSettings):
         return next((c for c in self.clusters if c.name == name), None)
 
 
-def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build Settings from a TOML file (`path`, else $CLUSTERBOT_CONFIG) plus the environment.
+def load_settings(path: Path | str | None = None, *, need_clusters: bool = False,
+                  **overrides: Any) -> Settings:
+    """Build Settings from a TOML file (`path`, else $CLUSTERBOT_CONFIG, else DEFAULT_CONFIG if it
+    exists) plus the environment.
 
-    Every mistake becomes a ConfigError with one line naming the key.
+    Every mistake becomes a ConfigError with one line per problem, each naming its key.
+    `need_clusters`: a command that watches or asks clusters refuses a config without any, and
+    says which files it looked for.
     """
     global _CONFIG_FILE
 
     chosen = path or os.environ.get("CLUSTERBOT_CONFIG")
-    file = Path(chosen) if chosen else None
+    file = Path(chosen) if chosen else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
     if file is not None and not file.is_file():
-        raise ConfigError(f"config file {file} does not exist")
+        named_by = "" if path else " (named by $CLUSTERBOT_CONFIG)"
+        raise ConfigError(f"config file {file}{named_by} does not exist")
     _CONFIG_FILE = file
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, file)) from exc
+        raise ConfigError(_problems(exc, file)) from exc
     except ValueError as exc:  # TOML syntax errors arrive as ValueError subclasses
         raise ConfigError(f"{file}: {exc}".splitlines()[0]) from exc
     finally:
         _CONFIG_FILE = None
+    if need_clusters and not settings.clusters:
+        raise ConfigError(f"no clusters configured: add [[clusters]] to {file}" if file else
+                          f"no config file: none given (--config, $CLUSTERBOT_CONFIG) and "
+                          f"{DEFAULT_CONFIG} does not exist")
+    return settings
 
 
-def _one_line(exc: ValidationError, file: Path | None) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = len(exc.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    env = _env_source(str(first["loc"][0])) if first["loc"] else None
+def _problems(exc: ValidationError, file: Path | None) -> str:
+    """One line per problem: a reader fixes them all in one go, not one per run. An error about
+    a list whose item is itself wrong ("at least 1 item") only echoes the item's error."""
+    errors = exc.errors()
+    locs = [tuple(e["loc"]) for e in errors]
+    causes = [e for e, loc in zip(errors, locs, strict=True)
+              if not any(len(other) > len(loc) and other[:len(loc)] == loc for other in locs)]
+    return "\n".join(_one_line(error, file) for error in causes)
+
+
+def _one_line(error: Any, file: Path | None) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    env = _env_source(str(error["loc"][0])) if error["loc"] else None
     where = f"environment {env}: " if env else f"{file}: " if file else ""
-    return f"{where}{loc}: {first['msg']}{tail}"
+    msg = _unknown_key(error["loc"]) if error["type"] == "extra_forbidden" else error["msg"]
+    return f"{where}{loc}: {msg}"
+
+
+def _unknown_key(loc: tuple[str | int, ...]) -> str:
+    known = _keys_at(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
+def _keys_at(path: tuple[str | int, ...]) -> list[str]:
+    """The keys the model at `path` (e.g. ("clusters", 0, "nodes", 1)) accepts."""
+    model: type[BaseModel] | None = Settings
+    for part in path:
+        if isinstance(part, int):
+            continue  # an index into a list of the same model
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model inside `tuple[M, ...]`, `M | None` and the like."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (tuple, list, typing.Union, types.UnionType, Annotated):
+        return next((m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None), None)
+    return None
+def misspelt_environment() -> list[str]:
+    """CLUSTERBOT_* variables that are not settings but nearly name one (ignored, so the value
+    meant never applies). Not a load error like a file key: other tools share the prefix
+    (CLUSTERBOT_ALERT_CONFIG, the tests' switches); only a close miss is reported."""
+    names = sorted(f"CLUSTERBOT_{name.upper()}" for name in Settings.model_fields)
+    misses = []
+    for var in sorted(os.environ):
+        base = var.upper().split("__")[0]  # CLUSTERBOT_CLUSTERS__0__NAME sets `clusters`
+        if not base.startswith("CLUSTERBOT_") or base in names:
+            continue
+        close = difflib.get_close_matches(base.removeprefix("CLUSTERBOT_"),
+                                          [n.removeprefix("CLUSTERBOT_") for n in names], n=1, cutoff=0.8)
+        if close:
+            misses.append(f"environment {var} is not a setting and is ignored; did you mean "
+                          f"CLUSTERBOT_{close[0]}?")
+    return misses
 
 
 def _env_source(key: str) -> str | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections import deque
 from dataclasses import dataclass
 
 import asyncssh
@@ -83,14 +84,19 @@ class _Pending:
 
 
 class _ShellSession(asyncssh.SSHClientSession[bytes]):
-    """Collects one framed answer at a time from the shell's stdout and stderr."""
+    """Collects framed answers, in the order the commands were written, from the shell's
+    stdout and stderr. Several may be outstanding: sh runs them one after another."""
 
     def __init__(self) -> None:
         self._out = bytearray()
         self._err = bytearray()
-        self._pending: _Pending | None = None
+        self._queue: deque[_Pending] = deque()
         self._started = False  # a command was sent: from now on, idle output is an error
         self.ended = False
+
+    @property
+    def _pending(self) -> _Pending | None:
+        return self._queue[0] if self._queue else None
 
     def expect(self, nonce: str) -> asyncio.Future[tuple[int, bytes, bytes]]:
         if self.ended:
@@ -99,7 +105,7 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
         # absorbs it. Later the buffers are empty, or the shell was ended by idle output.
         self._started = True
         done: asyncio.Future[tuple[int, bytes, bytes]] = asyncio.get_running_loop().create_future()
-        self._pending = _Pending(nonce.encode(), done)
+        self._queue.append(_Pending(nonce.encode(), done))
         return done
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -116,49 +122,53 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = True
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done.done():
-            pending.done.set_exception(ShellLost(f"the shell session ended: {exc or 'closed'}"))
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.done.done():
+                pending.done.set_exception(ShellLost(f"the shell session ended: {exc or 'closed'}"))
 
     def exit_status_received(self, status: int) -> None:
         self.ended = True  # the shell exited; connection_lost follows and fails any waiter
 
     def _advance(self) -> None:
-        pending = self._pending
-        if pending is None:
-            return
-        if pending.out is None:
-            pending.out = _cut_stdout(self._out, pending.nonce)
-        if pending.err is None:
-            pending.err = _cut(self._err, b"\n" + pending.nonce + b"\n")
-        if pending.out is not None and pending.err is not None:
-            self._pending = None
+        """Complete the oldest outstanding commands whose both markers came; what follows a
+        marker already belongs to the next command."""
+        while (pending := self._pending) is not None:
+            if pending.out is None:
+                pending.out = _cut_stdout(self._out, pending.nonce)
+            if pending.err is None:
+                pending.err = _cut(self._err, b"\n" + pending.nonce + b"\n")
+            if pending.out is None or pending.err is None:
+                return
+            self._queue.popleft()
             if not pending.done.done():
                 status, out = pending.out
                 pending.done.set_result((status, out, pending.err))
 
 
 def _cut(buf: bytearray, marker: bytes) -> bytes | None:
-    """If buf ends with marker: everything before it (and buf emptied); else None."""
-    if not buf.endswith(marker):
+    """If buf holds marker: everything before it (removed from buf with the marker); else None."""
+    at = buf.find(marker)
+    if at < 0:
         return None
-    data = bytes(buf[: len(buf) - len(marker)])
-    buf.clear()
+    data = bytes(buf[:at])
+    del buf[: at + len(marker)]
     return data
 
 
 def _cut_stdout(buf: bytearray, nonce: bytes) -> tuple[int, bytes] | None:
-    """Stdout ends with "\\n<nonce> <status>\\n": the status and everything before it."""
-    if not buf.endswith(b"\n"):
-        return None
-    start = buf.rfind(b"\n" + nonce + b" ", max(0, len(buf) - len(nonce) - 16))
+    """Stdout's answer ends with "\\n<nonce> <status>\\n": the status and everything before it."""
+    start = buf.find(b"\n" + nonce + b" ")
     if start < 0:
         return None
-    status = bytes(buf[start + len(nonce) + 2: -1])
+    end = buf.find(b"\n", start + len(nonce) + 2)
+    if end < 0:
+        return None  # the status has not fully arrived yet
+    status = bytes(buf[start + len(nonce) + 2: end])
     if not re.fullmatch(rb"-?\d{1,4}", status):
         return None
     data = bytes(buf[:start])
-    buf.clear()
+    del buf[: end + 1]
     return int(status), data
 
 
@@ -204,14 +214,24 @@ class RemoteShell:
     async def run(self, command: str) -> tuple[int, bytes, bytes]:
         """(exit status, stdout, stderr). Cancelled or timed out, the shell must be closed:
         its next bytes would belong to the abandoned command."""
-        nonce = new_nonce()
-        done = self._session.expect(nonce)
+        (done,) = self.send(command)
+        return await done
+
+    def send(self, *commands: str) -> list[asyncio.Future[tuple[int, bytes, bytes]]]:
+        """Write all the commands at once; their answers, in order. The node runs them back to
+        back with no round trip in between. Same rule as `run` for abandoning any of them."""
+        frames = []
+        answers = []
+        for command in commands:
+            nonce = new_nonce()
+            frames.append(frame(command, nonce))
+            answers.append(self._session.expect(nonce))
         try:
-            self._chan.write(frame(command, nonce).encode())
+            self._chan.write("".join(frames).encode())
         except (asyncssh.Error, OSError) as exc:
             raise ShellLost(f"cannot write to the shell session: {exc}") from exc
-        self.commands += 1
-        return await done
+        self.commands += len(commands)
+        return answers
 
     def close(self) -> None:
         self._session.ended = True

@@ -24,18 +24,51 @@ Design points, each of which a test in tests/integration/test_ssh.py pins down:
 from __future__ import annotations
 
 import asyncio
+import ctypes.util
 import dataclasses
 import functools
+import glob
 import logging
+import os
 import re
 import shlex
+import sys
+import sysconfig
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar, cast
 
-import asyncssh
+@contextmanager
+def _quick_library_lookup() -> Iterator[None]:
+    """asyncssh probes for optional C libraries at import (liboqs for post-quantum key exchange,
+    nettle for UMAC) with ctypes.util.find_library, which on Linux runs ldconfig, then gcc and
+    ld, as subprocesses: 75-85 ms of every cold `clusterbot status` measured, even where the
+    libraries are absent. Looking for their files in the linker's usual directories finds them
+    wherever a distribution package installs them."""
+    real = ctypes.util.find_library
+    dirs = ("/usr/local/lib", "/usr/lib", "/lib", "/usr/lib64", "/lib64",
+            f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or ''}")
+
+    def find(name: str) -> str | None:
+        stem = name if name.startswith("lib") else f"lib{name}"
+        found = [os.path.basename(f) for d in dirs for f in glob.glob(os.path.join(d, f"{stem}.so*"))]
+        # Like ldconfig's answer: the soname (libnettle.so.8), not the -dev symlink or full version.
+        return min(found, key=lambda f: (re.search(r"\.so\.\d+$", f) is None, len(f)), default=None)
+
+    if sys.platform.startswith("linux"):
+        ctypes.util.find_library = find
+    try:
+        yield
+    finally:
+        ctypes.util.find_library = real
+
+
+with _quick_library_lookup():
+    import asyncssh  # noqa: E402  (inside the lookup above)
 
 from bot.errors import (
     AuthError,
@@ -51,6 +84,7 @@ from bot.shell import RemoteShell, ShellLost
 __all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What `sudo -n` prints (exit status 1) when it will not run the command without a prompt.
 # Anchored to line starts so a command's own stderr is unlikely to be mistaken for sudo's.
@@ -159,6 +193,10 @@ class _Slot:
     # The connection on which a read shell could not be started: reads on it use exec. A new
     # connection tries again (the failure may have been a slow handshake, or a changed node).
     no_shell_on: asyncssh.SSHClientConnection | None = None
+    # Facts about the node learnt on `facts_of` (see SshPool.remember): a new connection may
+    # reach a reinstalled node, so it starts with none.
+    facts: dict[str, object] = field(default_factory=dict)
+    facts_of: asyncssh.SSHClientConnection | None = None
 
     def live(self) -> asyncssh.SSHClientConnection | None:
         conn = self.conn
@@ -254,6 +292,104 @@ class SshPool:
         _raise_for_status(target, completed, False)
         return completed
 
+    def warm(self, target: SshTarget) -> bool:
+        """A live connection with read shells (or known to allow none): `read_all` would gain
+        nothing over concurrent `read`s."""
+        slot = self._slots.get(target.key)
+        conn = slot.live() if slot is not None else None
+        return slot is not None and conn is not None and (slot.shells > 0 or slot.no_shell_on is conn)
+
+    async def read_all(self, target: SshTarget, argvs: Sequence[Sequence[str]], *,
+                       timeout_s: float) -> list[Completed | SshError]:
+        """Several read-only commands; each one's answer, or its error, in order.
+
+        On a connection that has no read shell yet (a cold start: `clusterbot status` from
+        cron), all of them go down one new read shell at once: one session for the node
+        instead of one each, and no round trip between commands. Once the connection has
+        shells, they are asked concurrently as `read` would, each on its own shell."""
+        args = [tuple(a) for a in argvs]
+        commands = [build_command(a, target.sudo) for a in args]
+        if self._closed:
+            raise RuntimeError("SshPool is closed")
+        try:
+            conn = await self._connection(target)
+        except SshError as err:
+            return [err] * len(args)
+        slot = self._slot(target)
+        if slot.shells or not self._max_shells or len(args) < 2:
+            return await self._each(target, args, timeout_s)
+        shell = await self._take_shell(target, slot, conn, timeout_s)
+        if shell is None:
+            return await self._each(target, args, timeout_s)
+        return await self._pipelined(target, slot, conn, shell, args, commands, timeout_s)
+
+    async def _each(self, target: SshTarget, args: list[tuple[str, ...]],
+                    timeout_s: float) -> list[Completed | SshError]:
+        async def one(argv: tuple[str, ...]) -> Completed | SshError:
+            try:
+                return await self.read(target, argv, timeout_s=timeout_s)
+            except SshError as err:
+                return err
+        return list(await asyncio.gather(*(one(a) for a in args)))
+
+    async def _pipelined(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
+                         shell: RemoteShell, args: list[tuple[str, ...]], commands: list[str],
+                         timeout_s: float) -> list[Completed | SshError]:
+        """The commands written at once to one shell; each answer must come within timeout_s
+        of the one before. After a timeout or a lost shell, the rest are asked again one by one
+        (as `read`: another shell, or exec sessions); they only read, so asking twice is safe."""
+        out: list[Completed | SshError] = []
+        answers: list[asyncio.Future[tuple[int, bytes, bytes]]] = []
+        try:
+            answers = shell.send(*commands)
+            for argv, answer in zip(args, answers, strict=True):
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        status, stdout, stderr = await answer
+                except TimeoutError:
+                    self._drop_shell(slot, shell)  # its next bytes would belong to this command
+                    err = _timed_out(target, argv, timeout_s)
+                    log.warning("%s: `%s` failed after %.3fs (%s): %s", target.node, argv[0],
+                                timeout_s, err.kind, err.message.removeprefix(f"{target.node}: "))
+                    out.append(err)
+                    break
+                done = Completed(node=target.node, argv=argv, exit_status=status, stdout=_text(stdout),
+                                 stderr=_text(stderr), duration_s=time.perf_counter() - started)
+                self._stats.commands_run += 1
+                self._stats.shell_commands += 1
+                log.debug("%s: `%s` exited %d in %.3fs", target.node, argv[0], status, done.duration_s)
+                out.append(_checked(target, done))
+            else:
+                slot.idle_shells.append((conn, shell))
+        except ShellLost as exc:
+            self._drop_shell(slot, shell)
+            self._stats.retries += 1
+            log.info("%s: read shell lost during `%s` (%s); asking on sessions of their own",
+                     target.node, args[len(out)][0], exc)
+        except BaseException:
+            self._drop_shell(slot, shell)
+            raise
+        finally:
+            _abandon(answers[len(out):])
+        if len(out) < len(args):
+            out += await self._each(target, args[len(out):], timeout_s)
+        return out
+
+    async def remember(self, target: SshTarget, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        """`compute()` once per connection to the node: facts such as its pcs version, which
+        change only with a package upgrade (after which a reconnect asks again)."""
+        conn = await self._connection(target)
+        slot = self._slot(target)
+        if slot.facts_of is not conn:
+            slot.facts, slot.facts_of = {}, conn
+        if key in slot.facts:
+            return cast(T, slot.facts[key])
+        value = await compute()
+        if slot.facts_of is conn:
+            slot.facts[key] = value
+        return value
+
     # -- commands --------------------------------------------------------------------------
 
     async def _run_logged(
@@ -269,11 +405,13 @@ class SshPool:
                 done = await self._run_with_retry(target, argv, command, timeout_s, stdin)
         except SshError as err:
             elapsed = time.perf_counter() - started
-            log.warning("%s: `%s` failed after %.3fs (%s): %s", target.node, argv[0], elapsed,
-                        err.kind, err.message.removeprefix(f"{target.node}: "))
+            # DEBUG: the caller reports the failure (a finding, an incident, a refusal), and a
+            # lost connection is logged once by _record_failure.
+            log.debug("%s: `%s` failed after %.3fs (%s): %s", target.node, argv[0], elapsed,
+                      err.kind, err.message.removeprefix(f"{target.node}: "))
             raise
-        log.info("%s: `%s` exited %d in %.3fs", target.node, argv[0], done.exit_status,
-                 done.duration_s)
+        log.debug("%s: `%s` exited %d in %.3fs", target.node, argv[0], done.exit_status,
+                  done.duration_s)
         return done
 
     async def _run_with_retry(
@@ -428,9 +566,9 @@ class SshPool:
         if slot.last_error is None or wait <= 0:
             return
         self._stats.backoff_rejections += 1
-        raise slot.last_error(
-            target.node, f"{slot.last_reason}; not retrying for another {wait:.1f}s"
-        )
+        # The reader (a status, an alert) needs why the node is unreachable, not our schedule.
+        log.debug("%s: not retrying the connection for another %.1fs", target.node, wait)
+        raise slot.last_error(target.node, slot.last_reason)
 
     async def _connect_slot(self, target: SshTarget, slot: _Slot) -> asyncssh.SSHClientConnection:
         if slot.conn is not None:
@@ -444,6 +582,8 @@ class SshPool:
         if self._closed:  # close() ran while we were connecting: don't leak the connection
             conn.close()
             raise RuntimeError("SshPool is closed")
+        if slot.failures:
+            log.info("%s: connected again after %d failed attempts", target.node, slot.failures)
         slot.conn, slot.ever_connected = conn, True
         slot.failures, slot.last_error = 0, None
         self._stats.connections_opened += 1
@@ -458,7 +598,10 @@ class SshPool:
         slot.last_error = type(err)
         slot.last_reason = err.message.removeprefix(f"{target.node}: ")
         self._stats.connect_failures += 1
-        log.warning("%s: connect failed (%s); next attempt in %.1fs", target.node, err.kind, delay)
+        # One line per outage, not per attempt: a node down for an hour is not a log flood.
+        log.log(logging.WARNING if slot.failures == 1 else logging.DEBUG, "%s: %s", target.node,
+                slot.last_reason)
+        log.debug("%s: next connection attempt in %.1fs", target.node, delay)
 
 
 # -- helpers outside the class: no pool state involved ----------------------------------
@@ -502,6 +645,24 @@ def _timed_out(target: SshTarget, argv: tuple[str, ...], timeout_s: float) -> Ss
 def _lost_mid_command(argv: tuple[str, ...], exc: BaseException | None) -> str:
     why = f": {_describe(exc)}" if exc is not None else ""
     return f"connection lost while `{argv[0]}` was running; it may or may not have run{why}"
+
+
+def _abandon(answers: Sequence[asyncio.Future[tuple[int, bytes, bytes]]]) -> None:
+    """Answers nobody will wait for (their shell was dropped): no "never retrieved" noise."""
+    for answer in answers:
+        if not answer.done():
+            answer.cancel()
+        elif not answer.cancelled():
+            answer.exception()
+
+
+def _checked(target: SshTarget, done: Completed) -> Completed | SshError:
+    """`done`, or the SudoRefused it really is."""
+    try:
+        _raise_for_status(target, done, False)
+    except SshError as err:
+        return err
+    return done
 
 
 def _raise_for_status(target: SshTarget, done: Completed, check: bool) -> None:

@@ -6,6 +6,7 @@ groups several calls into one."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from bot.approvals import (
 )
 from bot.errors import ApprovalError, ClusterBusy, ConfigError
 from bot.pacemaker.health import Severity
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 2.0  # a writer waits this long for another connection's write to finish
 AUDIT_PAGE = 500  # rows per read while streaming the whole audit log
@@ -581,6 +584,10 @@ def _insert_audit(c: sqlite3.Connection, *, at: datetime, actor: str, event: str
                   request_id: str | None = None, cluster: str | None = None,
                   state_from: str | None = None, state_to: str | None = None,
                   fingerprint: str | None = None, detail: Mapping[str, object]) -> int:
+    # Every approval step passes here: the journal shows requests, approvals and runs at INFO.
+    log.info("audit: %s%s by %s%s", event, f" {request_id}" if request_id else "", actor,
+             f" ({state_from or 'new'} -> {state_to})" if state_to else "",
+             extra={"event": str(event), "request_id": request_id, "cluster": cluster, "actor": actor})
     cur = c.execute(
         "INSERT INTO audit (at, request_id, cluster, actor, event, state_from, state_to, fingerprint,"
         " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -17,6 +17,7 @@ from commands import (
     resync,
     standby,
     start,
+    start_corosync,
     status,
     unstandby,
 )
@@ -36,6 +37,7 @@ REGISTRY: tuple[CommandSpec, ...] = (
     move.SPEC,
     clear.SPEC,
     start.SPEC,
+    start_corosync.SPEC,
 )
 
 MAX_WORDS = 8  # no command takes more; longer input is refused before any parsing

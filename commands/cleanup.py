@@ -9,6 +9,7 @@ ACTION = Action(
     runs_on="dc",
     checks=(no_fencing, has_something_to_clean),
     verify=cleaned,
+    no_prediction="Pacemaker re-probes the resource, and what it does next depends on what the probe finds",
 )
 SPEC = remediation(ACTION, "Clear failed actions and fail-counts so Pacemaker retries the resource "
                    "(`pcs resource cleanup`). Without RESOURCE: every resource; with NODE: that node only.",

@@ -10,6 +10,7 @@ ACTION = Action(
     runs_on="target",
     checks=(needs_node, no_fencing, reachable, keeps_quorum),
     verify=node_in_sync,
+    no_prediction="restarting corosync and pcsd changes no configuration; the node rejoins as it was",
 )
 SPEC = remediation(ACTION, "Restart corosync, then pcsd, on a node that is out of sync with the rest "
                    "of the cluster. Refused when it would cost quorum.", NODE)

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 from bot.render.doc import Doc
 
 if TYPE_CHECKING:
-    from bot.remedies import Action
-
     from bot.pacemaker.merge import ClusterReport
+    from bot.remedies import Action
     from bot.settings import ClusterConfig, Settings
 
 MAX_ARG_CHARS = 63  # Pacemaker ids are short; anything longer is a typo or an attack

@@ -1,6 +1,15 @@
 """`/cluster standby CLUSTER NODE`: move resources off a node (`pcs node standby`)."""
 
-from bot.remedies import Action, Step, keeps_two_healthy, needs_node, no_fencing, not_standby, verify_standby
+from bot.remedies import (
+    Action,
+    Step,
+    keeps_two_healthy,
+    needs_node,
+    no_fencing,
+    not_standby,
+    standby_target,
+    verify_standby,
+)
 from commands.common import NODE, remediation
 
 ACTION = Action(
@@ -10,7 +19,7 @@ ACTION = Action(
     checks=(needs_node, no_fencing, not_standby, keeps_two_healthy),
     verify=verify_standby,
     undo="unstandby",
-    predicts=True,
+    whatif=standby_target,
 )
 SPEC = remediation(ACTION, "Put a node in standby: its resources move away. Refused when fewer than "
                    "two healthy nodes would remain.", NODE)

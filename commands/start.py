@@ -9,6 +9,7 @@ ACTION = Action(
     runs_on="target",
     checks=(needs_node, reachable, is_offline),
     verify=verify_online,
+    without_pacemaker=True,  # Pacemaker stopped on every node: starting it is the fix
 )
 SPEC = remediation(ACTION, "Start corosync and pacemaker on a node that is OFFLINE but answers over SSH.",
                    NODE)

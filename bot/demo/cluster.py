@@ -17,7 +17,9 @@ from bot.demo.sshd import KeyMaterial, LoopbackSshServer
 from bot.settings import ClusterConfig, NodeConfig
 
 DEMO_USER = "clusterbot"
-DEMO_APPROVERS = ("alice", "bob")  # try `/as alice` then `/approve ID` in the demo console
+# The console demo's approvers when none are configured: try `/as alice`, then `/approve ID`.
+# Never in Slack, where no user id is "alice": there configured approvers apply, or nobody.
+DEMO_APPROVERS = ("alice", "bob")
 NODES = ("node1", "node2", "node3")
 VIPS = ("virtual_ip_1", "virtual_ip_2", "virtual_ip_3")
 USAGE = ("/demo kill NODE | poweroff NODE | heal NODE | fail RESOURCE [NODE] | break RESOURCE | "
@@ -37,7 +39,7 @@ class DemoCluster:
         self.keys = KeyMaterial.create(tmp)
         for node in NODES:
             server = LoopbackSshServer(self._handler(node), authorized_key=self.keys.public_key,
-                                       username=DEMO_USER, name=node)
+                                       username=DEMO_USER, name=node, input_handler=self._handler(node))
             self.servers[node] = await self._stack.enter_async_context(server)
         self.keys.write_known_hosts(self.servers.values())
         return self
@@ -47,8 +49,8 @@ class DemoCluster:
         await self._stack.aclose()
 
     def _handler(self, node: str):  # type: ignore[no-untyped-def]
-        async def handle(command: str, username: str) -> tuple[int, str, str]:
-            done = self.sim.handle_line(node, command)
+        async def handle(command: str, username: str, stdin: str = "") -> tuple[int, str, str]:
+            done = self.sim.handle_line(node, command, stdin)
             return done.exit_status, done.stdout, done.stderr
         return handle
 
@@ -58,8 +60,7 @@ class DemoCluster:
         return ClusterConfig.model_validate({
             "name": self.name, "nodes": nodes, "ssh_user": DEMO_USER,
             "ssh_key": self.keys.client_key_path, "known_hosts": self.keys.known_hosts,
-            "sudo": True, "vips": VIPS, "everywhere": ("loadbalancer-clone",),
-            "approvers": DEMO_APPROVERS, **extra})
+            "sudo": True, "vips": VIPS, "everywhere": ("loadbalancer-clone",), **extra})
 
     async def demo_command(self, args: tuple[str, ...]) -> str:
         """`/demo ...`: break and heal the simulated cluster."""
@@ -102,3 +103,16 @@ class DemoCluster:
         if not rest or rest[0] not in self.servers:
             raise ValueError(f"name a node: {', '.join(self.servers)}")
         return rest[0]
+
+
+def demo_approvers(configured: tuple[str, ...], *, slack: bool) -> tuple[tuple[str, ...], str]:
+    """Who approves in the demo, and the line that says so at start.
+
+    Configured approvers (CLUSTERBOT_APPROVERS or the config file) always apply; the console alone
+    falls back to alice and bob, names nobody has in a real workspace."""
+    if configured:
+        return configured, f"demo: approvers are {', '.join(configured)}"
+    if slack:
+        return (), ("demo: nobody can approve: set CLUSTERBOT_APPROVERS to Slack user (U...) or "
+                    "user-group (S...) ids, e.g. CLUSTERBOT_APPROVERS='[\"U0123ABCD\"]'")
+    return DEMO_APPROVERS, "demo: approvers are alice and bob: /as alice, then /approve ID"

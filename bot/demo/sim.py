@@ -5,11 +5,14 @@ Answers the commands clusterbot sends over SSH with output shaped like the real 
 
 from __future__ import annotations
 
+import copy
 import shlex
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from bot.demo.simcib import CibShape, cib_xml, read_cib, summary_line
 
 __all__ = ["Completed", "FailedAction", "Simulator", "Snapshot"]
 
@@ -30,9 +33,17 @@ NOT_CONNECTED_ERRORS = (
 _RC_TEXT = {0: "ok", 1: "error", 6: "not configured", 7: "not running"}
 _EXIT_REASON = {VIP_AGENT: "[findif] failed"}
 _UNITS = ("corosync", "pacemaker", "pcsd")
+PVE_CLUSTER = "pve-cluster"  # Proxmox VE's cluster filesystem (pmxcfs); only on a proxmox simulator
 _BIN_DIRS = ("/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/")
 _WAIT_REPLY = "Waiting for 1 reply from the controller\n... got reply (done)\n"
 _NO_CIB = "Error: unable to get cib\n"
+PCS_VERSION = "0.11.5"  # the lab's and Debian 12's
+# pcs >= 0.11 `resource move` (constraint removed after the move), for a resource that would then
+# go back: verbatim from the lab (tests/fixtures/cib/lab-2.1.5/README.md).
+_WONT_STAY = ("Error: Unable to ensure that moved resource '{}' will stay on the same node after a "
+              "constraint used for moving it is removed.\n")
+_CIB_DOWN = ("Signon to CIB failed: Transport endpoint is not connected\n"
+             "Init failed, could not perform requested operations\n")
 
 
 @dataclass(frozen=True)
@@ -242,13 +253,20 @@ class Simulator:
         clone: tuple[str, str] = ("loadbalancer-clone", "loadbalancer"),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cluster_name: str = "prod-haproxy",
+        proxmox: bool = False,
+        pcs_version: str = PCS_VERSION,
     ) -> None:
+        """`proxmox`: the shape of a Proxmox VE cluster: Corosync and pve-cluster run on every
+        node, Pacemaker and pcsd nowhere."""
         if len(vips) > len(nodes) or len(set(nodes)) != len(nodes):
             raise ValueError("need distinct nodes and at most one VIP per node")
         self.nodes = tuple(nodes)
         self.vips = tuple(vips)
         self.clone_id, self.clone_primitive = clone
         self.cluster_name = cluster_name
+        self.pcs_version = pcs_version
+        self._pcs_0_11 = tuple(int(p) for p in pcs_version.split(".")[:2]) >= (0, 11)
+        self._epoch = 5
         self._clock = clock
         self._state = {n: _NodeState() for n in self.nodes}
         self._history: dict[str, dict[str, _RscHistory]] = {n: {} for n in self.nodes}
@@ -261,6 +279,10 @@ class Simulator:
         self._ring = 0x12
         self._parts = self._partitions()
         self._last_change = _LastChange(self._now(), "root", "cibadmin", self.nodes[0])
+        if proxmox:
+            for st in self._state.values():
+                st.units.update({"pacemaker": "inactive", "pcsd": "inactive", PVE_CLUSTER: "active"})
+                st.expected_up = False
         self._settle()
 
     # ------------------------------------------------------------ public introspection
@@ -344,6 +366,12 @@ class Simulator:
         st.desynced = True
         self._settle()
 
+    def stop(self, node: str, unit: str) -> None:
+        """`systemctl stop UNIT` on the node (stopping corosync stops pacemaker first)."""
+        if unit not in self._node(node).units:
+            raise ValueError(f"{node} has no unit {unit}")
+        self._stop_unit(node, unit)
+
     def set_cluster_maintenance(self, on: bool, origin: str | None = None) -> None:
         self._maintenance_mode = on
         self._touch("root", "cibadmin", origin or self._any_dc())
@@ -351,25 +379,27 @@ class Simulator:
 
     # ------------------------------------------------------------ command interface
 
-    def handle(self, node: str, argv: Sequence[str]) -> Completed:
+    def handle(self, node: str, argv: Sequence[str], stdin: str = "") -> Completed:
         """Run argv as if typed on `node`. Nothing is ever executed or shell-interpreted."""
         if not self._node(node).powered:
             return _err(f"ssh: connect to host {node} port 22: No route to host\n", 255)
         args = _strip_sudo(argv)
         if not args:
             return _ok()
+        if _program(args[0]) == "crm_simulate":  # the only program here that reads its stdin
+            return self._cmd_crm_simulate(node, args[1:], stdin)
         handler = self._programs().get(_program(args[0]))
         if handler is None:
             return _err(f"bash: {args[0]}: command not found\n", 127)
         return handler(node, [_program(args[0]), *args[1:]])
 
-    def handle_line(self, node: str, command: str) -> Completed:
+    def handle_line(self, node: str, command: str, stdin: str = "") -> Completed:
         """For an SSH exec request: split like a shell would, but never interpret operators."""
         try:
             argv = shlex.split(command)
         except ValueError:
             return _err("bash: -c: line 1: unexpected EOF while looking for matching quote\n", 2)
-        return self.handle(node, argv)
+        return self.handle(node, argv, stdin)
 
     def _programs(self) -> dict[str, Callable[[str, list[str]], Completed]]:
         return {
@@ -379,7 +409,56 @@ class Simulator:
             "corosync-cfgtool": self._cmd_cfgtool,
             "systemctl": self._cmd_systemctl,
             "pcs": self._cmd_pcs,
+            "cibadmin": self._cmd_cibadmin,
         }
+
+    # ------------------------------------------------------------ the CIB and crm_simulate
+
+    def _cmd_cibadmin(self, node: str, argv: list[str]) -> Completed:
+        if argv[1:] not in (["--query"], ["-Q"]):
+            return _unsupported(argv)
+        if not self._alive(node):
+            return _err(_CIB_DOWN, 102)
+        return _ok(cib_xml(self._cib_shape()))
+
+    def _cib_shape(self) -> CibShape:
+        return CibShape(self.nodes, self.vips, (self.clone_id, self.clone_primitive),
+                        {n: st.standby for n, st in self._state.items()}, dict(self._moves),
+                        self._epoch, self._any_dc())
+
+    def _cmd_crm_simulate(self, node: str, args: list[str], stdin: str) -> Completed:
+        """`crm_simulate --xml-pipe --simulate`: this cluster as the given CIB would place it."""
+        if sorted(args) != ["--simulate", "--xml-pipe"]:
+            return _unsupported(["crm_simulate", *args])
+        wanted = read_cib(stdin)
+        if wanted is None:
+            return _err("crm_simulate: Could not parse the CIB from standard input\n", 65)
+        moves, standby = wanted
+        after = copy.deepcopy(self)
+        after._moves = {r: n for r, n in moves.items() if r in self.vips and n in self.nodes}
+        for name, on in standby.items():
+            if name in self.nodes:
+                after._state[name].standby = on
+        after._settle()
+        return _ok("Current cluster status:\n\nTransition Summary:\n"
+                   + "".join(f"{line}\n" for line in self._transition_to(after))
+                   + "\nExecuting Cluster Transition:\n\nRevised Cluster Status:\n")
+
+    def _transition_to(self, after: Simulator) -> Iterator[str]:
+        for vip in self.vips:
+            was, will = self._vip_at[vip], after._vip_at[vip]
+            if was and will and was != will:
+                yield summary_line("Move", vip, f"{was} -> {will}")
+            elif will and not was:
+                yield summary_line("Start", vip, will)
+            elif was and not will:
+                yield summary_line("Stop", vip, was, "due to node availability")
+        for n in self.nodes:
+            name = self._instance_name(self.clone_primitive, n)
+            if n in after._clone_on and n not in self._clone_on:
+                yield summary_line("Start", name, n)
+            elif n in self._clone_on and n not in after._clone_on:
+                yield summary_line("Stop", name, n, "due to node availability")
 
     # ------------------------------------------------------------ crm_mon
 
@@ -577,9 +656,11 @@ class Simulator:
         names = [u.removesuffix(".service") for u in units if u not in ("-q", "--quiet")]
         if verb == "is-active":
             return self._is_active(node, names, quiet=len(names) != len(units))
+        if verb == "is-enabled" and len(names) == len(units) == 1:
+            return self._is_enabled(node, names[0])
         if verb not in ("start", "stop", "restart") or len(names) != len(units):
             return _unsupported(argv)
-        unknown = [u for u in names if u not in _UNITS]
+        unknown = [u for u in names if u not in self._state[node].units]
         if unknown:
             why = "not loaded" if verb == "stop" else "not found"
             unit = f"{unknown[0]}.service"
@@ -595,10 +676,16 @@ class Simulator:
         status = 0 if all(s == "active" for s in states) else 3
         return Completed(status, "" if quiet else "".join(s + "\n" for s in states), "")
 
+    def _is_enabled(self, node: str, unit: str) -> Completed:
+        # systemd's answers: the state for an installed unit, an error for an unknown one.
+        if unit not in self._state[node].units:
+            return _err(f"Failed to get unit file state for {unit}.service: No such file or directory\n")
+        return _ok("enabled\n")
+
     def _start_unit(self, node: str, unit: str) -> None:
         st = self._state[node]
-        if unit == "pcsd":
-            st.units["pcsd"] = "active"
+        if unit in ("pcsd", PVE_CLUSTER):
+            st.units[unit] = "active"
             return
         st.units["corosync"] = "active"  # pacemaker.service Requires= corosync.service
         if unit == "pacemaker" and st.units["pacemaker"] != "active":
@@ -609,8 +696,8 @@ class Simulator:
 
     def _stop_unit(self, node: str, unit: str) -> None:
         st = self._state[node]
-        if unit == "pcsd":
-            st.units["pcsd"] = "inactive"
+        if unit in ("pcsd", PVE_CLUSTER):
+            st.units[unit] = "inactive"
             return
         if st.units["pacemaker"] != "inactive":
             st.units["pacemaker"] = "inactive"  # stopping corosync stops pacemaker first
@@ -684,6 +771,8 @@ class Simulator:
     # ------------------------------------------------------------ pcs
 
     def _cmd_pcs(self, node: str, argv: list[str]) -> Completed:
+        if argv[1:] == ["--version"]:
+            return _ok(f"{self.pcs_version}\n")
         sub = argv[1:3]
         if sub in (["cluster", "start"], ["cluster", "stop"]) and len(argv) == 3:
             return self._pcs_cluster(node, sub[1])
@@ -700,7 +789,8 @@ class Simulator:
 
         return {
             "resource cleanup": self._pcs_cleanup,
-            "resource move": self._pcs_move,
+            "resource move": lambda node, args: self._pcs_move(node, args, keep=not self._pcs_0_11),
+            "resource move-with-constraint": self._pcs_move_with_constraint,
             "resource clear": self._pcs_clear,
             "property set": lambda node, args: self._pcs_property(node, args, unset=False),
             "property unset": lambda node, args: self._pcs_property(node, args, unset=True),
@@ -753,7 +843,14 @@ class Simulator:
                         f"crm_resource: {problem}\n")
         return _ok(self._cleanup(node, rsc, target))
 
-    def _pcs_move(self, node: str, args: list[str]) -> Completed:
+    def _pcs_move_with_constraint(self, node: str, args: list[str]) -> Completed:
+        if not self._pcs_0_11:  # pcs 0.10 knows no such command: it prints its usage
+            return _err("\nUsage: pcs resource [commands]...\nManage pacemaker resources\n")
+        return self._pcs_move(node, args, keep=True)
+
+    def _pcs_move(self, node: str, args: list[str], keep: bool) -> Completed:
+        """keep: leave the cli-prefer constraint (pcs < 0.11 `move`, `move-with-constraint`);
+        else pcs 0.11's `move`, which removes it and refuses a resource that would go back."""
         if len(args) != 2:
             return _unsupported(["pcs", "resource", "move", *args])
         rsc, target = args
@@ -763,9 +860,21 @@ class Simulator:
             return _err(f"Error: Resource '{rsc}' does not exist\n")
         if target not in self.nodes:
             return _err(f"Error: Node '{target}' does not appear to exist in configuration\n")
+        if not keep:
+            after = copy.deepcopy(self)
+            after._moves.pop(rsc, None)
+            after._settle()
+            if after._vip_at[rsc] != target:
+                return _err(_WONT_STAY.format(rsc))
         self._moves[rsc] = target  # a cli-prefer constraint, kept until `pcs resource clear`
         self._touch("root", "crm_resource", node)
         self._settle()
+        if not keep:
+            self._moves.pop(rsc)
+            self._settle()
+        if keep and self._pcs_0_11:  # on stderr, exit 0, as the lab's pcs 0.11.5 says it
+            return Completed(0, "", f"Warning: A move constraint has been created and the resource "
+                                    f"'{rsc}' may or may not move depending on other configuration\n")
         return _ok()
 
     def _pcs_clear(self, node: str, args: list[str]) -> Completed:
@@ -992,6 +1101,7 @@ class Simulator:
 
     def _touch(self, user: str, client: str, origin: str) -> None:
         self._last_change = _LastChange(self._now(), user, client, origin)
+        self._epoch += 1
 
     def _failed_ops(self, online: Sequence[str]) -> list[tuple[str, str, _Op]]:
         return [(node, prim, h.failure) for node in online

@@ -26,6 +26,7 @@ from bot.shell import SHELL_COMMAND, stderr_marker, stdout_marker, unframe
 
 __all__ = [
     "CommandHandler",
+    "InputHandler",
     "KeyMaterial",
     "LoopbackSshServer",
     "known_hosts_line",
@@ -38,6 +39,8 @@ LOOPBACK = "127.0.0.1"
 
 # (command, username) -> (exit status, stdout, stderr)
 CommandHandler = Callable[[str, str], Awaitable[tuple[int, str, str]]]
+# (command, username, stdin): for nodes whose commands read their stdin (crm_simulate --xml-pipe)
+InputHandler = Callable[[str, str, str], Awaitable[tuple[int, str, str]]]
 
 
 class _Connection(asyncssh.SSHServer):
@@ -80,8 +83,11 @@ class LoopbackSshServer:
         username: str,
         name: str = "loopback",
         read_shells: bool = True,
+        input_handler: InputHandler | None = None,
     ) -> None:
         self.name = name
+        # Given: exec sessions read their stdin to EOF and go there instead of to `handler`.
+        self._input_handler = input_handler
         self.read_shells = read_shells  # False: `exec /bin/sh` is just an unknown command
         self.username = username
         self._handler = handler
@@ -219,7 +225,11 @@ class LoopbackSshServer:
             await self._serve_shell(process, username)
             return
         self.commands.append(command)
-        status, out, err = await self._call_handler(command, username)
+        if self._input_handler is not None:
+            stdin = await process.stdin.read()
+            status, out, err = await self._call_handler(command, username, stdin)
+        else:
+            status, out, err = await self._call_handler(command, username)
         _reply(process, status, out, err)
 
     async def _serve_shell(self, process: asyncssh.SSHServerProcess[str], username: str) -> None:
@@ -242,11 +252,14 @@ class LoopbackSshServer:
                 process.stderr.write(err + stderr_marker(nonce))
             process.exit(0)
 
-    async def _call_handler(self, command: str, username: str) -> tuple[int, str, str]:
+    async def _call_handler(self, command: str, username: str,
+                            stdin: str | None = None) -> tuple[int, str, str]:
         task = asyncio.current_task()
         assert task is not None  # asyncssh runs each session's process_factory as a task
         self._handlers.add(task)
         try:
+            if stdin is not None and self._input_handler is not None:
+                return await self._input_handler(command, username, stdin)
             return await self._handler(command, username)
         except Exception:
             log.exception("%s: loopback handler failed for %r", self.name, command)

@@ -373,7 +373,12 @@ def _corosync_quorum(b: Snapshot, a: Snapshot) -> Iterable[Event]:
     yield _event(_K.COROSYNC_QUORUM_LOST, Severity.CRITICAL, "cluster",
                  f"Corosync quorum LOST: partition [{members}] has {after.votes}", "quorum",
                  before="with quorum", after="without quorum", nodes=after.names,
-                 remedy=Remedy("start", (lost[0],)) if lost else None)
+                 remedy=_start(a, lost[0]) if lost else None)
+
+
+def _start(snap: Snapshot, node: str) -> Remedy:
+    """Bring a node's stack back: never `pcs cluster start` where there is no Pacemaker."""
+    return Remedy("start-corosync" if snap.kind == "corosync" else "start", (node,))
 
 
 def _members(b: Snapshot, a: Snapshot) -> Iterable[Event]:
@@ -390,7 +395,7 @@ def _members(b: Snapshot, a: Snapshot) -> Iterable[Event]:
             yield _event(_K.MEMBER_LOST, Severity.WARNING, name,
                          f"{name} left the Corosync membership{why} · {after.votes}",
                          f"node:{name}", before="member", after="not a member", nodes=(name,),
-                         remedy=Remedy("start", (name,)))
+                         remedy=_start(a, name))
     for nodeid, name in after.members:
         if nodeid not in was:
             yield _event(_K.MEMBER_BACK, Severity.INFO, name,
@@ -553,8 +558,11 @@ def _cluster_gone(snap: Snapshot) -> Event:
     why = [f"{n}: {e}" for n, e in snap.unanswered]
     stack = "corosync" if snap.kind == "corosync" else "Pacemaker"
     why += [f"{n}: {stack} not running" for n in snap.disconnected]
-    return _event(_K.CLUSTER_UNREACHABLE, Severity.CRITICAL, "cluster",
-                  f"no node could report the status of {snap.cluster} ({'; '.join(why) or 'no nodes'})",
+    # Nodes that answered "not running" did report: say what they said, not "no node could".
+    said = (f"{stack} is not running on any node of" if len(snap.disconnected) == len(snap.polled) > 0
+            else "no node could report the status of")
+    text = f"{said} {snap.cluster} ({'; '.join(why) or 'no nodes'})"
+    return _event(_K.CLUSTER_UNREACHABLE, Severity.CRITICAL, "cluster", text,
                   "view", before="seen", after="no view", nodes=snap.polled)
 
 

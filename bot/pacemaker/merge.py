@@ -116,13 +116,18 @@ def merge(
         return ClusterReport(cluster, res, None, None, found, collected_at, kind=kind, corosync=summary)
     ref_node, ref = _reference(res)
     summary = _summary(res, ref)
-    base: list[Finding] = list(evaluate(ref, expect)) if ref else [_nobody(res)]
-    extra = [*_disagreements(res, ref_node, ref), *_reachability(res, ref), *_daemon_findings(res, ref)]
+    base: list[Finding] = list(evaluate(ref, expect)) if ref else [_nobody(res, summary)]
+    disagree = list(_disagreements(res, ref_node, ref))
+    extra = [*disagree, *_reachability(res, ref), *_daemon_findings(res, ref)]
     unique: dict[tuple[str, str], Finding] = {}
     for f in base:
         unique.setdefault(f.key, f)  # rules run cause-first: the first one said wins
     for f in extra:
         unique[f.key] = f  # the multi-node evidence refines a single view's finding
+    for f in disagree:
+        # It answers and runs Pacemaker: the others see it OFFLINE because it is cut off, and
+        # `start` cannot help. Its out-of-sync finding says so, with the runbook's fix.
+        unique.pop(("node_offline", f.subject), None)
     said = {f.subject for f in unique.values() if f.code in _PCMK_NODE_CODES}
     for f in _corosync_findings(res):
         if not (f.code in _MEMBERSHIP_CODES and f.subject in said):
@@ -163,7 +168,7 @@ def _corosync_only(results: tuple[NodeResult, ...], summary: CorosyncSummary | N
         elif r.corosync_down:
             found.append(Finding(Severity.WARNING if has_view else Severity.CRITICAL, "corosync_down",
                                  r.node, f"{r.node}: {r.corosync_error or 'corosync is not running'}",
-                                 Remedy("start", (r.node,))))
+                                 Remedy("start-corosync", (r.node,))))
     down = {r.node for r in results if r.corosync_down}
     found += _daemon_findings(results, None, skip=down)
     unique: dict[tuple[str, str], Finding] = {}
@@ -191,11 +196,35 @@ def _reference(results: tuple[NodeResult, ...]) -> tuple[str | None, NodeView | 
     return max(connected, key=rank)
 
 
-def _nobody(results: tuple[NodeResult, ...]) -> Finding:
+def _nobody(results: tuple[NodeResult, ...], summary: CorosyncSummary | None) -> Finding:
+    """No Pacemaker view. Say why: nodes that answer with Pacemaker stopped are not nodes that
+    could not be asked, and Corosync may well be up (Pacemaker stopped everywhere)."""
     if not results:
         return Finding(Severity.CRITICAL, "no_nodes", "cluster", "no nodes configured")
+    stopped = [r.node for r in results if r.view is not None and not r.view.connected]
+    answered = sum(1 for r in results if r.answered)
+    if not stopped:
+        return Finding(Severity.CRITICAL, "no_view", "cluster",
+                       f"no node could report the cluster status ({len(results)} tried)")
+    where = ("any node" if len(stopped) == len(results)
+             else f"{', '.join(stopped)}, and no other node could report the cluster status")
     return Finding(Severity.CRITICAL, "no_view", "cluster",
-                   f"no node could report the cluster status ({len(results)} tried)")
+                   f"Pacemaker is not running on {where} ({answered}/{len(results)} nodes "
+                   f"answered){_corosync_state(results, summary)}")
+
+
+def _corosync_state(results: tuple[NodeResult, ...], summary: CorosyncSummary | None) -> str:
+    """`; Corosync is up and quorate (3/3 members)`, or what else is true of it; empty when
+    nobody was asked."""
+    if summary is None:
+        return ""
+    q = summary.quorum
+    if q is None:
+        down = all(r.corosync_down for r in results if r.answered)
+        return "; Corosync is not running either" if down else "; no node gave a Corosync quorum view"
+    known = len({*summary.members, *(r.node for r in results)})
+    state = "up and quorate" if q.quorate else "up but NOT quorate"
+    return f"; Corosync is {state} ({len(q.members)}/{known} members)"
 
 
 def _membership(view: NodeView) -> frozenset[str]:
@@ -221,8 +250,16 @@ def _disagreements(
         else:
             yield Finding(Severity.CRITICAL if ref.quorate is not True else Severity.WARNING,
                           "out_of_sync", r.node,
-                          f"{r.node} is out of sync with the cluster: {diff}",
+                          f"{r.node} is out of sync with the cluster: {_seen_offline(r.node, ref)}{diff}",
                           Remedy("resync", (r.node,)))
+
+
+def _seen_offline(node: str, ref: NodeView) -> str:
+    """A node the others count OFFLINE although it answers and runs Pacemaker: cut off."""
+    pcmk = ref.node(node)
+    if pcmk is None or pcmk.online:
+        return ""
+    return "it runs Pacemaker and answers over SSH, but the others see it OFFLINE; "
 
 
 def _how_differs(view: NodeView, ref: NodeView) -> str:
@@ -279,5 +316,9 @@ def _daemon_findings(results: tuple[NodeResult, ...], ref: NodeView | None,
 def single(view: NodeView, expect: Expectations = Expectations(),
            cluster: str = "cluster") -> ClusterReport:
     """A report from one saved crm_mon answer (`clusterbot render`)."""
-    report = merge(cluster, (NodeResult(node="saved output", view=view),), expect)
-    return replace(report, collected=False)
+    result = NodeResult(node="saved output", view=view)
+    if not view.connected:  # one node's word, not "any node", and no node to start
+        found = Finding(Severity.CRITICAL, "pacemaker_down", "node",
+                        f"Pacemaker was not running where this output was taken ({_reason(view)})")
+        return ClusterReport(cluster, (result,), None, None, (found,), collected=False)
+    return replace(merge(cluster, (result,), expect), collected=False)

@@ -52,8 +52,8 @@ def request_doc(req: Request, *, sudo: bool, approvers: tuple[str, ...], now: da
     lines = [
         f"*Command:* `{mrkdwn(command_line(req.argv, sudo))}` on *{mrkdwn(req.node)}*",
         f"*Why:* {mrkdwn(req.reason)}",
-        (f"*Pacemaker predicts:* {mrkdwn(req.prediction)}" if req.prediction
-         else "*Prediction:* none available"),
+        # The text says itself whether it is Pacemaker's prediction, or why there is none.
+        f"*Prediction:* {mrkdwn(req.prediction or 'not recorded for this request')}",
         f"*Status:* {_status(req)}",
     ]
     if req.state is State.PENDING:

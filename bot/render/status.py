@@ -65,10 +65,12 @@ def status_doc(report: ClusterReport, expect: Expectations = Expectations()) -> 
     sections: list[Section] = []
     if report.kind == "corosync":
         sections += _corosync_main_sections(report)
-    elif view is not None:  # without any view, the findings name every node and why it failed
+    elif view is not None:
         sections += [_vip_section(view, expect), _node_section(report, view)]
         sections += [s for s in (corosync_section(report), _clone_section(view, expect),
                                  _other_section(view, expect)) if s]
+    else:  # no Pacemaker view: the findings name every node and why; Corosync may still be up
+        sections += [s for s in (corosync_section(report),) if s]
     sections += [s for s in (_problem_section(report), _daemon_section(report)) if s]
     return Doc(
         verdict=verdict(report),
@@ -88,7 +90,9 @@ def verdict(report: ClusterReport) -> str:
             return f"{SEVERITY_EMOJI[Severity.CRITICAL]} {name}: no node could report Corosync status"
         facts = _corosync_facts(report, report.corosync, report.corosync.quorum)
     elif view is None:
-        return f"{SEVERITY_EMOJI[Severity.CRITICAL]} {name}: no node could report status"
+        if not any(r.answered for r in report.results) or not report.findings:
+            return f"{SEVERITY_EMOJI[Severity.CRITICAL]} {name}: no node could report status"
+        facts = _no_view_facts(report)  # Pacemaker stopped where nodes answered: say so
     else:
         facts = _facts(report, view)
     if report.healthy:
@@ -105,6 +109,13 @@ def _facts(report: ClusterReport, view: NodeView) -> str:
     members = [n for n in view.nodes if n.type.value == "member"]
     online = sum(1 for n in members if n.online)
     return f"{quorum} · DC {mrkdwn(view.dc or 'none')} · {online}/{len(members)} nodes online"
+
+
+def _no_view_facts(report: ClusterReport) -> str:
+    summary = report.corosync
+    if summary is None or summary.quorum is None:
+        return "no Pacemaker view"
+    return _corosync_facts(report, summary, summary.quorum)
 
 
 def _fallback(report: ClusterReport) -> str:
@@ -191,6 +202,8 @@ def _node_line(node: Node, result: NodeResult | None) -> str:
         ssh = f" · ssh: {mrkdwn(result.error or 'no answer')}"
     elif result is not None and result.view is not None and not result.view.connected:
         ssh = " · Pacemaker not running"
+    elif result is not None and result.view is not None and not node.online:
+        ssh = " · yet it answers and runs Pacemaker: cut off from the others"
     if not node.online:
         return f":x: {mrkdwn(node.name)} *OFFLINE*{_tags(tags)}{ssh}"
     mark = ":white_check_mark:" if node.healthy and not ssh else ":warning:"

@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+import os
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -108,6 +113,7 @@ class BotApp(AsyncApp):
     """The bolt app and the identity its requests are authorized with (learned before serving)."""
 
     identity: BotIdentity
+    signing_key: bytes | None  # HTTP mode: what bot.slack.serve verifies every request with
 
 
 def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
@@ -120,13 +126,24 @@ def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
     with _token_not_ignored():
         app = BotApp(
             client=client,
-            signing_secret=secret.get_secret_value() if secret else None,
-            # Socket Mode frames come over our own authenticated WebSocket; HTTP must be signed.
-            request_verification_enabled=not socket_mode,
+            # Socket Mode frames come over our own authenticated WebSocket; HTTP requests are
+            # verified over their raw bytes by bot.slack.serve before bolt sees them.
+            request_verification_enabled=False,
             process_before_response=False,
+            # One line from on_error, not bolt's multi-line warning with a code suggestion.
+            raise_error_for_unhandled_request=True,
             authorize=identity,
         )
     app.identity = identity
+
+    @app.middleware
+    async def one_client(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        # Bolt hands every listener a fresh plain AsyncWebClient (and builds say() on it): answers,
+        # request messages and approvals went around CountingWebClient, unlogged and uncounted.
+        context["client"] = client
+        await next()
+
+    app.signing_key = secret.get_secret_value().encode() if secret and not socket_mode else None
     _register(app, services)
     return app
 
@@ -136,7 +153,8 @@ def _token_not_ignored() -> Iterator[None]:
     """Hush bolt's warning that the client's token "will be ignored" because `authorize` is given:
     BotIdentity hands that very token to every request, so the warning would only mislead."""
     def hush(record: logging.LogRecord) -> bool:
-        return "will be ignored" not in record.getMessage()
+        # bolt's wording differs by version: "will be ignored", "will be unused"
+        return not any(said in record.getMessage() for said in ("will be ignored", "will be unused"))
     bolt = logging.getLogger("slack_bolt.AsyncApp")
     bolt.addFilter(hush)
     try:
@@ -168,8 +186,33 @@ def _register(app: AsyncApp, services: Services) -> None:
         await execute(inv, services, out)
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+    async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse | None:
+        if isinstance(error, BoltUnhandledRequestError):  # signed, but nothing of ours listens
+            log.info("Slack sent a request no listener handles: %s", _kind(body))
+            return None
+        if not _raised_by_us(error):  # bolt choking on a payload's shape (an empty "actions")
+            log.warning("Slack payload bolt cannot read (%s): %s: %s", _kind(body), type(error).__name__,
+                        str(error)[:120])
+            return BoltResponse(status=400, body="")
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
+        return None
+
+
+_OUR_CODE = tuple(str(Path(__file__).resolve().parents[2] / pkg) + os.sep for pkg in ("bot", "commands"))
+
+
+def _raised_by_us(error: BaseException) -> bool:
+    """Did the exception pass through our own code (a bug worth its traceback), or only bolt's?"""
+    return any(frame.filename.startswith(_OUR_CODE) for frame in traceback.extract_tb(error.__traceback__))
+
+
+def _kind(body: object) -> str:
+    """What a payload is, in a few bounded words (never its content)."""
+    if not isinstance(body, dict):
+        return "not a JSON object"
+    event = body.get("event")
+    parts = [body.get("type"), body.get("command"), event.get("type") if isinstance(event, dict) else None]
+    return " ".join(str(p)[:40] for p in parts if p) or "untyped"
 
 
 def slash_invocation(body: dict[str, Any]) -> tuple[Invocation, UsageError | None]:

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import logging
 import re
-import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ClusterbotError
+from bot.errors import ApprovalError, ClusterbotError
 from bot.remediation import Remediation
 from bot.render.alerts import FIX_ACTION
+from bot.slack.replies import SLACK_TROUBLE, why
 from bot.store import Store
 from commands import lookup, resolve
 from commands.spec import Invocation, Source, UsageError
@@ -22,7 +22,8 @@ from commands.spec import Invocation, Source, UsageError
 log = logging.getLogger(__name__)
 DECISION = re.compile(r"^clusterbot:(approve|deny|cancel)$")
 VERBS = ("approve", "deny", "cancel")
-GROUP_CACHE_S = 60.0
+_ROW_ID_MAX = 2**63 - 1  # SQLite's INTEGER
+_ROW_ID_DIGITS = len(str(_ROW_ID_MAX))
 # A plain reply, or one sent with "Also send to channel" (thread_broadcast): both are a person's word.
 _FROM_A_PERSON = (None, "thread_broadcast")
 
@@ -31,10 +32,10 @@ def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
     @app.action(DECISION)
     async def on_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        action = body.get("actions", [{}])[0]
-        verb = str(action.get("action_id", "")).split(":")[-1]
+        action = first_action(body)
+        verb = text(action, "action_id").split(":")[-1]
         user, channel = _who(body)
-        said = await rem.decide(str(action.get("value", ""))[:64], user, verb)
+        said = await rem.decide(text(action, "value")[:64], user, verb)
         if said:
             await _private(client, channel, user, f":no_entry: {said}")
 
@@ -42,7 +43,7 @@ def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
     async def on_fix(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user, channel = _who(body)
-        said = await request_fix(rem, store, str(body.get("actions", [{}])[0].get("value", "")), user)
+        said = await request_fix(rem, store, text(first_action(body), "value"), user)
         if said:
             await _private(client, channel, user, said)
 
@@ -64,7 +65,8 @@ def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
 
 async def request_fix(rem: Remediation, store: Store, value: str, user: str) -> str | None:
     """The alert's button: file the incident's suggested remedy as a request by the clicker."""
-    incident = store.get_incident(int(value)) if value.isdigit() else None
+    number = row_id(value)
+    incident = store.get_incident(number) if number is not None else None
     remedy = incident.payload.get("remedy") if incident else None
     if incident is None or not isinstance(remedy, str):
         return ":warning: this alert has no fix to request (any more)"
@@ -84,33 +86,55 @@ async def request_fix(rem: Remediation, store: Store, value: str, user: str) -> 
     return None
 
 
+def row_id(value: str) -> int | None:
+    """A SQLite row id written as ASCII digits, or None: "٣" is a digit to str.isdigit, and twenty
+    nines overflow SQLite's INTEGER (OverflowError, no answer to the clicker)."""
+    if not value.isascii() or not value.isdigit() or len(value) > _ROW_ID_DIGITS:
+        return None
+    number = int(value)
+    return number if 0 < number <= _ROW_ID_MAX else None
+
+
+def first_action(body: dict[str, Any]) -> dict[str, Any]:
+    """The clicked action of a block_actions payload, {} when the payload has none."""
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions else None
+    return first if isinstance(first, dict) else {}
+
+
+def text(obj: object, key: str) -> str:
+    """obj[key] when obj is an object and that value a string, else "": payloads are data, not trusted
+    to have the shape Slack documents."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def _who(body: dict[str, Any]) -> tuple[str, str]:
-    return str(body.get("user", {}).get("id", "")), str(body.get("channel", {}).get("id", ""))
+    return text(body.get("user"), "id"), text(body.get("channel"), "id")
 
 
-async def _private(client: AsyncWebClient, channel: str, user: str, text: str,
+async def _private(client: AsyncWebClient, channel: str, user: str, said: str,
                    thread: str | None = None) -> None:
     try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread)
-    except SlackApiError as err:
-        log.warning("could not tell %s privately: %s", user, err.response.get("error"))
+        await client.chat_postEphemeral(channel=channel, user=user, text=said, thread_ts=thread)
+    except SLACK_TROUBLE as err:  # a proxy's HTML page or a dropped connection too, not only Slack's no
+        log.warning("could not tell %s privately: %s", user, why(err))
 
 
-def group_resolver(client: AsyncWebClient):  # type: ignore[no-untyped-def]
-    """members_of(S...) through usergroups.users.list, cached for a minute."""
-    cache: dict[str, tuple[float, set[str]]] = {}
+def group_resolver(client: AsyncWebClient) -> Callable[[str], Awaitable[set[str]]]:
+    """members_of(S...) through usergroups.users.list, asked afresh for every decision.
+
+    No cache: it is consulted only to authorize an approval, and someone just removed from the
+    on-call group must not approve for another minute. A group Slack will not list refuses the
+    decision with the reason (fails closed), rather than calling the clicker "not an approver"."""
 
     async def members_of(group: str) -> set[str]:
-        hit = cache.get(group)
-        if hit and time.monotonic() - hit[0] < GROUP_CACHE_S:
-            return hit[1]
         try:
             resp = await client.usergroups_users_list(usergroup=group)
-        except SlackApiError as err:
-            log.warning("cannot read user group %s: %s", group, err.response.get("error"))
-            return set()
-        listed: list[object] = list(resp.get("users", []))
-        users = {str(u) for u in listed}
-        cache[group] = (time.monotonic(), users)
-        return users
+        except SLACK_TROUBLE as err:
+            log.warning("cannot read user group %s: %s", group, why(err))
+            raise ApprovalError(f"could not check the approver group {group} with Slack ({why(err)}); "
+                                "nothing was decided, try again") from err
+        listed = resp.get("users")
+        return {u for u in listed if isinstance(u, str)} if isinstance(listed, list) else set()
     return members_of

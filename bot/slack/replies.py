@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from slack_sdk.webhook.webhook_response import WebhookResponse
 from bot.errors import SlackError
 from bot.render.blocks import fallback_text, to_blocks
 from bot.render.doc import Doc
-from bot.slack.client import error_code
+from bot.slack.client import CountingWebClient, error_code
 
 log = logging.getLogger(__name__)
 _NOT_THERE = ("not_in_channel", "channel_not_found", "is_archived")
@@ -134,11 +135,14 @@ class SlackOut:
         backoff = HOOK_BACKOFF_S
         wait: float | None
         for attempt in range(1, HOOK_ATTEMPTS + 1):
+            started = time.perf_counter()
             try:
                 resp = await hook.send(response_type=response_type, **message(doc))
             except (aiohttp.ClientError, TimeoutError) as err:
                 failed, wait = why(err), backoff
+                self._record("transport_error", started)
             else:
+                self._record("ok" if resp.status_code == 200 else f"http_{resp.status_code}", started)
                 if resp.status_code == 200:
                     return None
                 failed, wait = f"HTTP {resp.status_code} {resp.body[:80]}".strip(), _hook_wait(resp, backoff)
@@ -148,6 +152,12 @@ class SlackOut:
             await asyncio.sleep(wait)
             backoff *= 2
         return None  # unreachable: the last attempt returns
+
+
+    def _record(self, result: str, started: float) -> None:
+        """response_url replies are Slack calls too: logged and counted like the Web API's."""
+        if isinstance(self.client, CountingWebClient):
+            self.client.record("response_url", result, started)
 
 
 def _hook_wait(resp: WebhookResponse, backoff: float) -> float | None:

@@ -8,6 +8,9 @@
 #   start                      heal: start corosync + pacemaker (and sshd if it is not running)
 #   stop                       clean stop: pacemaker first (resources move away), then corosync
 #   restart-corosync           systemctl restart corosync (restarts pacemaker too, like systemd)
+#   partition                  cut the node off from its peers' Corosync traffic (drop knet's UDP
+#                              port inside the node only); sshd, pcsd and its daemons keep running
+#   unpartition                undo partition (a no-op when the node is not partitioned)
 #   break-resource RESOURCE    make RESOURCE's next monitor on this node fail: delete its VIP
 #                              address (IPaddr2) or its Dummy state file (e.g. loadbalancer)
 #   exec CMD [ARGS...]         run a command inside the node
@@ -98,6 +101,34 @@ break_resource() {
   die "$res is neither an IPaddr2 resource nor a Dummy running on $node"
 }
 
+# knet's port: corosync.conf sets no mcastport, so Corosync's default (5405) for every link.
+readonly KNET_PORT=5405
+readonly PARTITION_TABLE=cblab_partition
+
+# Drop Corosync's UDP both ways inside NODE's network namespace only. The peers then see it leave
+# the membership (as after a crash), while it keeps running Pacemaker alone, answering ssh.
+partition() {
+  local node=$1
+  command -v nft >/dev/null || die "nft is missing (up.sh installs nftables)"
+  unpartition "$node"
+  lab_exec "$node" nft -f - <<EOF
+table inet $PARTITION_TABLE {
+  chain input { type filter hook input priority 0; policy accept; udp dport $KNET_PORT drop; udp sport $KNET_PORT drop; }
+  chain output { type filter hook output priority 0; policy accept; udp dport $KNET_PORT drop; udp sport $KNET_PORT drop; }
+}
+EOF
+  log "$node: Corosync's UDP port $KNET_PORT dropped both ways (ssh unaffected)"
+}
+
+unpartition() {
+  local node=$1
+  command -v nft >/dev/null || return 0
+  if lab_exec "$node" nft list table inet "$PARTITION_TABLE" &>/dev/null; then
+    lab_exec "$node" nft delete table inet "$PARTITION_TABLE"
+    log "$node: Corosync traffic allowed again"
+  fi
+}
+
 main() {
   (($# >= 2)) || usage
   local node=$1 action=$2
@@ -111,6 +142,8 @@ main() {
     start) lab_exec "$node" systemctl start sshd pacemaker ;;
     stop) lab_exec "$node" systemctl stop corosync ;;
     restart-corosync) lab_exec "$node" systemctl restart corosync ;;
+    partition) partition "$node" ;;
+    unpartition) unpartition "$node" ;;
     break-resource)
       (($# == 1)) || usage
       break_resource "$node" "$1"

@@ -74,6 +74,11 @@ stop_moves() { "$NODECTL" node3 stop && wait_on node1 60 offline:node3 running:v
 restart_corosync_heals() {
   "$NODECTL" node2 restart-corosync && wait_on node1 60 online:node2 && wait_on node1 60 healthy
 }
+partition_cuts_off() {
+  "$NODECTL" node3 partition && wait_on node1 30 offline:node3 running:virtual_ip_3@!node3 &&
+    wait_on node3 30 offline:node1,node2 no-quorum && bot_ssh node3 true
+}
+unpartition_heals() { "$NODECTL" node3 unpartition && wait_on node1 60 healthy; }
 runbook_heals() {
   bot_ssh node2 'systemctl restart corosync && systemctl restart pcsd' && wait_on node1 60 healthy
 }
@@ -111,6 +116,8 @@ main() {
   check "start node3 after stop: healthy" start_heals node3
   check "restart-corosync node2: healthy" restart_corosync_heals
   check "exec: hostname inside node2 is node2" hostname_is_node node2
+  check "partition node3: OFFLINE for the others, alone without quorum, ssh answers" partition_cuts_off
+  check "unpartition node3: healthy" unpartition_heals
   if [[ -e $(node_piddir node1)/pcsd.pid ]]; then
     check "runbook over ssh: restart corosync && restart pcsd (node2)" runbook_heals
     check "pcs through pcsd: pcs cluster stop/start node3 from node1" pcs_remote_stop_start

@@ -21,7 +21,7 @@ PCSD=${LAB_PCSD:-1}
 PASSWORD=${LAB_HACLUSTER_PASSWORD:-$LAB_PW_DEFAULT}
 readonly CLUSTER_NAME=cblab
 readonly PACKAGES=(pacemaker pacemaker-cli-utils corosync pcs resource-agents openssh-server
-  openssh-client iputils-arping iproute2 util-linux procps openssl python3)
+  openssh-client iputils-arping iproute2 util-linux procps openssl python3 nftables)
 readonly PYTHON=/usr/bin/python3 # Debian's; the caller's python may be a venv or pyenv shim
 PARAMS="token_ms=$TOKEN_MS pcsd=$PCSD"
 

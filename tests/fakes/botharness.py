@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from bot.demo.cluster import DemoCluster
+from bot.demo.sim import Simulator
 from bot.server import Bot, start_bot
 from bot.settings import Settings
 from tests.fakes.signing import block_actions_body, events_body, sign, slash_command_body
@@ -102,8 +103,9 @@ def demo_settings(slack: FakeSlack, demo: DemoCluster, cluster: dict[str, Any] |
 
 @asynccontextmanager
 async def running_bot(watch: bool = True, cluster: dict[str, Any] | None = None,
-                      **extra: Any) -> AsyncIterator[Harness]:
-    async with FakeSlack() as slack, DemoCluster() as demo:
+                      sim: Simulator | None = None, **extra: Any) -> AsyncIterator[Harness]:
+    """`sim`: the simulated cluster behind the demo's SSH servers (default: prod-haproxy, pcs 0.11)."""
+    async with FakeSlack() as slack, DemoCluster(**({"sim": sim} if sim else {})) as demo:
         bot = await start_bot(demo_settings(slack, demo, cluster, **extra), watch=watch)
         harness = Harness(slack, demo, bot, aiohttp.ClientSession())
         try:

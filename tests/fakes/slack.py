@@ -203,7 +203,7 @@ class SocketConnection:
 class _Fault:
     status: int
     error: str
-    retry_after: int | None = None
+    retry_after: int | str | None = None  # str: what a proxy may send (an HTTP date, garbage)
     passes: int = 0  # calls let through before this fault applies
 
 
@@ -586,7 +586,7 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ fault injection
 
-    def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
+    def rate_limit(self, method: str, *, times: int = 1, retry_after: int | str = 1) -> None:
         """The next ``times`` calls of ``method`` get HTTP 429 with a Retry-After header."""
         queue = self._rate_limits.setdefault(method, deque())
         queue.extend(_Fault(429, "ratelimited", retry_after) for _ in range(times))

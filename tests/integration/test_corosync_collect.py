@@ -126,7 +126,7 @@ async def test_corosync_only_cluster_node3_crashed(tmp_path: Path) -> None:
     assert {(f.code, f.subject) for f in report.findings} == {
         ("corosync_votes_low", "cluster"), ("corosync_down", "node3")}
     down = by_code(report, "corosync_down")[0]
-    assert str(down.remedy) == "start node3"
+    assert str(down.remedy) == "start-corosync node3"  # never `pcs cluster start`: no Pacemaker here
     node3 = report.result("node3")
     assert node3 is not None and node3.answered and not node3.ok and node3.error is None
     text = to_text(status_doc(report))
@@ -185,7 +185,7 @@ async def test_watcher_member_lost_for_a_corosync_only_cluster(tmp_path: Path) -
     assert seen[0] == [] and seen[2] == []  # healthy at start: nothing; no repeat
     [root] = seen[1]
     assert "node3 left the Corosync membership: corosync is not running there" in root
-    assert "2 of 3 votes, 2 needed" in root and "/cluster start pve node3" in root
+    assert "2 of 3 votes, 2 needed" in root and "/cluster start-corosync pve node3" in root
 
 
 async def test_watcher_corosync_only_quorum_lost(tmp_path: Path) -> None:

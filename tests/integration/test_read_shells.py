@@ -316,3 +316,40 @@ async def test_closing_the_pool_mid_read_opens_no_new_connection(
     with pytest.raises(RuntimeError, match="closed"):
         await reading
     assert server.connections_accepted == 1
+
+
+# -- a cold node: every read at once on one shell -------------------------------------------
+
+
+async def test_read_all_on_a_cold_connection_is_one_shell_and_one_write(real_sh: SshTarget) -> None:
+    commands = [["printf", "%s", "no newline"], ["sh", "-c", "echo out; echo err >&2; exit 3"],
+                ["cat"], ["clusterbot-no-such-command"], ["sh", "-c", "i=0; while [ $i -lt 20000 ]; "
+                                                          "do echo line$i; i=$((i+1)); done"]]
+    async with SshPool() as ssh:
+        got = await ssh.read_all(real_sh, commands, timeout_s=WAIT_S)
+        one_by_one = [await ssh.read(real_sh, argv, timeout_s=WAIT_S) for argv in commands]
+        assert ssh.stats.shells_opened == 1 and ssh.stats.shell_commands == 2 * len(commands)
+    answers = [(d.exit_status, d.stdout) for d in got if not isinstance(d, SshError)]
+    assert answers == [(d.exit_status, d.stdout) for d in one_by_one]
+    assert got[1].stderr == "err\n" and "not found" in got[3].stderr  # type: ignore[union-attr]
+    assert len(got[4].stdout.splitlines()) == 20000  # type: ignore[union-attr]
+
+
+async def test_read_all_after_a_timeout_asks_the_rest_elsewhere(
+        cluster: Cluster, pool: SshPool) -> None:  # noqa: F811
+    server, node, target = cluster.servers["node2"], cluster.nodes["node2"], cluster.target("node2")
+    got = await pool.read_all(target, [["echo", "a"], ["block"], ["echo", "c"]], timeout_s=0.3)
+    node.release.set()
+    assert got[0].stdout == "a\n"  # type: ignore[union-attr]
+    assert isinstance(got[1], SshTimeout)
+    assert got[2].stdout == "c\n"  # type: ignore[union-attr]
+    # The timed-out shell is never read again: the rest were asked on a new one.
+    assert server.shells == 2 and pool.stats.shells_opened == 2
+
+
+async def test_read_all_on_an_unreachable_node_is_that_error_for_each(cluster: Cluster) -> None:  # noqa: F811
+    server, target = cluster.servers["node3"], cluster.target("node3")
+    await server.set_reachable(False)
+    async with SshPool() as ssh:
+        got = await ssh.read_all(target, [["echo", "a"], ["echo", "b"]], timeout_s=2)
+    assert len(got) == 2 and all(isinstance(g, SshError) for g in got)

@@ -4,6 +4,7 @@ what a restart does to requests, the outbox order, locks, watcher state and inci
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -458,3 +459,16 @@ def test_reopen_keeps_schema_and_wal(path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert raw.execute("PRAGMA user_version").fetchone()[0] == bot.store.SCHEMA_VERSION
         s.create_request(make())
+
+
+def test_every_audited_step_is_one_info_log_line_with_its_fields(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    # `run` logs at INFO: the journal shows requests and approvals as they are audited.
+    caplog.set_level(logging.INFO, logger="bot.store")
+    approved(store)
+    lines = [r for r in caplog.records if r.name == "bot.store"]
+    assert [r.getMessage() for r in lines] == ["audit: request r1 by U1 (new -> pending)",
+                                               "audit: approve r1 by U2 (pending -> approved)"]
+    assert all(r.levelno == logging.INFO for r in lines)
+    assert [(r.__dict__["request_id"], r.__dict__["cluster"], r.__dict__["actor"]) for r in lines] == [
+        ("r1", "prod-haproxy", "U1"), ("r1", "prod-haproxy", "U2")]

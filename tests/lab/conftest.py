@@ -1,8 +1,8 @@
 """Lab session: bring the real cluster up once, heal it before every test, tear it down at the end.
 
-Every test under tests/lab is marked `lab`. They are skipped only when they cannot run here
-(not Linux, not root) or when CLUSTERBOT_SKIP_LAB=1 is set; if up.sh fails they FAIL with the
-tail of its output.
+Every test under tests/lab is marked `lab`. They run as root on Linux when asked for: CI set (as
+.ci/run does) or CLUSTERBOT_LAB=1; CLUSTERBOT_SKIP_LAB=1 skips them anyway (labkit.skip_reason).
+Once they run, a failed up.sh FAILS them with the tail of its output.
 """
 
 from __future__ import annotations

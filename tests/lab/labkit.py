@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,14 +35,20 @@ LOCK_FILE = Path("/run/lock/cblab-tests.lock")
 LOCK_WAIT_S = 1800.0
 
 
-def skip_reason() -> str | None:
-    """Why lab tests cannot run here, or None when they can."""
-    if os.environ.get("CLUSTERBOT_SKIP_LAB") == "1":
+def skip_reason(env: Mapping[str, str] = os.environ, euid: int | None = None,
+                platform: str = sys.platform) -> str | None:
+    """Why lab tests do not run here, or None when they do. They install Debian packages and
+    build network namespaces, so a root shell on a workstation does not get them by surprise:
+    they need root *and* an opt-in, CI (any value but "", "0", "false") or CLUSTERBOT_LAB=1."""
+    if env.get("CLUSTERBOT_SKIP_LAB") == "1":
         return "lab tests: CLUSTERBOT_SKIP_LAB=1 is set"
-    if not sys.platform.startswith("linux"):
-        return f"lab tests need Linux (network namespaces); this is {sys.platform}"
-    if os.geteuid() != 0:
+    if not platform.startswith("linux"):
+        return f"lab tests need Linux (network namespaces); this is {platform}"
+    if (os.geteuid() if euid is None else euid) != 0:
         return "lab tests need root (network namespaces, mounts, veths, apt): run pytest as root"
+    if env.get("CI", "").lower() in ("", "0", "false") and env.get("CLUSTERBOT_LAB") != "1":
+        return ("lab tests start a 3-node cluster (apt, network namespaces): set CLUSTERBOT_LAB=1 "
+                "to run them (CI runs them)")
     return None
 
 
@@ -158,6 +164,37 @@ def heal() -> None:
 def settings(state_dir: Path, **overrides: Any) -> Settings:
     """The lab's bot config (up.sh writes it) with this test's own state directory."""
     return load_settings(CONFIG, state_dir=state_dir, **overrides)
+
+
+def fresh_ssh(cluster: ClusterConfig, *command: str) -> float:
+    """Seconds for one command on node1 over a new ssh connection (OpenSSH client, pinned host
+    key): the manual step the bot is compared with."""
+    node = cluster.nodes[0]
+    argv = ["ssh", "-F", "/dev/null", "-i", str(cluster.ssh_key), "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={cluster.known_hosts}", f"root@{node.host}", *command]
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    elapsed = time.perf_counter() - t0
+    assert done.returncode == 0, done.stderr
+    assert "virtual_ip_1" in done.stdout
+    return elapsed
+
+
+def cold_status(*extra: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """`clusterbot status lab --format json` as a cron job runs it: a new process, new
+    connections. Returns its wall time, its CPU time and what it did."""
+    import resource
+    exe = Path(sys.executable).with_name("clusterbot")
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "bot"]
+    argv += ["status", "lab", "--format", "json", "--config", str(CONFIG), *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, done
 
 
 # ---------------------------------------------------------------- observing with the bot

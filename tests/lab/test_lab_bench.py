@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -55,20 +54,6 @@ async def timed_answers(rt: Runtime, cluster: ClusterConfig, runs: int, fresh: b
     return samples
 
 
-def fresh_ssh(cluster: ClusterConfig, *command: str) -> float:
-    """One command on node1 over a new ssh connection (OpenSSH client, pinned host key)."""
-    node = cluster.nodes[0]
-    argv = ["ssh", "-F", "/dev/null", "-i", str(cluster.ssh_key), "-o", "IdentitiesOnly=yes",
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={cluster.known_hosts}", f"root@{node.host}", *command]
-    t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    elapsed = time.perf_counter() - t0
-    assert done.returncode == 0, done.stderr
-    assert "virtual_ip_1" in done.stdout
-    return elapsed
-
-
 async def command_ms(rt: Runtime, cluster: ClusterConfig) -> str:
     """Each per-node command alone, on node1's open connection: where a warm status goes."""
     parts = []
@@ -93,8 +78,8 @@ async def test_bench_warm_status_vs_pcs_status(tmp_path: Path) -> None:
         fresh = await timed_answers(rt, cluster, WARM_RUNS, fresh=True)
         breakdown = await command_ms(rt, cluster)
         shells = rt.pool.stats
-    pcs = [await asyncio.to_thread(fresh_ssh, cluster, "pcs", "status") for _ in range(FRESH_RUNS)]
-    crm_mon = [await asyncio.to_thread(fresh_ssh, cluster, *cluster.commands.crm_mon)
+    pcs = [await asyncio.to_thread(labkit.fresh_ssh, cluster, "pcs", "status") for _ in range(FRESH_RUNS)]
+    crm_mon = [await asyncio.to_thread(labkit.fresh_ssh, cluster, *cluster.commands.crm_mon)
                for _ in range(FRESH_RUNS)]
     warm_ms, pcs_ms = statistics.median(warm) * 1000, statistics.median(pcs) * 1000
     ratio = warm_ms / pcs_ms

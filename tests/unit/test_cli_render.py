@@ -20,7 +20,7 @@ def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
 
 def test_render_file_text() -> None:
     out = run(str(PCMK / "b_standby" / "node1.crm_mon.xml"), "--cluster", "prod-haproxy")
-    assert out.returncode == 0
+    assert out.returncode == 1  # a node in standby is a finding: unhealthy, as `status` says
     text = out.stdout.decode()
     assert "node2 is in standby" in text and "/cluster unstandby prod-haproxy node2" in text
 
@@ -28,7 +28,7 @@ def test_render_file_text() -> None:
 def test_render_stdin_json() -> None:
     data = (PCMK / "d_two_nodes_down" / "node1.crm_mon.xml").read_bytes()
     out = run("-", "--format", "json", stdin=data)
-    assert out.returncode == 0
+    assert out.returncode == 1  # critical: no quorum
     doc = json.loads(out.stdout)
     assert doc["quorum"] is False and doc["dc"] == "node1"
     assert doc["findings"][0]["code"] == "no_quorum"
@@ -36,7 +36,7 @@ def test_render_stdin_json() -> None:
 
 def test_render_bundled_example_blocks() -> None:
     out = run("--example", "node3-crashed", "--format", "blocks")
-    assert out.returncode == 0
+    assert out.returncode == 1
     payload = json.loads(out.stdout)
     assert payload["text"] and len(payload["blocks"]) <= 50
 
@@ -67,7 +67,8 @@ def test_cli_render_text_blocks_and_json(tmp_path: Path) -> None:
 
     def render(fmt: str) -> str:
         out = subprocess.run([sys.executable, "-m", "bot", "render", str(xml), "--cluster", "prod-haproxy",
-                              "--format", fmt], capture_output=True, timeout=60, check=True)
+                              "--format", fmt], capture_output=True, timeout=60, check=False)
+        assert out.returncode == 1, out.stderr  # failed actions: unhealthy
         return out.stdout.decode()
 
     text = render("text")

@@ -280,7 +280,7 @@ def test_member_lost_and_back() -> None:
     assert kinds(lost) == [("member_lost", "node3")]
     assert lost[0].message == ("node3 left the Corosync membership: corosync is not running there "
                                "· 2 of 3 votes, 2 needed")
-    assert str(lost[0].remedy) == "start node3" and lost[0].group == "node:node3"
+    assert str(lost[0].remedy) == "start-corosync node3" and lost[0].group == "node:node3"
     assert kinds(back) == [("member_back", "node3")] and back[0].key == lost[0].key
     (inc,) = incidents(back)
     assert inc.is_recovery
@@ -296,7 +296,7 @@ def test_corosync_quorum_lost_absorbs_the_members() -> None:
     (events,) = polls(only("a_healthy"), only("d_two_nodes_down"), expect=Expectations())
     assert kinds(events) == [("corosync_quorum_lost", "cluster"), ("member_lost", "node2"),
                              ("member_lost", "node3")]
-    assert events[0].severity is Severity.CRITICAL and str(events[0].remedy) == "start node2"
+    assert events[0].severity is Severity.CRITICAL and str(events[0].remedy) == "start-corosync node2"
     (inc,) = incidents(events)
     assert inc.key == "quorum" and inc.title.startswith(
         "Corosync quorum LOST: partition [node1] has 1 of 3 votes, 2 needed")

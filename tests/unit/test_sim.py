@@ -421,7 +421,8 @@ def test_crm_resource_unknown_resource() -> None:
 
 def test_move_and_clear() -> None:
     sim, _ = new_sim()
-    assert sim.handle_line("node1", "pcs resource move virtual_ip_1 node3") == Completed(0, "", "")
+    got = sim.handle_line("node1", "pcs resource move-with-constraint virtual_ip_1 node3")
+    assert got.exit_status == 0 and got.stderr.startswith("Warning: A move constraint has been created")
     assert sim.snapshot().vips["virtual_ip_1"] == "node3"
     sim.handle_line("node1", "pcs node standby node3")  # a move only prefers; it never pins
     assert sim.snapshot().vips["virtual_ip_1"] == "node1"
@@ -429,6 +430,44 @@ def test_move_and_clear() -> None:
     got = sim.handle_line("node1", "pcs resource clear virtual_ip_1")
     assert got.stdout == "Removing constraint: cli-prefer-virtual_ip_1\n"
     assert sim.snapshot().vips == dict(zip(VIPS, NODES, strict=True))
+
+
+def test_pcs_0_11_refuses_the_plain_move_of_a_resource_with_a_location_preference() -> None:
+    """What the lab's pcs 0.11.5 answered (issue 17), and the cluster is left as it was."""
+    sim, _ = new_sim()
+    assert sim.handle_line("node1", "pcs --version") == Completed(0, "0.11.5\n", "")
+    got = sim.handle_line("node1", "pcs resource move virtual_ip_1 node3")
+    assert got == Completed(1, "", "Error: Unable to ensure that moved resource 'virtual_ip_1' will stay "
+                                   "on the same node after a constraint used for moving it is removed.\n")
+    assert sim.snapshot().vips == dict(zip(VIPS, NODES, strict=True))
+    assert "cli-prefer" not in sim.handle_line("node1", "cibadmin --query").stdout
+
+
+def test_pcs_0_10_moves_with_a_constraint_and_knows_no_move_with_constraint() -> None:
+    sim = Simulator(pcs_version="0.10.8")
+    assert sim.handle_line("node1", "pcs --version").stdout == "0.10.8\n"
+    assert sim.handle_line("node1", "pcs resource move virtual_ip_1 node3") == Completed(0, "", "")
+    assert sim.snapshot().vips["virtual_ip_1"] == "node3"
+    assert 'id="cli-prefer-virtual_ip_1"' in sim.handle_line("node1", "cibadmin --query").stdout
+    got = sim.handle_line("node1", "pcs resource move-with-constraint virtual_ip_2 node3")
+    assert got.exit_status == 1 and "Usage: pcs resource" in got.stderr
+    assert sim.snapshot().vips["virtual_ip_2"] == "node2"
+
+
+def test_crm_simulate_places_the_cib_it_is_given() -> None:
+    """cibadmin --query, changed as a move would change it, piped into crm_simulate."""
+    sim, _ = new_sim()
+    cib = sim.handle_line("node1", "sudo -n cibadmin --query").stdout
+    moved = cib.replace("</constraints>", '<rsc_location id="cli-prefer-virtual_ip_1" rsc="virtual_ip_1" '
+                        'role="Started" node="node3" score="INFINITY"/></constraints>')
+    got = sim.handle_line("node1", "crm_simulate --xml-pipe --simulate", stdin=moved)
+    assert got.exit_status == 0
+    summary = got.stdout.split("Transition Summary:\n")[1].split("\n\n")[0]
+    assert summary.split() == ["*", "Move", "virtual_ip_1", "(", "node1", "->", "node3", ")"]
+    assert sim.snapshot().vips["virtual_ip_1"] == "node1"  # only simulated
+    unchanged = sim.handle_line("node1", "crm_simulate --xml-pipe --simulate", stdin=cib)
+    assert "Transition Summary:\n\n" in unchanged.stdout
+    assert sim.handle_line("node1", "crm_simulate --xml-pipe --simulate", stdin="nope").exit_status == 65
 
 
 def test_cleanup_all_output() -> None:
