@@ -302,7 +302,8 @@ class Watcher:
         inc = self.store.open_incident(cluster=cluster.name, key=FIX + fix.request_id, severity=Severity.INFO,
                                        title=title, channel=self._channel(cluster), now=self.clock(),
                                        payload=IncidentRecord.new(request=fix.request_id).payload)
-        self._enqueue(MessageKind.ROOT, cluster, inc, fix_doc(cluster.name, fix.label, fix.channel, fix.message_ts))
+        doc = fix_doc(cluster.name, fix.label, fix.channel, fix.message_ts)
+        self._enqueue(MessageKind.ROOT, cluster, inc, doc)
         return inc
 
     def _settle_fixes(self, cluster: ClusterConfig, report: ClusterReport) -> None:
@@ -359,13 +360,15 @@ class Watcher:
             again = host  # what a flap left broken: the flapping incident again
         if again is not None:
             # The same cause again within the flap window: its incident again, said in the channel.
-            return self._follow_up(poll, self.store.reopen_incident(again.id), draft, reopened=True, loud=loud)
+            reopened = self.store.reopen_incident(again.id)
+            return self._follow_up(poll, reopened, draft, reopened=True, loud=loud)
         if draft.opens:
             return self._open(poll, draft)
         # A one-shot problem (a fence) with no incident to join: one message, nothing left open;
         # its recoveries, if any, go to their incidents' threads.
         alone = draft.only(lambda e: not e.recovery) or draft
-        self._enqueue(MessageKind.ROOT, cluster, None, incident_doc(cluster.name, alone, mention=cluster.mention))
+        doc = incident_doc(cluster.name, alone, mention=cluster.mention)
+        self._enqueue(MessageKind.ROOT, cluster, None, doc)
         return None
 
     def _open(self, poll: _Poll, draft: IncidentDraft) -> Incident:
@@ -389,7 +392,6 @@ class Watcher:
         nobody. A one-shot that repeats (a fence device failing retry after retry) pages only once:
         the retries are replies that count."""
         cluster = poll.cluster
-        opened = sorted(set(_opened(found)) | set(draft.opens))
         seen = _rec(found).shots
         record = _rec(found).with_news(draft)
         shots = record.shots
@@ -466,7 +468,8 @@ class Watcher:
             metrics, name = self.metrics, poll.cluster.name
             poll.committed.append(lambda: metrics.incident_resolved(name))
         lasted = now - done.opened_at
-        self._enqueue(MessageKind.REPLY, poll.cluster, done, recovery_doc(poll.cluster.name, poll.report, lasted))
+        said = recovery_doc(poll.cluster.name, poll.report, lasted)
+        self._enqueue(MessageKind.REPLY, poll.cluster, done, said)
         self._enqueue(MessageKind.EDIT, poll.cluster, done,
                       resolved_doc(poll.cluster.name, done.title, done.severity, lasted))
 
@@ -600,7 +603,8 @@ class Watcher:
             metrics = self.metrics
             poll.committed.append(lambda: metrics.incident_resolved(name))
         key = inc.key.removeprefix(FLAPPING)
-        self._enqueue(MessageKind.REPLY, poll.cluster, done, flap_over_doc(name, key, calm, poll.report, still))
+        over = flap_over_doc(name, key, calm, poll.report, still)
+        self._enqueue(MessageKind.REPLY, poll.cluster, done, over)
         if _host(done) == done.id:  # a hosted flap leaves the root to the incident it is told in
             self._enqueue(MessageKind.EDIT, poll.cluster, done, resolved_doc(name, done.title, done.severity,
                                                                    now - done.opened_at))
@@ -738,7 +742,8 @@ def _opened(inc: Incident) -> list[str]:
 def _condition_change(event: Event) -> bool:
     """A condition going bad or good: what a flap silences and how it ends (not a move, not a fence,
     not a node's bounce between two polls: that is over when it is seen)."""
-    return event.recovery or (event.problem and not event.one_shot and event.kind is not EventKind.NODE_BOUNCED)
+    bounced = event.kind is EventKind.NODE_BOUNCED
+    return event.recovery or (event.problem and not event.one_shot and not bounced)
 
 
 def _dump(state: WatchState) -> str:

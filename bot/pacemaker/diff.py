@@ -6,7 +6,7 @@ Pure: no I/O, no clock. The watcher calls `step` once per poll and keeps the Wat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.corosync.summary import LinkDown
@@ -449,7 +449,7 @@ class WatchState:
     disagree: tuple[tuple[str, int], ...] = ()
     # where each VIP last ran: a VIP stopped in one poll and started elsewhere in the next moved
     homes: tuple[tuple[str, str], ...] = ()
-    settling: Settling = Settling()  # derived findings held while Pacemaker acts (bot/watch/settle.py)
+    settling: Settling = field(default_factory=Settling)  # held while Pacemaker acts (bot/watch/settle.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, **encode(self)}
@@ -488,7 +488,8 @@ def _bounced(b: Snapshot, a: Snapshot, notes: tuple[Note, ...]) -> Iterable[Even
     Corosync's membership moved on, and the node did not answer with a view the poll before."""
     if not ring_moved(b, a) or set(b.members) != set(a.members):
         return
-    ring = f" (Corosync ring {b.corosync.ring_id if b.corosync else '?'} → {a.corosync.ring_id if a.corosync else '?'})"
+    was, now = (s.corosync.ring_id if s.corosync else "?" for s in (b, a))
+    ring = f" (Corosync ring {was} → {now})"
     for node in _suspects(b, a, notes):
         yield _event(_K.NODE_BOUNCED, Severity.WARNING, node,
                      f"{node} left the cluster and rejoined between two polls{ring}", f"node:{node}",

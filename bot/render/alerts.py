@@ -150,6 +150,7 @@ def fix_doc(cluster: str, label: str, channel: str, message_ts: str | None) -> D
     channel): what acts, where its request is; the fix's effects follow in this thread."""
     where = f"<#{mrkdwn(channel)}>" if message_ts is None else \
         f"its request in <#{mrkdwn(channel)}> (message {mrkdwn(message_ts)})"
-    text = (f"{SEVERITY_EMOJI[Severity.INFO]} *{mrkdwn(cluster)}*: approved fix `{mrkdwn(label)}` is acting; see {where}. "
+    text = (f"{SEVERITY_EMOJI[Severity.INFO]} *{mrkdwn(cluster)}*: approved fix `{mrkdwn(label)}` is acting; "
+            f"see {where}. "
             "What it changes follows in this thread; none of it is paged.")
     return Doc(verdict=text, fallback=_fallback(cluster, f"approved fix {label} is acting"))

@@ -58,7 +58,8 @@ def _involved(draft: IncidentDraft, nodes: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(seen))
 
 
-def coalesce(drafts: Sequence[IncidentDraft], opening: Callable[[IncidentDraft], bool]) -> list[IncidentDraft]:
+def coalesce(drafts: Sequence[IncidentDraft],
+             opening: Callable[[IncidentDraft], bool]) -> list[IncidentDraft]:
     """New problems of one poll that would each open an incident are one event when a node or the
     whole cluster is among them (two nodes lost at once, a VIP stopping because of it): one
     incident, keyed on the worst node loss (its severity is the worst of all). `opening`: whether

@@ -119,7 +119,8 @@ def _hold_move(held: dict[str, Held], event: Event, now: float) -> None:
         del held[event.key]
     else:
         what = "DC changed" if event.kind is _K.DC_CHANGED else f"{event.subject} moved"
-        both = replace(event, before=first.event.before, message=f"{what} {first.event.before} → {event.after}")
+        both = replace(event, before=first.event.before,
+                       message=f"{what} {first.event.before} → {event.after}")
         held[event.key] = Held(both, first.since)
 
 

@@ -44,7 +44,8 @@ async def test_bench_roots_and_lag_per_scenario(tmp_path: Path) -> None:
             span = f"{roots[0]}" if roots[0] == roots[-1] else f"{roots[0]}-{roots[-1]}"
             p50, worst = (f"{_pct(lags, .5):.2f}s", f"{max(lags):.2f}s") if lags else ("-", "-")
             lines.append(f"{name:26} {poll_s:>3.0f}s  {span:>5}  {p50:>7}  {worst:>7}"
-                         f"  {sum(len(r.false_recoveries()) for r in runs):>10}  {sum(len(r.pages) for r in runs):>5}"
+                         f"  {sum(len(r.false_recoveries()) for r in runs):>10}"
+                         f"  {sum(len(r.pages) for r in runs):>5}"
                          f"  {sum(len(r.open_at_end) for r in runs):>4}")
     cpu = time.process_time() - cpu0
     print("\nBENCH alert stream over the recorded lab sequences "

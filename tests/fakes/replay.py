@@ -238,7 +238,8 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
             await watcher.poll(cluster)
             cost = time.process_time() - started
             last = watcher._last.get(cluster.name)
-            if last is not None and not last.healthy and not fixes.acting(clock.t, getattr(conf, "settle_s", 15.0)):
+            settle_s = getattr(conf, "settle_s", 15.0)  # the watcher before issue 14 had none
+            if last is not None and not last.healthy and not fixes.acting(clock.t, settle_s):
                 result.unhealthy_polls += 1
             result.cpu_s += cost
             result.polls += 1
@@ -292,7 +293,8 @@ class FixScript:
             if isinstance(what, tuple):
                 _, action, args = what
                 self.store.create_request(Request(
-                    id=rid, cluster=self.cluster.name, action=action, args=args, node=self.cluster.nodes[0].name,
+                    id=rid, cluster=self.cluster.name, action=action, args=args,
+                    node=self.cluster.nodes[0].name,
                     argv=("pcs", action, *args), requester="U0ONCALL", channel=self.channel,
                     reason="replayed remediation", prediction=None, fingerprint="replay", created_at=now,
                     expires_at=now + timedelta(minutes=15), required_approvals=1, allow_self_approval=False,

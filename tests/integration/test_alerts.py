@@ -93,7 +93,8 @@ async def test_flapping_becomes_one_quiet_incident() -> None:
         (root,) = h.roots()
         assert "node2" in text_of(root)
         ts = root.response["ts"]
-        flapping = [c for c in h.slack.calls if c.method == "chat.postMessage" and "is flapping" in text_of(c)]
+        flapping = [c for c in h.slack.calls
+                    if c.method == "chat.postMessage" and "is flapping" in text_of(c)]
         assert len(flapping) == 1
         assert flapping[0].params.get("thread_ts") == ts and flapping[0].params.get("reply_broadcast")
         await flap_node2(h, 3)

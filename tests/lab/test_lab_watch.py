@@ -55,12 +55,14 @@ async def test_a_power_cut_and_rejoin_is_one_root_with_the_rest_in_its_thread(tm
         await _resolved(h, root)
         await _settled(h)
         posts = _alerts(h)
-        assert [c for c in posts if not c.params.get("thread_ts")] == [root], [call_text(c)[:200] for c in posts]
+        said = [call_text(c)[:200] for c in posts]
+        assert [c for c in posts if not c.params.get("thread_ts")] == [root], said
         assert all(c.params.get("thread_ts") == root.response["ts"] for c in posts[1:])
         assert not h.slack.violations
 
 
-async def test_a_failed_action_cleaned_up_with_approval_opens_nothing_and_pages_nobody(tmp_path: Path) -> None:
+async def test_a_failed_action_cleaned_up_with_approval_opens_nothing_and_pages_nobody(
+        tmp_path: Path) -> None:
     async with lab_bot(tmp_path / "state", watch=True, approvers=(APPROVER,)) as h:
         await anodectl("node1", "break-resource", "virtual_ip_1")
         failure = await _root(h, timeout=90)  # the failure itself: one root, before anyone acts

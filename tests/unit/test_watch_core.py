@@ -122,7 +122,8 @@ def test_a_vip_move_and_its_way_back_within_settle_s_say_nothing() -> None:
 
 
 def test_settling_survives_a_restart_in_the_watch_state() -> None:
-    held, _ = settle(Settling(), (ev(K.LINK_DOWN, "link 0 node1↔node3", nodes=("node1", "node3")),), 1.0, 15.0)
+    link = ev(K.LINK_DOWN, "link 0 node1↔node3", nodes=("node1", "node3"))
+    held, _ = settle(Settling(), (link,), 1.0, 15.0)
     state = replace(WatchState(), settling=held)
     assert WatchState.from_json(state.to_json()) == state
 

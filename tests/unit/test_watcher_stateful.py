@@ -295,7 +295,8 @@ class WatcherMachine(RuleBasedStateMachine):
         incs = self.open_incidents()
         ended_flaps = flaps_before - {i.id for i in incs}
         self.settling = {h.event.key for h in state.settling.held} if state is not None else set()
-        released = bool(prev_state is not None and {h.event.key for h in prev_state.settling.held} - self.settling)
+        before = {h.event.key for h in prev_state.settling.held} if prev_state is not None else set()
+        released = bool(before - self.settling)
         self.check(now, new, incs, same=same, ended_flaps=ended_flaps | ({-1} if released else set()))
         for m in new:
             if "is flapping" in m.text:
