@@ -31,10 +31,12 @@ import logging
 import os
 import re
 import shlex
+import socket
 import sys
 import sysconfig
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +90,7 @@ _without_x509()
 with _quick_library_lookup():
     import asyncssh  # noqa: E402  (inside the lookup above)
 
+from bot.early import EarlySockets, close_unused, close_when_done
 from bot.errors import (
     AuthError,
     CommandFailed,
@@ -232,6 +235,7 @@ class SshPool:
         max_sessions_per_connection: int = 8,
         max_shells_per_connection: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        early: EarlySockets | None = None,
     ) -> None:
         # Why a session cap: OpenSSH's MaxSessions defaults to 10 per connection, and going
         # over it makes sshd refuse channels rather than queue them. Read shells hold one
@@ -246,6 +250,9 @@ class SshPool:
         self._slots: dict[tuple[str, int, str], _Slot] = {}
         self._stats = PoolStats()
         self._closed = False
+        # TCP connections a cold start opened before asyncssh was loaded (bot.early): each
+        # node's first connect takes its socket, later ones connect as usual.
+        self._early: EarlySockets = early if early is not None else {}
 
     @property
     def stats(self) -> PoolStats:
@@ -264,6 +271,7 @@ class SshPool:
 
     async def close(self) -> None:
         self._closed = True
+        close_unused(self._early)
         for slot in self._slots.values():
             for _, shell in slot.idle_shells:
                 shell.close()
@@ -593,7 +601,7 @@ class SshPool:
             log.info("%s: connection to %s was closed; reconnecting", target.node, target.address)
         replacing = slot.ever_connected
         try:
-            conn = await _connect(target)
+            conn = await _connect(target, self._early.pop((target.host, target.port), None))
         except SshError as err:
             self._record_failure(target, slot, err)
             raise
@@ -701,13 +709,18 @@ _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "a
             "chacha20-poly1305@openssh.com")
 
 
-async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
+async def _connect(target: SshTarget,
+                   early: Future[socket.socket] | None = None) -> asyncssh.SSHClientConnection:
+    """`early`: this node's TCP connect, already under way (bot.early); its errors are the
+    connect's, and the handshake over it checks the host key exactly as over our own."""
     known = _load_known_hosts(target)
     keys = _load_client_keys(target)
     try:
+        sock = await _early_socket(early, target.connect_timeout_s) if early is not None else None
         return await asyncssh.connect(
             target.host,
             target.port,
+            sock=sock,
             username=target.user,
             client_keys=keys,
             known_hosts=known,  # never None: that would accept any host key
@@ -723,6 +736,15 @@ async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
         )
     except (asyncssh.Error, OSError) as exc:
         raise _connect_error(target, known, exc) from exc
+
+
+async def _early_socket(early: Future[socket.socket], timeout_s: float) -> socket.socket:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.wrap_future(early)
+    except BaseException:
+        close_when_done(early)  # timed out or cancelled: nobody else will take it
+        raise
 
 
 def _load_known_hosts(target: SshTarget) -> asyncssh.SSHKnownHosts:
