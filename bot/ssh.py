@@ -384,7 +384,7 @@ class SshPool:
                                  stderr=_text(stderr), duration_s=time.perf_counter() - started)
                 self._stats.commands_run += 1
                 self._stats.shell_commands += 1
-                log.info("%s: `%s` exited %d in %.3fs", target.node, argv[0], status, done.duration_s)
+                log.debug("%s: `%s` exited %d in %.3fs", target.node, argv[0], status, done.duration_s)
                 out.append(_checked(target, done))
             else:
                 slot.idle_shells.append((conn, shell))
