@@ -716,7 +716,10 @@ async def _connect(target: SshTarget,
     known = _load_known_hosts(target)
     keys = _load_client_keys(target)
     try:
+        started = time.monotonic()
         sock = await _early_socket(early, target.connect_timeout_s) if early is not None else None
+        # One connect_timeout_s for the TCP connect and the handshake together, as without `early`.
+        left = max(target.connect_timeout_s - (time.monotonic() - started), 0.001)
         return await asyncssh.connect(
             target.host,
             target.port,
@@ -728,7 +731,7 @@ async def _connect(target: SshTarget,
             config=None,
             agent_path=None,
             preferred_auth="publickey",
-            connect_timeout=target.connect_timeout_s,
+            connect_timeout=left,
             login_timeout=target.connect_timeout_s,
             keepalive_interval=target.keepalive_interval_s,
             keepalive_count_max=target.keepalive_count_max,

@@ -280,6 +280,17 @@ async def test_early_socket_to_a_closed_port_is_unreachable(cluster: Cluster, cl
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
+async def test_early_socket_to_a_silent_listener_times_out(cluster: Cluster) -> None:
+    with socket.socket() as listener:  # TCP is accepted from the backlog; no banner ever comes
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        target = cluster.target("node1", port=port, connect_timeout_s=0.2)
+        async with SshPool(early=connect_early([("127.0.0.1", port)], 0.2)) as pool:
+            with pytest.raises(SshTimeout, match="connect to"):
+                await pool.run(target, ["echo"], timeout_s=5)
+
+
 async def test_early_socket_still_checks_the_host_key(cluster: Cluster) -> None:
     server, target = cluster.servers["node2"], cluster.target("node2")
     server.rotate_host_key()
