@@ -43,6 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar, cast
 
+
 @contextmanager
 def _quick_library_lookup() -> Iterator[None]:
     """asyncssh probes for optional C libraries at import (liboqs for post-quantum key exchange,
@@ -88,7 +89,7 @@ def _without_x509() -> None:
 
 _without_x509()
 with _quick_library_lookup():
-    import asyncssh  # noqa: E402  (inside the lookup above)
+    import asyncssh
 
 from bot.early import EarlySockets, close_unused, close_when_done
 from bot.errors import (
