@@ -16,6 +16,7 @@ from bot.cli import EXIT_OK, EXIT_UNHEALTHY, whole_number
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
+    from bot.early import EarlySockets
     from bot.pacemaker.merge import ClusterReport, NodeResult
     from bot.settings import ClusterConfig, Settings
     from bot.ssh import SshPool
@@ -45,7 +46,7 @@ def pick_clusters(settings: Settings, names: list[str]) -> list[ClusterConfig]:
     return [c for c in settings.clusters if not names or c.name in names]
 
 
-def _load_collector() -> None:
+def _load(*modules: str) -> None:
     """Import what a status needs (asyncssh, pydantic, the core) with the garbage collector
     paused: almost all a cold start allocates is module state that lives to the end, and the
     collector scanning it again and again while importing cost ~35 ms of a cold status (13% of
@@ -55,7 +56,7 @@ def _load_collector() -> None:
 
     gc.disable()
     try:
-        for module in ("bot.settings", "bot.collect", "bot.render.json"):
+        for module in modules:
             importlib.import_module(module)
     finally:
         gc.freeze()
@@ -65,23 +66,30 @@ def _load_collector() -> None:
 def status_command(args: argparse.Namespace) -> int:
     import asyncio
 
-    _load_collector()
-    from bot.cli import format_reports
+    from bot.early import connect_early
+
+    _load("bot.settings")
     from bot.settings import load_settings
 
     settings = load_settings(args.config, need_clusters=True)
     clusters = pick_clusters(settings, args.clusters)
-    reports = asyncio.run(_collect(settings, clusters))
+    # The nodes' sshds accept and start up while asyncssh and the core are still importing.
+    early = connect_early(((n.host, n.port) for c in clusters for n in c.nodes), settings.connect_timeout_s)
+    _load("bot.collect", "bot.render.json")
+    from bot.cli import format_reports
+
+    reports = asyncio.run(_collect(settings, clusters, early))
     print(format_reports(reports, args.format, lambda n: settings.cluster(n).expectations))  # type: ignore[union-attr]
     reached = all(r.has_view and not r.unreachable for r in reports)
     return EXIT_OK if reached and all(r.healthy for r in reports) else EXIT_UNHEALTHY
 
 
-async def _collect(settings: Settings, clusters: list[ClusterConfig]) -> list[ClusterReport]:
+async def _collect(settings: Settings, clusters: list[ClusterConfig],
+                   early: EarlySockets) -> list[ClusterReport]:
     from bot.collect import Collector
     from bot.ssh import SshPool
 
-    async with SshPool() as pool:
+    async with SshPool(early=early) as pool:
         return await Collector(pool, settings).collect_many(clusters)
 
 

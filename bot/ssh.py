@@ -27,20 +27,22 @@ import asyncio
 import ctypes.util
 import dataclasses
 import functools
-import glob
 import logging
 import os
 import re
 import shlex
+import socket
 import sys
 import sysconfig
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar, cast
+
 
 @contextmanager
 def _quick_library_lookup() -> Iterator[None]:
@@ -53,9 +55,15 @@ def _quick_library_lookup() -> Iterator[None]:
     dirs = ("/usr/local/lib", "/usr/lib", "/lib", "/usr/lib64", "/lib64",
             f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or ''}")
 
+    @functools.cache
+    def files() -> tuple[str, ...]:
+        # Each directory listed once for all the lookups: a glob per library re-read these
+        # thousand-entry directories every time (~2 ms a lookup, measured).
+        return tuple(f for d in dirs if os.path.isdir(d) for f in os.listdir(d))
+
     def find(name: str) -> str | None:
         stem = name if name.startswith("lib") else f"lib{name}"
-        found = [os.path.basename(f) for d in dirs for f in glob.glob(os.path.join(d, f"{stem}.so*"))]
+        found = [f for f in files() if f.startswith(f"{stem}.so")]
         # Like ldconfig's answer: the soname (libnettle.so.8), not the -dev symlink or full version.
         return min(found, key=lambda f: (re.search(r"\.so\.\d+$", f) is None, len(f)), default=None)
 
@@ -67,9 +75,23 @@ def _quick_library_lookup() -> Iterator[None]:
         ctypes.util.find_library = real
 
 
-with _quick_library_lookup():
-    import asyncssh  # noqa: E402  (inside the lookup above)
+def _without_x509() -> None:
+    """Load asyncssh without its X.509 certificate support, as asyncssh itself does when that
+    support cannot be imported: it pulls in cryptography.x509 and compiles its name parser,
+    ~15 ms of every cold `clusterbot status` (measured), for a host-key and user-auth scheme
+    (RFC 6187) that OpenSSH, and so Pacemaker nodes, never use. Fails closed: a known_hosts
+    line holding an X.509 certificate is then skipped, so that host is not verifiable and is
+    refused. Only while asyncssh has not been loaded (no effect on a process that already
+    uses the full asyncssh, such as a test's own SSH server)."""
+    if "asyncssh" not in sys.modules:
+        sys.modules.setdefault("asyncssh.crypto.x509", None)  # type: ignore[arg-type]
 
+
+_without_x509()
+with _quick_library_lookup():
+    import asyncssh
+
+from bot.early import EarlySockets, close_unused, close_when_done
 from bot.errors import (
     AuthError,
     CommandFailed,
@@ -214,6 +236,7 @@ class SshPool:
         max_sessions_per_connection: int = 8,
         max_shells_per_connection: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        early: EarlySockets | None = None,
     ) -> None:
         # Why a session cap: OpenSSH's MaxSessions defaults to 10 per connection, and going
         # over it makes sshd refuse channels rather than queue them. Read shells hold one
@@ -228,6 +251,9 @@ class SshPool:
         self._slots: dict[tuple[str, int, str], _Slot] = {}
         self._stats = PoolStats()
         self._closed = False
+        # TCP connections a cold start opened before asyncssh was loaded (bot.early): each
+        # node's first connect takes its socket, later ones connect as usual.
+        self._early: EarlySockets = early if early is not None else {}
 
     @property
     def stats(self) -> PoolStats:
@@ -246,6 +272,7 @@ class SshPool:
 
     async def close(self) -> None:
         self._closed = True
+        close_unused(self._early)
         for slot in self._slots.values():
             for _, shell in slot.idle_shells:
                 shell.close()
@@ -575,7 +602,7 @@ class SshPool:
             log.info("%s: connection to %s was closed; reconnecting", target.node, target.address)
         replacing = slot.ever_connected
         try:
-            conn = await _connect(target)
+            conn = await _connect(target, self._early.pop((target.host, target.port), None))
         except SshError as err:
             self._record_failure(target, slot, err)
             raise
@@ -683,13 +710,21 @@ _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "a
             "chacha20-poly1305@openssh.com")
 
 
-async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
+async def _connect(target: SshTarget,
+                   early: Future[socket.socket] | None = None) -> asyncssh.SSHClientConnection:
+    """`early`: this node's TCP connect, already under way (bot.early); its errors are the
+    connect's, and the handshake over it checks the host key exactly as over our own."""
     known = _load_known_hosts(target)
     keys = _load_client_keys(target)
     try:
+        started = time.monotonic()
+        sock = await _early_socket(early, target.connect_timeout_s) if early is not None else None
+        # One connect_timeout_s for the TCP connect and the handshake together, as without `early`.
+        left = max(target.connect_timeout_s - (time.monotonic() - started), 0.001)
         return await asyncssh.connect(
             target.host,
             target.port,
+            sock=sock,
             username=target.user,
             client_keys=keys,
             known_hosts=known,  # never None: that would accept any host key
@@ -697,7 +732,7 @@ async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
             config=None,
             agent_path=None,
             preferred_auth="publickey",
-            connect_timeout=target.connect_timeout_s,
+            connect_timeout=left,
             login_timeout=target.connect_timeout_s,
             keepalive_interval=target.keepalive_interval_s,
             keepalive_count_max=target.keepalive_count_max,
@@ -705,6 +740,15 @@ async def _connect(target: SshTarget) -> asyncssh.SSHClientConnection:
         )
     except (asyncssh.Error, OSError) as exc:
         raise _connect_error(target, known, exc) from exc
+
+
+async def _early_socket(early: Future[socket.socket], timeout_s: float) -> socket.socket:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.wrap_future(early)
+    except BaseException:
+        close_when_done(early)  # timed out or cancelled: nobody else will take it
+        raise
 
 
 def _load_known_hosts(target: SshTarget) -> asyncssh.SSHKnownHosts:

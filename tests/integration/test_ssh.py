@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bot.demo.sshd import KeyMaterial, LoopbackSshServer
+from bot.early import connect_early
 from bot.errors import (
     AuthError,
     CommandFailed,
@@ -254,6 +255,50 @@ async def test_silent_listener_hits_connect_timeout(cluster: Cluster, pool: SshP
             await pool.run(target, ["echo"], timeout_s=5)
 
     assert time.perf_counter() - started < 1.5
+
+
+async def test_early_socket_carries_the_first_connection(cluster: Cluster) -> None:
+    """A cold status opens TCP during its imports (bot.early): the pool's first connect must
+    use that socket, not open a second one."""
+    server, target = cluster.servers["node1"], cluster.target("node1")
+    early = connect_early([(target.host, target.port)], 2)
+    async with SshPool(early=early) as pool:
+        done = await pool.run(target, ["echo", "early"], timeout_s=5)
+
+    assert done.stdout == "early\n"
+    assert server.connection_attempts == 1 and pool.stats.connections_opened == 1
+    assert early == {}  # taken
+
+
+async def test_early_socket_to_a_closed_port_is_unreachable(cluster: Cluster, closed_port: int) -> None:
+    target = cluster.target("node1", port=closed_port)
+    async with SshPool(early=connect_early([("127.0.0.1", closed_port)], 2)) as pool:
+        with pytest.raises(Unreachable) as info:
+            await pool.run(target, ["echo"], timeout_s=5)
+
+    assert f"127.0.0.1:{closed_port}" in str(info.value)
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+
+async def test_early_socket_to_a_silent_listener_times_out(cluster: Cluster) -> None:
+    with socket.socket() as listener:  # TCP is accepted from the backlog; no banner ever comes
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        target = cluster.target("node1", port=port, connect_timeout_s=0.2)
+        async with SshPool(early=connect_early([("127.0.0.1", port)], 0.2)) as pool:
+            with pytest.raises(SshTimeout, match="connect to"):
+                await pool.run(target, ["echo"], timeout_s=5)
+
+
+async def test_early_socket_still_checks_the_host_key(cluster: Cluster) -> None:
+    server, target = cluster.servers["node2"], cluster.target("node2")
+    server.rotate_host_key()
+    async with SshPool(early=connect_early([(target.host, target.port)], 2)) as pool:
+        with pytest.raises(HostKeyError, match="does not match"):
+            await pool.run(target, ["echo", "never"], timeout_s=5)
+
+    assert server.connection_attempts == 1 and server.commands == []
 
 
 # -- host keys and authentication ----------------------------------------------------------

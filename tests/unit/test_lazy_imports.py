@@ -53,6 +53,7 @@ def test_status_loads_ssh_and_settings_but_no_slack_or_store(fmt: str, tmp_path:
     assert {"asyncssh", "pydantic_settings", "lxml"} <= tops(got)  # what it does use
     assert tops(got) & {"slack_sdk", "slack_bolt", "aiohttp", "sqlite3", "prometheus_client"} == set()
     assert ("bot.render.blocks" in got) is False and ("bot.render.status" in got) is (fmt == "text")
+    assert "cryptography.x509" not in got  # asyncssh's X.509 support: nothing OpenSSH uses
 
 
 def test_asyncssh_finds_its_libraries_without_subprocesses() -> None:
