@@ -669,8 +669,14 @@ class IncidentDraft:
     def merged(self, later: IncidentDraft) -> IncidentDraft:
         """This incident's draft grown by a later poll's news about it (an escalation): the root
         message, edited, tells the whole story at the worst severity."""
+        def same(e: Event) -> tuple[object, ...]:
+            # The same change again (a flapping node leaving a second time) says nothing new, even
+            # when its wording differs ("corosync is not running there" known or not yet).
+            return (e.kind, e.subject, e.key, e.before, e.after)
+
         def grown(mine: tuple[Event, ...], news: tuple[Event, ...]) -> tuple[Event, ...]:
-            return mine + tuple(e for e in news if e not in mine)  # the same news again says nothing new
+            known = {same(e) for e in mine}
+            return mine + tuple(e for e in news if same(e) not in known)
 
         return IncidentDraft(self.key, grown(self.cause, later.cause), grown(self.effects, later.effects))
 
