@@ -69,7 +69,11 @@ PHASES = ("asyncio", "pydantic + pydantic-settings", "bot.pacemaker.health",
 LAB_SHAPED = """
 [[clusters]]
 name = "lab"
-nodes = [{ name = "node1", host = "10.224.77.11", port = 22 }, { name = "node2", host = "10.224.77.12", port = 22 }, { name = "node3", host = "10.224.77.13", port = 22 }]
+nodes = [
+  { name = "node1", host = "10.224.77.11", port = 22 },
+  { name = "node2", host = "10.224.77.12", port = 22 },
+  { name = "node3", host = "10.224.77.13", port = 22 },
+]
 ssh_user = "root"
 sudo = false
 vips = ["virtual_ip_1", "virtual_ip_2", "virtual_ip_3"]
