@@ -43,3 +43,53 @@ def test_bench_startup() -> None:
           f"< {HELP_TARGET_S * 1000:.0f} ms wall: {'met' if help_[0] < HELP_TARGET_S else 'MISSED'}); "
           f"`clusterbot render --example healthy --format json` {render[0] * 1000:.0f} ms wall "
           f"({render[1] * 1000:.0f} ms CPU); medians of {RUNS}")
+
+
+# A cold status's settings cost, phase by phase in one new interpreter (CPU ms): what the
+# libraries cost to import, what building our models costs, what validating a config costs.
+SETTINGS_PHASES = """
+import gc, sys, time
+gc.disable()  # as the status command imports (bot.ops._load)
+marks = [time.process_time()]
+import asyncio  # asyncssh needs it too: not a settings cost
+marks.append(time.process_time())
+import pydantic, pydantic_settings
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
+marks.append(time.process_time())
+import bot.pacemaker.health  # the core needs it too: not a settings cost
+marks.append(time.process_time())
+import bot.settings
+marks.append(time.process_time())
+bot.settings.load_settings(sys.argv[1], need_clusters=True)
+marks.append(time.process_time())
+print(*((b - a) * 1000 for a, b in zip(marks, marks[1:])))
+"""
+PHASES = ("asyncio", "pydantic + pydantic-settings", "bot.pacemaker.health",
+          "our models (bot.settings)", "load_settings (3-node lab config)")
+LAB_SHAPED = """
+[[clusters]]
+name = "lab"
+nodes = [
+  { name = "node1", host = "10.224.77.11", port = 22 },
+  { name = "node2", host = "10.224.77.12", port = 22 },
+  { name = "node3", host = "10.224.77.13", port = 22 },
+]
+ssh_user = "root"
+sudo = false
+vips = ["virtual_ip_1", "virtual_ip_2", "virtual_ip_3"]
+everywhere = ["loadbalancer-clone"]
+"""
+SETTINGS_RUNS = 21
+
+
+def test_bench_settings_phases(tmp_path: Path) -> None:
+    config = tmp_path / "clusterbot.toml"
+    config.write_text(f'state_dir = "{tmp_path}"\n{LAB_SHAPED}')
+    runs = [[float(ms) for ms in subprocess.run(
+        [sys.executable, "-c", SETTINGS_PHASES, str(config)], capture_output=True, text=True,
+        timeout=60, check=True).stdout.split()] for _ in range(SETTINGS_RUNS)]
+    figures = "; ".join(f"{name} {min(r[i] for r in runs):.1f} / "
+                        f"{statistics.median(r[i] for r in runs):.1f}"
+                        for i, name in enumerate(PHASES))
+    print(f"\nBENCH a cold status's settings, CPU ms min / median of {SETTINGS_RUNS} new "
+          f"interpreters: {figures}")
