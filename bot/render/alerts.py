@@ -112,24 +112,31 @@ def still_wrong(report: ClusterReport, most: int = 2) -> str:
     return "; ".join(mrkdwn(f.message) for f in problems[:most]) + more
 
 
+def flap_subject(key: str) -> str:
+    """What a flapping incident key is about, as the on-call says it: `node:node2` is node2."""
+    kind, _, name = key.partition(":")
+    return name or {"vips": "the VIP placement"}.get(kind, kind)
+
+
 def flapping_doc(cluster: str, key: str, toggles: int, window_s: float) -> Doc:
-    text = (f"{SEVERITY_EMOJI[Severity.WARNING]} *{mrkdwn(cluster)}*: `{mrkdwn(key)}` is flapping: "
+    subject = flap_subject(key)
+    text = (f"{SEVERITY_EMOJI[Severity.WARNING]} *{mrkdwn(cluster)}*: {mrkdwn(subject)} is flapping: "
             f"{toggles} changes in {int(window_s // 60)} min. Staying quiet about it until it is stable.")
-    return Doc(verdict=text, fallback=_fallback(cluster, f"{key} is flapping"))
+    return Doc(verdict=text, fallback=_fallback(cluster, f"{subject} is flapping"))
 
 
 def flap_over_doc(cluster: str, key: str, calm: timedelta, report: ClusterReport,
                   still: tuple[tuple[str, str, Severity], ...]) -> Doc:
     """The flapping incident's last word. `still`: the incidents (key, title, severity) of what
     the flap left broken, alerted on their own: the reply points at them."""
-    stable = f"`{mrkdwn(key)}` has not changed for {duration(calm)}"
+    stable = f"{mrkdwn(flap_subject(key))} has not changed for {duration(calm)}"
     if not still:
         return Doc(verdict=f"{OK_EMOJI} {stable}: {_recovered(report, 'now')}",
-                   fallback=_fallback(cluster, f"{key} is stable again"))
+                   fallback=_fallback(cluster, f"{flap_subject(key)} is stable again"))
     worst = max(sev for _, _, sev in still)
     where = "; ".join(f"{mrkdwn(title)} (incident `{mrkdwn(inc)}`)" for inc, title, _ in still)
     return Doc(verdict=f"{SEVERITY_EMOJI[worst]} {stable}, but it is not fine: {where}. Alerted on its own.",
-               fallback=_fallback(cluster, f"{key} is stable again, not fine"))
+               fallback=_fallback(cluster, f"{flap_subject(key)} is stable again, not fine"))
 
 
 def initial_doc(report: ClusterReport, *, mention: str | None = None, first_view: bool = False) -> Doc:

@@ -139,3 +139,11 @@ def test_json_shape() -> None:
     assert {"severity": "warning", "remedy": "start node3"}.items() <= next(
         f for f in data["findings"] if f["code"] == "node_offline").items()
     json.dumps(data)  # serialisable
+
+
+def test_a_flapping_incident_names_what_flaps_as_the_on_call_says_it() -> None:
+    from bot.render.alerts import flapping_doc
+
+    doc = flapping_doc("prod-haproxy", "node:node2", 5, 120.0)
+    assert "node2 is flapping: 5 changes in 2 min" in doc.verdict and "node:node2" not in doc.verdict
+    assert "the VIP placement is flapping" in flapping_doc("prod-haproxy", "vips", 4, 120.0).verdict
