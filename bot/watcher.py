@@ -42,7 +42,7 @@ from bot.settings import ClusterConfig, Settings
 from bot.store import Incident, IncidentState, Store
 from bot.watch.fixes import Fix, explaining
 from bot.watch.grouping import coalesce, owner
-from bot.watch.lifecycle import FLAPPING, FlapClock, OpenFlap, Silence, calmed, resumed, toggle
+from bot.watch.lifecycle import FLAPPING, FlapClock, OpenFlap, Silence, calmed, follow_up, resumed, toggle
 from bot.watch.records import IncidentRecord, MessageKind, Outgoing
 from bot.watch.settle import ring_moved, settle
 
@@ -382,25 +382,16 @@ class Watcher:
 
     def _follow_up(self, poll: _Poll, found: Incident, draft: IncidentDraft, *,
                    reopened: bool = False, loud: bool = False) -> Incident:
-        """More news about an open incident: a reply in its thread. If it is worse, or a CRITICAL
-        one-shot (a failed fencing) new to it, the channel hears it too: a thread reply notifies
-        nobody. A one-shot that repeats (a fence device failing retry after retry) pages only once:
-        the retries are replies that count."""
+        """More news about an open incident: a reply in its thread, and in the channel too when
+        `lifecycle.follow_up` says it must not hide there (worse, a new CRITICAL one-shot)."""
         cluster = poll.cluster
-        seen = _rec(found).shots
-        record = _rec(found).with_news(draft)
-        shots = record.shots
-        inc = self.store.update_incident(found.id, payload=record.payload)
-        times = max((shots[e.series] for e in draft.events if e.one_shot), default=1)
-        worse = draft.severity > found.severity
-        loud = loud or worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen
-                            for e in draft.events)
-        # A thread reply notifies nobody: news that must not hide there is also sent to the channel.
-        self._enqueue(MessageKind.REPLY, cluster, inc, followup_doc(cluster.name, draft, times=times),
-                      broadcast=reopened and not loud)
-        if worse or reopened:
+        news = follow_up(_rec(found), found.severity, draft, reopened=reopened, loud=loud)
+        inc = self.store.update_incident(found.id, payload=news.record.payload)
+        self._enqueue(MessageKind.REPLY, cluster, inc, followup_doc(cluster.name, draft, times=news.times),
+                      broadcast=news.broadcast)
+        if news.escalate:
             inc = self._escalate(cluster, inc, draft)
-        if loud:
+        if news.loud:
             doc = escalation_doc(cluster.name, draft, incident_key=found.key, incident_title=found.title,
                                  was=found.severity, mention=cluster.mention)
             self._enqueue(MessageKind.REPLY, cluster, inc, doc, broadcast=True)

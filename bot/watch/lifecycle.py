@@ -1,9 +1,10 @@
-"""Flap decisions of the incident lifecycle, pure: toggles and time in, typed effects out.
+"""Decisions of the incident lifecycle, pure: records, toggles and time in, typed effects out.
 
-A key flapping (toggling more than `limit` times in a window) is told once as a flapping incident
-and then stays quiet until it has not toggled for a whole window. These functions say when to be
-quiet, what to open or widen, and which flaps calmed; the watcher (bot/watcher.py) looks up the
-incidents they name and applies the effects in its one store transaction per poll.
+Following up an open incident: how loud the news is, and whether its root is edited. Flapping: a
+key toggling more than `limit` times in a window is told once as a flapping incident and then stays
+quiet until it has not toggled for a whole window; these functions say when to be quiet, what to
+open or widen, and which flaps calmed. The watcher (bot/watcher.py) looks up the incidents they
+name and applies the effects in its one store transaction per poll.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.pacemaker.diff import Flapping, IncidentDraft
+from bot.pacemaker.health import Severity
+from bot.watch.records import IncidentRecord
 
 FLAPPING = "flapping:"  # key prefix of the incident standing for a flapping key
 
@@ -114,3 +117,30 @@ def resumed(clock: FlapClock, open_flap_keys: Iterable[str], now: float) -> Flap
         clock = FlapClock(clock.flaps.record(key.removeprefix(FLAPPING), now), clock.due)
         clock = clock.watch(now + clock.flaps.window)
     return clock
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """More news about an open incident: its record with the news counted in, how often the
+    draft's one-shot has now happened, whether the root is edited to the whole story (worse, or
+    reopened), whether the channel hears it (an escalation reply) and whether the thread reply is
+    shown in the channel too (reopened, when no escalation reply says it already)."""
+
+    record: IncidentRecord
+    times: int
+    escalate: bool
+    loud: bool
+    broadcast: bool
+
+
+def follow_up(record: IncidentRecord, severity: Severity, draft: IncidentDraft, *,
+              reopened: bool = False, loud: bool = False) -> FollowUp:
+    """A thread reply notifies nobody: news that must not hide there (worse than the incident, a
+    CRITICAL one-shot new to it, what a flap left) is said in the channel too. A one-shot that
+    repeats (a fence device failing retry after retry) is loud only once: the retries count."""
+    news = record.with_news(draft)
+    times = max((news.shots[e.series] for e in draft.events if e.one_shot), default=1)
+    worse, seen = draft.severity > severity, record.shots
+    loud = loud or worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen
+                                for e in draft.events)
+    return FollowUp(news, times, worse or reopened, loud, reopened and not loud)

@@ -1,5 +1,5 @@
-"""The flap decisions of the incident lifecycle (bot/watch/lifecycle.py), pure: no store, no loop,
-no clock but the numbers passed in."""
+"""The decisions of the incident lifecycle (bot/watch/lifecycle.py), pure: no store, no loop, no
+clock but the numbers passed in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ from dataclasses import replace
 from datetime import timedelta
 
 from bot.pacemaker.diff import Flapping, IncidentDraft, incidents
-from bot.watch.lifecycle import FLAPPING, EndFlap, FlapClock, OpenFlap, Silence, calmed, resumed, toggle
+from bot.pacemaker.health import Severity
+from bot.watch.lifecycle import (
+    FLAPPING,
+    EndFlap,
+    FlapClock,
+    OpenFlap,
+    Silence,
+    calmed,
+    follow_up,
+    resumed,
+    toggle,
+)
+from bot.watch.records import IncidentRecord
 from tests.unit.test_watch_core import K, ev
 
 LIMIT, WINDOW = 2, 100.0
@@ -89,3 +101,36 @@ def test_after_a_restart_an_open_flap_counts_the_restart_as_its_last_toggle() ->
     assert clock.flaps.stable_since("vip_stopped:vip1") == 500.0
     assert calmed(clock, [(3, FLAPPING + "vip_stopped:vip1")], 500.0 + WINDOW)[1] == (
         EndFlap(3, timedelta(seconds=WINDOW)),)
+
+
+# ---------------------------------------------------------------- following up an open incident
+
+
+def fence_failed() -> IncidentDraft:
+    failed = ev(K.FENCE_FAILED, "node3", group="node:node3")
+    return incidents([replace(failed, severity=Severity.CRITICAL)])[0]
+
+
+def test_news_no_worse_than_the_incident_is_a_quiet_reply_that_counts_its_conditions() -> None:
+    news = follow_up(IncidentRecord.new(holds=("x",)), Severity.CRITICAL, vip_down())
+    assert (news.times, news.escalate, news.loud, news.broadcast) == (1, False, False, False)
+    assert news.record.open == ["vip_stopped:vip1", "x"]
+
+
+def test_worse_news_edits_the_root_and_is_said_in_the_channel() -> None:
+    news = follow_up(IncidentRecord.new(), Severity.WARNING, vip_down())  # vip_down is CRITICAL
+    assert news.escalate and news.loud and not news.broadcast
+
+
+def test_a_critical_one_shot_is_loud_once_then_its_retries_are_counted_quietly() -> None:
+    first = follow_up(IncidentRecord.new(), Severity.CRITICAL, fence_failed())
+    assert first.loud and first.times == 1
+    again = follow_up(first.record, Severity.CRITICAL, fence_failed())
+    assert not again.loud and again.times == 2 and again.record.shots == {"fence_failed:node3": 2}
+
+
+def test_a_reopened_incident_edits_its_root_and_broadcasts_the_reply_unless_already_loud() -> None:
+    quiet = follow_up(IncidentRecord.new(), Severity.CRITICAL, vip_down(), reopened=True)
+    assert quiet.escalate and quiet.broadcast and not quiet.loud
+    loud = follow_up(IncidentRecord.new(), Severity.CRITICAL, vip_down(), reopened=True, loud=True)
+    assert loud.loud and not loud.broadcast
