@@ -15,6 +15,7 @@ from bot.pacemaker import whatif
 from bot.pacemaker.health import Remedy, eligible_nodes
 from bot.pacemaker.merge import ClusterReport, Kind
 from bot.pacemaker.model import Node, NodeView, ResourceKind, Summary
+from bot.watch.codes import FindingCode
 
 Argv = tuple[str, ...]
 Version = tuple[int, ...]
@@ -256,7 +257,8 @@ def node_in_sync(view: NodeView, report: ClusterReport, t: Target) -> str | None
     if node is None or not node.online:
         return f"{t.node} is not back online yet"
     odd = [f for f in report.findings if f.subject == t.node and f.code in
-           ("out_of_sync", "split_brain", "daemon_inactive", "node_unreachable", "pacemaker_down")]
+           (FindingCode.OUT_OF_SYNC, FindingCode.SPLIT_BRAIN, FindingCode.DAEMON_INACTIVE,
+            FindingCode.NODE_UNREACHABLE, FindingCode.PACEMAKER_DOWN)]
     return odd[0].message if odd else None
 
 

@@ -1,9 +1,10 @@
 """Watch every cluster: poll, diff against the stored state, open, thread and resolve incidents.
 
-The diff and the grouping are pure (bot/pacemaker/diff.py); this module owns the loop, the
-store and the outbox. State lives in SQLite, so a restart repeats no open alert and reports
-what changed while the bot was down. What one poll writes (its state, incidents and outbox rows)
-is one transaction: a store error loses no alert, the next poll sees the same change again.
+The diff, grouping, settling and flap decisions are pure (bot/pacemaker/diff.py, bot/watch/); this
+module owns the loop, the store and the outbox. State lives in SQLite, so a restart repeats no open
+alert and reports what changed while the bot was down. What one poll writes (its state,
+incidents and outbox rows) is one transaction: a store error loses no alert, the next poll sees
+the same change again.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ from bot.settings import ClusterConfig, Settings
 from bot.store import Incident, IncidentState, Store
 from bot.watch.fixes import Fix, explaining
 from bot.watch.grouping import coalesce, owner
+from bot.watch.lifecycle import FLAPPING, FlapClock, OpenFlap, Silence, calmed, follow_up, resumed, toggle
 from bot.watch.records import IncidentRecord, MessageKind, Outgoing
 from bot.watch.settle import ring_moved, settle
 
 log = logging.getLogger(__name__)
 JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per cluster
 INITIAL_KEY = "initial"
-FLAPPING = "flapping:"  # key prefix of the incident standing for a flapping key
 FIX = "fix:"  # key prefix of the alert-channel root standing for an approved fix at work
 # Conditions of a whole-cluster loss: while one is open, its incident owns every change.
 WHOLE_CLUSTER = ("quorum_lost:", "corosync_quorum_lost:", "cluster_unreachable:")
@@ -64,9 +65,7 @@ class Watcher:
     monotonic: Callable[[], float] = time.monotonic
     metrics: Metrics | None = None
     _states: dict[str, WatchState | None] = field(default_factory=dict)
-    _flaps: dict[str, Flapping] = field(default_factory=dict)
-    # cluster -> monotonic time by which its first open flapping incident may have calmed
-    _flap_due: dict[str, float] = field(default_factory=dict)
+    _flaps: dict[str, FlapClock] = field(default_factory=dict)
     _saved: dict[str, str] = field(default_factory=dict)
     _last: dict[str, ClusterReport] = field(default_factory=dict)
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -207,8 +206,8 @@ class Watcher:
 
     def _poll(self, cluster: ClusterConfig, report: ClusterReport, before: Snapshot | None) -> _Poll:
         flaps = self._flaps.get(cluster.name)
-        fresh = Flapping(limit=self.settings.flap_limit, window=self.settings.flap_window_s)
-        poll = _Poll(cluster, report, before, flaps or fresh, self._flap_due.get(cluster.name))
+        fresh = FlapClock(Flapping(limit=self.settings.flap_limit, window=self.settings.flap_window_s))
+        poll = _Poll(cluster, report, before, flaps or fresh)
         if flaps is None:  # the first poll since start
             self._resume_flaps(poll)
         return poll
@@ -223,10 +222,6 @@ class Watcher:
             self._states[name] = poll.state
             self._saved[name] = poll.dumped
         self._flaps[name] = poll.flaps
-        if poll.due is None:
-            self._flap_due.pop(name, None)
-        else:
-            self._flap_due[name] = poll.due
         for done in poll.committed:
             done()
         self.notify()
@@ -387,25 +382,16 @@ class Watcher:
 
     def _follow_up(self, poll: _Poll, found: Incident, draft: IncidentDraft, *,
                    reopened: bool = False, loud: bool = False) -> Incident:
-        """More news about an open incident: a reply in its thread. If it is worse, or a CRITICAL
-        one-shot (a failed fencing) new to it, the channel hears it too: a thread reply notifies
-        nobody. A one-shot that repeats (a fence device failing retry after retry) pages only once:
-        the retries are replies that count."""
+        """More news about an open incident: a reply in its thread, and in the channel too when
+        `lifecycle.follow_up` says it must not hide there (worse, a new CRITICAL one-shot)."""
         cluster = poll.cluster
-        seen = _rec(found).shots
-        record = _rec(found).with_news(draft)
-        shots = record.shots
-        inc = self.store.update_incident(found.id, payload=record.payload)
-        times = max((shots[e.series] for e in draft.events if e.one_shot), default=1)
-        worse = draft.severity > found.severity
-        loud = loud or worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen
-                            for e in draft.events)
-        # A thread reply notifies nobody: news that must not hide there is also sent to the channel.
-        self._enqueue(MessageKind.REPLY, cluster, inc, followup_doc(cluster.name, draft, times=times),
-                      broadcast=reopened and not loud)
-        if worse or reopened:
+        news = follow_up(_rec(found), found.severity, draft, reopened=reopened, loud=loud)
+        inc = self.store.update_incident(found.id, payload=news.record.payload)
+        self._enqueue(MessageKind.REPLY, cluster, inc, followup_doc(cluster.name, draft, times=news.times),
+                      broadcast=news.broadcast)
+        if news.escalate:
             inc = self._escalate(cluster, inc, draft)
-        if loud:
+        if news.loud:
             doc = escalation_doc(cluster.name, draft, incident_key=found.key, incident_title=found.title,
                                  was=found.severity, mention=cluster.mention)
             self._enqueue(MessageKind.REPLY, cluster, inc, doc, broadcast=True)
@@ -456,7 +442,8 @@ class Watcher:
         hosts = {_host(i) for i in found if i.key.startswith(FLAPPING)}
         for inc in found:
             if inc.key.startswith(FLAPPING):
-                poll.due = _earliest(poll.due, self._calm_at(poll, inc.key))  # _settle_flaps ends it
+                # _settle_flaps ends it
+                poll.flaps = poll.flaps.watch(poll.flaps.calm_at(inc.key, self.monotonic()))
                 continue
             if inc.id not in hosts and not inc.key.startswith(FIX):
                 self._resolve(poll, inc)
@@ -512,32 +499,32 @@ class Watcher:
         """Count the toggle. A key flapping (or whose flapping incident is still open) stays quiet
         until it has not toggled for a whole window: then `_settle_flaps` says how it ended. The
         draft's events are changes of conditions: `_handle` keeps one-shots out of it."""
-        now = self.monotonic()
-        if draft.cause[0].group == draft.key:  # what it causes is no toggle of its own
-            poll.flaps = poll.flaps.record(draft.key, now)
-        cluster, key = poll.cluster, FLAPPING + draft.key
-        found = self.store.find_open_incident(cluster.name, key)
-        if found is None and not poll.flaps.is_flapping(draft.key, now):
-            return False
-        poll.due = _earliest(poll.due, now + poll.flaps.window)
-        silenced = {e.key for e in draft.events}  # the conditions to look at again once it is calm
-        if found is None:
-            # Told in the thread of the incident that is flapping, when it has one: one cause, one
-            # incident. "latest": each silenced condition's latest change, kept by `_track_flaps`.
-            host = (self.store.find_open_incident(cluster.name, draft.key)
-                    or self._reopened(poll, self._recent(poll, draft.key, poll.flaps.window)))
-            inc = self.store.open_incident(
-                cluster=cluster.name, key=key, severity=Severity.WARNING, title=f"{draft.key} is flapping",
-                now=self.clock(), channel=self._channel(cluster),
-                payload=IncidentRecord.new(silenced=sorted(silenced),
-                                           host=host.id if host is not None else None).payload)
-            doc = flapping_doc(cluster.name, draft.key, poll.flaps.count(draft.key, now), poll.flaps.window)
-            kind = MessageKind.ROOT if host is None else MessageKind.REPLY
-            self._enqueue(kind, cluster, inc, doc, broadcast=host is not None)
-        elif not silenced <= set(_rec(found).silenced):
-            known = silenced | set(_rec(found).silenced)
-            self.store.update_incident(found.id, payload=_rec(found).with_silenced(known).payload)
-        return True
+        cluster = poll.cluster
+        found = self.store.find_open_incident(cluster.name, FLAPPING + draft.key)
+        verdict = toggle(poll.flaps, draft, self.monotonic(),
+                         None if found is None else _rec(found).silenced)
+        poll.flaps = verdict.clock
+        if isinstance(verdict.effect, OpenFlap):
+            self._open_flap(poll, verdict.effect)
+        elif isinstance(verdict.effect, Silence) and found is not None:
+            widened = _rec(found).with_silenced(set(verdict.effect.silenced))
+            self.store.update_incident(found.id, payload=widened.payload)
+        return verdict.quiet
+
+    def _open_flap(self, poll: _Poll, flap: OpenFlap) -> None:
+        """Told in the thread of the incident that is flapping, when it has one: one cause, one
+        incident. "latest": each silenced condition's latest change, kept by `_track_flaps`."""
+        cluster = poll.cluster
+        host = (self.store.find_open_incident(cluster.name, flap.key)
+                or self._reopened(poll, self._recent(poll, flap.key, flap.window)))
+        inc = self.store.open_incident(
+            cluster=cluster.name, key=FLAPPING + flap.key, severity=Severity.WARNING,
+            title=f"{flap.key} is flapping", now=self.clock(), channel=self._channel(cluster),
+            payload=IncidentRecord.new(silenced=flap.silenced,
+                                       host=host.id if host is not None else None).payload)
+        doc = flapping_doc(cluster.name, flap.key, flap.count, flap.window)
+        kind = MessageKind.ROOT if host is None else MessageKind.REPLY
+        self._enqueue(kind, cluster, inc, doc, broadcast=host is not None)
 
     def _reopened(self, poll: _Poll, inc: Incident | None) -> Incident | None:
         """A resolved incident open again, its root back to what it was about (not struck out)."""
@@ -555,7 +542,7 @@ class Watcher:
         is. Neither the picture from before the flap (an incident may have been resolved as healthy
         since) nor the quiet changes alone (another incident may have taken the last one) can say."""
         changes = [e for d in drafts for e in d.events if _condition_change(e)]
-        if poll.due is None or not changes:  # no flap open (or nothing it could silence): no query
+        if poll.flaps.due is None or not changes:  # no flap open (or nothing it could silence): no query
             return
         for inc in self.store.open_incidents(poll.cluster.name):
             silenced = set(_rec(inc).silenced) if inc.key.startswith(FLAPPING) else set()
@@ -566,21 +553,12 @@ class Watcher:
     def _settle_flaps(self, poll: _Poll) -> None:
         """End every flap that calmed (no toggle for a whole window). Until one is due: no query."""
         now = self.monotonic()
-        if poll.due is None or now < poll.due:
+        if poll.flaps.due is None or now < poll.flaps.due:
             return
-        poll.due = None
-        for inc in self.store.open_incidents(poll.cluster.name):
-            if not inc.key.startswith(FLAPPING):
-                continue
-            calm_at = self._calm_at(poll, inc.key)
-            if now < calm_at:
-                poll.due = _earliest(poll.due, calm_at)
-            else:
-                self._end_flap(poll, inc, timedelta(seconds=now - calm_at + poll.flaps.window))
-
-    def _calm_at(self, poll: _Poll, key: str) -> float:
-        last = poll.flaps.stable_since(key.removeprefix(FLAPPING))
-        return self.monotonic() if last is None else last + poll.flaps.window
+        flaps = {i.id: i for i in self.store.open_incidents(poll.cluster.name) if i.key.startswith(FLAPPING)}
+        poll.flaps, ended = calmed(poll.flaps, ((i.id, i.key) for i in flaps.values()), now)
+        for end in ended:
+            self._end_flap(poll, flaps[end.incident], end.calm)
 
     def _end_flap(self, poll: _Poll, inc: Incident, calm: timedelta) -> None:
         """What the flap left that no open incident says is alerted as if it had just happened (a
@@ -645,11 +623,8 @@ class Watcher:
     def _resume_flaps(self, poll: _Poll) -> None:
         """After a restart the toggles of a flapping incident left open are gone: count the restart
         as its last toggle, so it ends after one calm window like any other."""
-        now = self.monotonic()
-        for inc in self.store.open_incidents(poll.cluster.name):
-            if inc.key.startswith(FLAPPING):
-                poll.flaps = poll.flaps.record(inc.key.removeprefix(FLAPPING), now)
-                poll.due = _earliest(poll.due, now + poll.flaps.window)
+        keys = [i.key for i in self.store.open_incidents(poll.cluster.name) if i.key.startswith(FLAPPING)]
+        poll.flaps = resumed(poll.flaps, keys, self.monotonic())
 
     def _settle_flapping(self, cluster: ClusterConfig, report: ClusterReport) -> None:
         """End a flap that calmed down while the report stayed the same.
@@ -659,7 +634,8 @@ class Watcher:
         alert what the flap left broken. Until one is due this costs one dict lookup per poll, no
         diff and no query.
         """
-        due = self._flap_due.get(cluster.name)
+        flaps = self._flaps.get(cluster.name)
+        due = flaps.due if flaps is not None else None
         if due is None or self.monotonic() < due:
             return
         state = self._states.get(cluster.name)
@@ -701,8 +677,7 @@ class _Poll:
     cluster: ClusterConfig
     report: ClusterReport
     before: Snapshot | None  # the cluster at the previous poll: what the alerts so far describe
-    flaps: Flapping
-    due: float | None  # monotonic time by which the first open flapping incident may have calmed
+    flaps: FlapClock  # the toggles counted, and when the first open flapping incident may calm
     committed: list[Callable[[], None]] = field(default_factory=list)  # to do once committed (metrics)
     fixes: tuple[Fix, ...] = ()  # approved remediations acting on the cluster
     state: WatchState | None = None  # the new watch state, when the report was diffed
@@ -717,10 +692,6 @@ def _host(inc: Incident) -> int:
     """The incident whose thread `inc` is told in: a flap is told in the flapping incident's."""
     host = _rec(inc).host
     return inc.id if host is None else host
-
-
-def _earliest(due: float | None, at: float) -> float:
-    return at if due is None else min(due, at)
 
 
 def _recoveries(draft: IncidentDraft, ended: set[str]) -> IncidentDraft:

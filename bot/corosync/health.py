@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bot.corosync.model import LinkFormat, LinkStatus, NodeCorosync, QuorumStatus
 from bot.pacemaker.health import Finding, Remedy, Severity
+from bot.watch.codes import FindingCode
 
 Views = Mapping[str, NodeCorosync | QuorumStatus | None]
 
@@ -60,7 +61,7 @@ def _not_quorate(c: _Cluster) -> Iterable[Finding]:
         vq = q.votequorum
         votes = (f" ({vq.total_votes} of {vq.expected_votes} expected votes, {vq.quorum} needed)"
                  if vq else "")
-        yield Finding(Severity.CRITICAL, "corosync_not_quorate", node,
+        yield Finding(Severity.CRITICAL, FindingCode.COROSYNC_NOT_QUORATE, node,
                       f"{node} is in a Corosync partition WITHOUT quorum{votes}, members: "
                       f"{_names(m.label for m in q.members)}; activity is blocked there")
 
@@ -90,7 +91,7 @@ def _votes_low(c: _Cluster) -> Iterable[Finding]:
     biggest = max((m.votes or 0 for m in q.members), default=0)
     if q.quorate and vq.total_votes - biggest < vq.quorum:
         text += f"; losing one more node loses quorum ({vq.quorum} needed)"
-    yield Finding(Severity.WARNING, "corosync_votes_low", "cluster", text)
+    yield Finding(Severity.WARNING, FindingCode.COROSYNC_VOTES_LOW, "cluster", text)
 
 
 def _missing(c: _Cluster, ref: QuorumStatus) -> list[str]:
@@ -113,7 +114,7 @@ def _expected_lowered(c: _Cluster) -> Iterable[Finding]:
             continue
         floor = max(vq.highest_expected, c.configured_votes)
         if vq.expected_votes < floor:
-            yield Finding(Severity.WARNING, "expected_votes_lowered", node,
+            yield Finding(Severity.WARNING, FindingCode.EXPECTED_VOTES_LOWERED, node,
                           f"{node}: expected votes lowered to {vq.expected_votes} (cluster has "
                           f"{c.configured_votes} votes configured, highest expected "
                           f"{vq.highest_expected}), so {vq.quorum} vote(s) make quorum: set by hand "
@@ -147,7 +148,7 @@ def _quorate(c: _Cluster, node: str) -> bool:
 def _mismatch(node: str, q: QuorumStatus, ref: QuorumStatus, ref_nodes: list[str]) -> Finding:
     mine = _names(q.label(i) for i in q.member_ids)
     theirs = _names(ref.label(i) for i in ref.member_ids)
-    return Finding(Severity.WARNING, "corosync_membership_mismatch", node,
+    return Finding(Severity.WARNING, FindingCode.COROSYNC_MEMBERSHIP_MISMATCH, node,
                    f"{node}'s Corosync membership ({mine}) differs from the one {_names(ref_nodes)} "
                    f"see ({theirs}): {node} is out of sync with the cluster", Remedy("resync", (node,)))
 
@@ -161,7 +162,7 @@ def _links(c: _Cluster) -> Iterable[Finding]:
         kind = "ring" if ls.format is LinkFormat.RING else "link"
         for link in ls.links:
             if link.faulty:
-                yield Finding(Severity.WARNING, "corosync_link_down", f"{node} {kind} {link.id}",
+                yield Finding(Severity.WARNING, FindingCode.COROSYNC_LINK_DOWN, f"{node} {kind} {link.id}",
                               f"{node}: Corosync {kind} {link.id} ({link.address}) is FAULTY: "
                               f"redundancy lost ({link.status})")
             if q is None:
@@ -169,7 +170,8 @@ def _links(c: _Cluster) -> Iterable[Finding]:
             for peer_id in link.down_peers:
                 if peer_id in q.member_ids and peer_id != q.local_nodeid:
                     peer = q.label(peer_id)
-                    yield Finding(Severity.WARNING, "corosync_link_down", f"{node}->{peer} link {link.id}",
+                    yield Finding(Severity.WARNING, FindingCode.COROSYNC_LINK_DOWN,
+                                  f"{node}->{peer} link {link.id}",
                                   f"knet link {link.id} ({link.address}) from {node} to {peer} is down "
                                   f"while {peer} is still a member: redundancy lost")
 
@@ -186,7 +188,7 @@ def _qdevice(c: _Cluster) -> Iterable[Finding]:
             if subject not in seen or m.local:
                 seen[subject] = _qdevice_problem(m.qdevice.registered, m.qdevice.alive, m.qdevice.cast_vote)
     for subject, problem in sorted(seen.items()):
-        yield Finding(Severity.WARNING, "qdevice_down", subject,
+        yield Finding(Severity.WARNING, FindingCode.QDEVICE_DOWN, subject,
                       f"quorum device on {subject} {problem}: one less tie-breaker vote")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from bot.pacemaker.model import Instance, NodeView, ResourceKind
+from bot.watch.codes import FindingCode
 
 VIP_AGENTS = ("ocf:heartbeat:IPaddr2", "ocf:heartbeat:IPaddr", "ocf:heartbeat:IPsrcaddr")
 MIN_HEALTHY_NODES = 2
@@ -43,7 +44,7 @@ class Remedy:
 @dataclass(frozen=True, slots=True)
 class Finding:
     severity: Severity
-    code: str  # stable machine name, e.g. "node_offline"; alerts diff on (code, subject)
+    code: FindingCode  # stable machine name; alerts diff on (code, subject)
     subject: str  # the node, resource or "cluster" it is about
     message: str
     remedy: Remedy | None = None
@@ -102,7 +103,7 @@ def worst(findings: Iterable[Finding]) -> Severity | None:
 def _disconnected(view: NodeView) -> Finding:
     reason = view.status.errors[-1] if view.status.errors else view.status.message
     return Finding(
-        Severity.CRITICAL, "pacemaker_down", "node",
+        Severity.CRITICAL, FindingCode.PACEMAKER_DOWN, "node",
         f"crm_mon could not reach Pacemaker: {reason or 'not connected'}",
     )
 
@@ -113,11 +114,11 @@ def _disconnected(view: NodeView) -> Finding:
 def _quorum(view: NodeView, _: Expectations) -> Iterable[Finding]:
     s = view.summary
     if not s.dc_present:
-        yield Finding(Severity.CRITICAL, "no_dc", "cluster",
+        yield Finding(Severity.CRITICAL, FindingCode.NO_DC, "cluster",
                       "no Designated Controller: the cluster cannot make decisions")
     if s.with_quorum is False:
         policy = s.options.no_quorum_policy or "stop"
-        yield Finding(Severity.CRITICAL, "no_quorum", "cluster",
+        yield Finding(Severity.CRITICAL, FindingCode.NO_QUORUM, "cluster",
                       f"partition WITHOUT quorum (no-quorum-policy={policy}): "
                       "bring a second node back to restore service")
 
@@ -127,7 +128,7 @@ def _healthy_count(view: NodeView, _: Expectations) -> Iterable[Finding]:
     healthy = [n.name for n in members if n.healthy]
     if members and len(healthy) < min(MIN_HEALTHY_NODES, len(members)):
         names = ", ".join(healthy) or "none"
-        yield Finding(Severity.CRITICAL, "few_healthy", "cluster",
+        yield Finding(Severity.CRITICAL, FindingCode.FEW_HEALTHY, "cluster",
                       f"only {len(healthy)} of {len(members)} nodes healthy ({names}): "
                       f"the runbook wants at least {MIN_HEALTHY_NODES}")
 
@@ -135,13 +136,13 @@ def _healthy_count(view: NodeView, _: Expectations) -> Iterable[Finding]:
 def _cluster_options(view: NodeView, _: Expectations) -> Iterable[Finding]:
     opts = view.summary.options
     if opts.maintenance_mode:
-        yield Finding(Severity.WARNING, "cluster_maintenance", "cluster",
+        yield Finding(Severity.WARNING, FindingCode.CLUSTER_MAINTENANCE, "cluster",
                       "cluster is in maintenance-mode: Pacemaker manages nothing, no failover")
     if opts.stop_all_resources:
-        yield Finding(Severity.CRITICAL, "stop_all_resources", "cluster",
+        yield Finding(Severity.CRITICAL, FindingCode.STOP_ALL_RESOURCES, "cluster",
                       "stop-all-resources is set: every resource is being stopped")
     if opts.fencing_enabled is False:
-        yield Finding(Severity.INFO, "fencing_disabled", "cluster",
+        yield Finding(Severity.INFO, FindingCode.FENCING_DISABLED, "cluster",
                       "fencing (stonith) is disabled: a hung node cannot be fenced")
 
 
@@ -149,10 +150,10 @@ def _fencing(view: NodeView, _: Expectations) -> Iterable[Finding]:
     for ev in view.fence_history:
         if ev.status == "failed":
             why = f": {ev.exit_reason}" if ev.exit_reason else ""
-            yield Finding(Severity.CRITICAL, "fencing_failed", ev.target,
+            yield Finding(Severity.CRITICAL, FindingCode.FENCING_FAILED, ev.target,
                           f"fencing ({ev.action}) of {ev.target} failed{why}")
         elif ev.status == "pending":
-            yield Finding(Severity.WARNING, "fencing_pending", ev.target,
+            yield Finding(Severity.WARNING, FindingCode.FENCING_PENDING, ev.target,
                           f"fencing ({ev.action}) of {ev.target} is in progress")
 
 
@@ -174,16 +175,16 @@ _NODE_STATES: tuple[tuple[str, Severity, str, str | None], ...] = (
 def _nodes(view: NodeView, _: Expectations) -> Iterable[Finding]:
     for node in view.nodes:
         if not node.online:
-            yield Finding(Severity.WARNING, "node_offline", node.name,
+            yield Finding(Severity.WARNING, FindingCode.NODE_OFFLINE, node.name,
                           f"{node.name} is OFFLINE", Remedy("start", (node.name,)))
             continue
         for attr, sev, text, action in _NODE_STATES:
             if getattr(node, attr):
                 remedy = Remedy(action, (node.name,)) if action else None
-                yield Finding(sev, f"node_{attr}", node.name, f"{node.name} {text}", remedy)
+                yield Finding(sev, FindingCode(f"node_{attr}"), node.name, f"{node.name} {text}", remedy)
         if node.health in ("yellow", "red"):
             sev = Severity.CRITICAL if node.health == "red" else Severity.WARNING
-            yield Finding(sev, "node_health", node.name, f"{node.name} health is {node.health}")
+            yield Finding(sev, FindingCode.NODE_HEALTH, node.name, f"{node.name} health is {node.health}")
 
 
 # ---------------------------------------------------------------- resource rules
@@ -194,10 +195,10 @@ def _vips(view: NodeView, expect: Expectations) -> Iterable[Finding]:
     placement: dict[str, tuple[str, ...]] = {v: view.running_on(v) for v in vips}
     for vip, nodes in placement.items():
         if view.resource(vip) is None:
-            yield Finding(Severity.WARNING, "vip_missing", vip,
+            yield Finding(Severity.WARNING, FindingCode.VIP_MISSING, vip,
                           f"{vip} is expected but not configured in the cluster")
         elif not nodes:
-            yield Finding(Severity.CRITICAL, "vip_stopped", vip,
+            yield Finding(Severity.CRITICAL, FindingCode.VIP_STOPPED, vip,
                           f"{vip} is STOPPED: its address is not served", _cleanup_if_failed(view, vip))
     yield from _vip_spread(view, placement)
 
@@ -212,7 +213,7 @@ def _vip_spread(view: NodeView, placement: dict[str, tuple[str, ...]]) -> Iterab
         return
     node = stacked[0]
     vip = sorted(v for v, nodes in placement.items() if node in nodes)[-1]
-    yield Finding(Severity.WARNING, "vip_spread", "cluster",
+    yield Finding(Severity.WARNING, FindingCode.VIP_SPREAD, "cluster",
                   f"VIPs are not one per node: {node} serves "
                   f"{', '.join(v for v, ns in placement.items() if node in ns)} "
                   f"while {', '.join(idle)} serves none",
@@ -224,13 +225,13 @@ def _everywhere(view: NodeView, expect: Expectations) -> Iterable[Finding]:
     healthy = eligible_nodes(view)
     for rid in everywhere_of(view, expect):
         if view.resource(rid) is None:
-            yield Finding(Severity.WARNING, "clone_missing", rid,
+            yield Finding(Severity.WARNING, FindingCode.CLONE_MISSING, rid,
                           f"{rid} is expected but not configured in the cluster")
             continue
         running = set(view.running_on(rid))
         for node in healthy:
             if node not in running:
-                yield Finding(Severity.WARNING, "clone_gap", f"{rid}@{node}",
+                yield Finding(Severity.WARNING, FindingCode.CLONE_GAP, f"{rid}@{node}",
                               f"{rid} is not running on {node}",
                               Remedy("cleanup", (rid, node)))
 
@@ -256,7 +257,7 @@ def _stopped(view: NodeView, expect: Expectations) -> Iterable[Finding]:
                 collective and collective.kind is not ResourceKind.GROUP):
             continue
         seen.add(inst.top)
-        yield Finding(Severity.WARNING, "resource_stopped", inst.top,
+        yield Finding(Severity.WARNING, FindingCode.RESOURCE_STOPPED, inst.top,
                       f"{inst.top} is stopped", Remedy("cleanup", (inst.top,)))
 
 
@@ -264,21 +265,21 @@ def _instance_findings(inst: Instance, is_vip: bool, maintenance: bool) -> Itera
     where = f" on {', '.join(inst.nodes)}" if inst.nodes else ""
     if inst.failed:
         sev = Severity.CRITICAL if is_vip else Severity.WARNING
-        yield Finding(sev, "resource_failed", inst.top, f"{inst.top} FAILED{where}",
+        yield Finding(sev, FindingCode.RESOURCE_FAILED, inst.top, f"{inst.top} FAILED{where}",
                       Remedy("cleanup", (inst.top,)))
     if inst.blocked:
-        yield Finding(Severity.CRITICAL, "resource_blocked", inst.top,
+        yield Finding(Severity.CRITICAL, FindingCode.RESOURCE_BLOCKED, inst.top,
                       f"{inst.top} is BLOCKED{where}: Pacemaker will not touch it until cleanup",
                       Remedy("cleanup", (inst.top,)))
     if not inst.managed and not maintenance:
-        yield Finding(Severity.WARNING, "resource_unmanaged", inst.top,
+        yield Finding(Severity.WARNING, FindingCode.RESOURCE_UNMANAGED, inst.top,
                       f"{inst.top} is unmanaged{where}: Pacemaker will not recover it")
 
 
 def _multi_active(view: NodeView) -> Iterable[Finding]:
     for res in view.resources:
         if res.kind is ResourceKind.PRIMITIVE and len(res.nodes) > 1:
-            yield Finding(Severity.CRITICAL, "multi_active", res.id,
+            yield Finding(Severity.CRITICAL, FindingCode.MULTI_ACTIVE, res.id,
                           f"{res.id} is active on {len(res.nodes)} nodes at once "
                           f"({', '.join(res.nodes)})", Remedy("cleanup", (res.id,)))
 
@@ -288,7 +289,7 @@ def _failed_actions(view: NodeView, _: Expectations) -> Iterable[Finding]:
     for fa in view.failures:
         rid = top.get(fa.resource, fa.resource)
         why = fa.exitreason or fa.exitstatus or f"rc={fa.exitcode}"
-        yield Finding(Severity.WARNING, "failed_action", f"{rid}@{fa.node}",
+        yield Finding(Severity.WARNING, FindingCode.FAILED_ACTION, f"{rid}@{fa.node}",
                       f"failed action {fa.task or 'operation'} of {fa.resource} on {fa.node} "
                       f"({why}) not cleaned up", Remedy("cleanup", (rid, fa.node)))
 
@@ -298,7 +299,7 @@ def _fail_counts(view: NodeView, _: Expectations) -> Iterable[Finding]:
     for h in view.history:
         if h.migration_threshold and h.fail_count >= h.migration_threshold:
             rid = top.get(h.resource, h.resource)
-            yield Finding(Severity.CRITICAL, "migration_threshold", f"{rid}@{h.node}",
+            yield Finding(Severity.CRITICAL, FindingCode.MIGRATION_THRESHOLD, f"{rid}@{h.node}",
                           f"{h.resource} failed {h.fail_count} times on {h.node}, reaching "
                           f"migration-threshold {h.migration_threshold}: banned there until cleanup",
                           Remedy("cleanup", (rid, h.node)))
@@ -319,10 +320,10 @@ def _cleanup_if_failed(view: NodeView, rid: str) -> Remedy | None:
 def _disabled(view: NodeView, _: Expectations) -> Iterable[Finding]:
     for res in view.resources:
         if res.disabled:
-            yield Finding(Severity.INFO, "resource_disabled", res.id,
+            yield Finding(Severity.INFO, FindingCode.RESOURCE_DISABLED, res.id,
                           f"{res.id} is disabled (target-role Stopped)")
         if res.orphaned:
-            yield Finding(Severity.INFO, "resource_orphaned", res.id,
+            yield Finding(Severity.INFO, FindingCode.RESOURCE_ORPHANED, res.id,
                           f"{res.id} is orphaned: still active but no longer configured")
 
 

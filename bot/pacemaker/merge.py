@@ -21,14 +21,16 @@ from bot.corosync.summary import CorosyncSummary, summarize
 from bot.pacemaker.daemons import Daemons
 from bot.pacemaker.health import Expectations, Finding, Remedy, Severity, evaluate, worst
 from bot.pacemaker.model import NodeView
+from bot.watch.codes import FindingCode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Kind = Literal["pacemaker", "corosync"]
 # Corosync findings that restate what a Pacemaker finding about the same node already says
 # (its partition, its membership): one finding per node and cause, like node_offline.
-_MEMBERSHIP_CODES = frozenset({"corosync_not_quorate", "corosync_membership_mismatch"})
-_PCMK_NODE_CODES = frozenset({"out_of_sync", "split_brain", "node_offline", "pacemaker_down",
-                              "node_unreachable", "node_unclean"})
+_MEMBERSHIP_CODES = frozenset({FindingCode.COROSYNC_NOT_QUORATE, FindingCode.COROSYNC_MEMBERSHIP_MISMATCH})
+_PCMK_NODE_CODES = frozenset({FindingCode.OUT_OF_SYNC, FindingCode.SPLIT_BRAIN, FindingCode.NODE_OFFLINE,
+                              FindingCode.PACEMAKER_DOWN, FindingCode.NODE_UNREACHABLE,
+                              FindingCode.NODE_UNCLEAN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ def merge(
     for f in disagree:
         # It answers and runs Pacemaker: the others see it OFFLINE because it is cut off, and
         # `start` cannot help. Its out-of-sync finding says so, with the runbook's fix.
-        unique.pop(("node_offline", f.subject), None)
+        unique.pop((FindingCode.NODE_OFFLINE, f.subject), None)
     said = {f.subject for f in unique.values() if f.code in _PCMK_NODE_CODES}
     for f in _corosync_findings(res):
         if not (f.code in _MEMBERSHIP_CODES and f.subject in said):
@@ -163,11 +165,12 @@ def _corosync_only(results: tuple[NodeResult, ...], summary: CorosyncSummary | N
             member = r.node in members
             also = " although Corosync counts it as a member" if member else ""
             found.append(Finding(Severity.WARNING if member or not has_view else Severity.INFO,
-                                 "node_unreachable", r.node,
+                                 FindingCode.NODE_UNREACHABLE, r.node,
                                  f"{r.node} did not answer{also}: {r.error or 'no answer'}"))
         elif r.corosync_down:
-            found.append(Finding(Severity.WARNING if has_view else Severity.CRITICAL, "corosync_down",
-                                 r.node, f"{r.node}: {r.corosync_error or 'corosync is not running'}",
+            found.append(Finding(Severity.WARNING if has_view else Severity.CRITICAL,
+                                 FindingCode.COROSYNC_DOWN, r.node,
+                                 f"{r.node}: {r.corosync_error or 'corosync is not running'}",
                                  Remedy("start-corosync", (r.node,))))
     down = {r.node for r in results if r.corosync_down}
     found += _daemon_findings(results, None, skip=down)
@@ -179,8 +182,8 @@ def _corosync_only(results: tuple[NodeResult, ...], summary: CorosyncSummary | N
 
 def _nobody_corosync(results: tuple[NodeResult, ...]) -> Finding:
     if not results:
-        return Finding(Severity.CRITICAL, "no_nodes", "cluster", "no nodes configured")
-    return Finding(Severity.CRITICAL, "no_view", "cluster",
+        return Finding(Severity.CRITICAL, FindingCode.NO_NODES, "cluster", "no nodes configured")
+    return Finding(Severity.CRITICAL, FindingCode.NO_VIEW, "cluster",
                    f"no node could report the Corosync status ({len(results)} tried)")
 
 
@@ -200,15 +203,15 @@ def _nobody(results: tuple[NodeResult, ...], summary: CorosyncSummary | None) ->
     """No Pacemaker view. Say why: nodes that answer with Pacemaker stopped are not nodes that
     could not be asked, and Corosync may well be up (Pacemaker stopped everywhere)."""
     if not results:
-        return Finding(Severity.CRITICAL, "no_nodes", "cluster", "no nodes configured")
+        return Finding(Severity.CRITICAL, FindingCode.NO_NODES, "cluster", "no nodes configured")
     stopped = [r.node for r in results if r.view is not None and not r.view.connected]
     answered = sum(1 for r in results if r.answered)
     if not stopped:
-        return Finding(Severity.CRITICAL, "no_view", "cluster",
+        return Finding(Severity.CRITICAL, FindingCode.NO_VIEW, "cluster",
                        f"no node could report the cluster status ({len(results)} tried)")
     where = ("any node" if len(stopped) == len(results)
              else f"{', '.join(stopped)}, and no other node could report the cluster status")
-    return Finding(Severity.CRITICAL, "no_view", "cluster",
+    return Finding(Severity.CRITICAL, FindingCode.NO_VIEW, "cluster",
                    f"Pacemaker is not running on {where} ({answered}/{len(results)} nodes "
                    f"answered){_corosync_state(results, summary)}")
 
@@ -244,12 +247,12 @@ def _disagreements(
             continue
         split = r.view.quorate and ref.quorate and r.view.dc != ref.dc
         if split:
-            yield Finding(Severity.CRITICAL, "split_brain", r.node,
+            yield Finding(Severity.CRITICAL, FindingCode.SPLIT_BRAIN, r.node,
                           f"SPLIT BRAIN: {r.node} and {ref_node} both have quorum with "
                           f"different DCs ({r.view.dc} vs {ref.dc})", Remedy("resync", (r.node,)))
         else:
             yield Finding(Severity.CRITICAL if ref.quorate is not True else Severity.WARNING,
-                          "out_of_sync", r.node,
+                          FindingCode.OUT_OF_SYNC, r.node,
                           f"{r.node} is out of sync with the cluster: {_seen_offline(r.node, ref)}{diff}",
                           Remedy("resync", (r.node,)))
 
@@ -282,16 +285,16 @@ def _reachability(results: tuple[NodeResult, ...], ref: NodeView | None) -> Iter
             online = pcmk is not None and pcmk.online
             sev = Severity.WARNING if online or ref is None else Severity.INFO
             also = " although Pacemaker reports it online" if online else ""
-            yield Finding(sev, "node_unreachable", r.node,
+            yield Finding(sev, FindingCode.NODE_UNREACHABLE, r.node,
                           f"{r.node} did not answer{also}: {r.error or 'no answer'}")
         elif not r.view.connected and pcmk is not None and not pcmk.online:
             # Same node, same fix as the reference's "node offline": one finding, more evidence.
-            yield Finding(Severity.WARNING, "node_offline", r.node,
+            yield Finding(Severity.WARNING, FindingCode.NODE_OFFLINE, r.node,
                           f"{r.node} is OFFLINE: it answers over SSH but Pacemaker is not running "
                           f"there ({_reason(r.view)})", Remedy("start", (r.node,)))
         elif not r.view.connected:
             yield Finding(Severity.CRITICAL if ref is None else Severity.WARNING,
-                          "pacemaker_down", r.node,
+                          FindingCode.PACEMAKER_DOWN, r.node,
                           f"{r.node}: Pacemaker is not running there ({_reason(r.view)})",
                           Remedy("start", (r.node,)))
 
@@ -308,7 +311,7 @@ def _daemon_findings(results: tuple[NodeResult, ...], ref: NodeView | None,
         down = r.daemons.inactive
         if not down or (r.view is not None and not r.view.connected):
             continue  # a node whose Pacemaker is down already has a finding
-        yield Finding(Severity.WARNING, "daemon_inactive", r.node,
+        yield Finding(Severity.WARNING, FindingCode.DAEMON_INACTIVE, r.node,
                       f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} not active "
                       f"on {r.node}", Remedy("resync", (r.node,)))
 
@@ -318,7 +321,7 @@ def single(view: NodeView, expect: Expectations = Expectations(),
     """A report from one saved crm_mon answer (`clusterbot render`)."""
     result = NodeResult(node="saved output", view=view)
     if not view.connected:  # one node's word, not "any node", and no node to start
-        found = Finding(Severity.CRITICAL, "pacemaker_down", "node",
+        found = Finding(Severity.CRITICAL, FindingCode.PACEMAKER_DOWN, "node",
                         f"Pacemaker was not running where this output was taken ({_reason(view)})")
         return ClusterReport(cluster, (result,), None, None, (found,), collected=False)
     return replace(merge(cluster, (result,), expect), collected=False)

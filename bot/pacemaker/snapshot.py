@@ -21,11 +21,13 @@ from bot.corosync.summary import LinkDown
 from bot.pacemaker.health import Expectations, Finding, eligible_nodes, everywhere_of, vips_of
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.model import Instance, Node, NodeView
+from bot.watch.codes import FindingCode
 
 SNAPSHOT_VERSION = 1
 # Findings diffed as they are: the rule that raised them already knows the subtle cases.
-NOTE_CODES = ("vip_spread", "resource_stopped", "split_brain", "out_of_sync", "daemon_inactive",
-              "corosync_membership_mismatch")
+NOTE_CODES = (FindingCode.VIP_SPREAD, FindingCode.RESOURCE_STOPPED, FindingCode.SPLIT_BRAIN,
+              FindingCode.OUT_OF_SYNC, FindingCode.DAEMON_INACTIVE,
+              FindingCode.COROSYNC_MEMBERSHIP_MISMATCH)
 
 Placement = tuple[str, tuple[str, ...]]  # resource id -> the nodes it is on, sorted
 

@@ -9,4 +9,6 @@ watcher (bot/watcher.py) applies the answers in one store transaction per poll.
 - grouping: the node a change belongs to (links, VIPs, clones, the VIP spread), so one node's
   failure stays one incident whichever symptom shows first, and its recovery tail stays in it.
 - fixes: the approved remediations acting on a cluster, and which changes they explain.
+- lifecycle: flapping: when a toggling key stays quiet, which flapping incident to open or widen,
+  which flaps calmed (typed effects the watcher applies).
 """

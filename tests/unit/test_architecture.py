@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = [*sorted((ROOT / "bot" / "pacemaker").glob("*.py")), *sorted((ROOT / "bot" / "corosync").glob("*.py")),
-        *sorted((ROOT / "bot" / "render").glob("*.py")), ROOT / "bot" / "remedies.py",
+        *sorted((ROOT / "bot" / "render").glob("*.py")), *sorted((ROOT / "bot" / "watch").glob("*.py")),
+        ROOT / "bot" / "remedies.py",
         ROOT / "bot" / "approvals.py", ROOT / "bot" / "demo" / "sim.py", ROOT / "bot" / "demo" / "simcib.py",
         ROOT / "commands" / "spec.py"]
 FORBIDDEN = ("asyncio", "asyncssh", "slack_bolt", "slack_sdk", "sqlite3", "aiohttp", "socket", "subprocess",
