@@ -185,6 +185,7 @@ class Watcher:
             self._end_fixes(poll)
             if report.healthy:
                 self._resolve_all(poll)
+                self._settled(poll)
         return drafts
 
     def _fixes(self, cluster: ClusterConfig, now: datetime) -> tuple[Fix, ...]:
@@ -456,9 +457,25 @@ class Watcher:
             poll.committed.append(lambda: metrics.incident_resolved(name))
         lasted = now - done.opened_at
         said = recovery_doc(poll.cluster.name, poll.report, lasted)
+        if _rec(done).settling is poll.report.healthy:  # "still wrong: …": told once it settled
+            done = self.store.update_incident(
+                done.id, payload=_rec(done).with_settling(not poll.report.healthy).payload)
         self._enqueue(MessageKind.REPLY, poll.cluster, done, said)
         self._enqueue(MessageKind.EDIT, poll.cluster, done,
                       resolved_doc(poll.cluster.name, done.title, done.severity, lasted))
+
+    def _settled(self, poll: _Poll) -> None:
+        """The recovery tail: an incident that ended with "still wrong: …" (VIPs not yet home, a
+        clone instance not yet started) hears in its thread that the whole cluster is healthy
+        again, so its last word is not a problem nobody closed. Within flap_window_s of its end."""
+        now = self.clock()
+        since = now - timedelta(seconds=self.settings.flap_window_s)
+        for inc in self.store.recent_incidents(poll.cluster.name, since):
+            if inc.state is not IncidentState.RESOLVED or not _rec(inc).settling:
+                continue
+            inc = self.store.update_incident(inc.id, payload=_rec(inc).with_settling(False).payload)
+            self._enqueue(MessageKind.REPLY, poll.cluster, inc,
+                          recovery_doc(poll.cluster.name, poll.report, now - inc.opened_at))
 
     def _open_initial(self, poll: _Poll) -> None:
         cluster, report = poll.cluster, poll.report

@@ -106,6 +106,15 @@ class IncidentRecord:
                 continue
         return latest
 
+    @property
+    def settling(self) -> bool:
+        """It ended while the cluster was still not fine (a VIP not yet home, a clone instance
+        not yet started): its thread hears when the whole cluster is healthy again."""
+        return self.raw.get("settling") is True
+
+    def with_settling(self, settling: bool) -> IncidentRecord:
+        return IncidentRecord({**self.raw, "settling": settling})
+
     def with_open(self, conditions: list[str]) -> IncidentRecord:
         return IncidentRecord({**self.raw, "open": list(conditions)})
 

@@ -58,6 +58,11 @@ def _check(seq: Sequence, r: Replay, poll_s: float, shown: float | None) -> None
     for root in r.roots:
         assert any(m.kind == "edit" and m.incident == root.incident and "resolved after" in m.verdict
                    for m in r.messages), where
+    # Its thread's last word is not "still wrong: …": what was still settling when the cause
+    # recovered (a VIP not yet home, a clone instance not yet started) is closed there too.
+    for root in r.roots:
+        replies = [m for m in r.messages if m.incident == root.incident and m.kind == "reply"]
+        assert not replies or "still wrong" not in replies[-1].verdict, where
     # Pages only for CRITICAL; none for what approved fixes do.
     assert all(CRITICAL in m.verdict for m in r.pages), where
     if _only_fixes(seq):
