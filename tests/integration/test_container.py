@@ -91,9 +91,19 @@ def test_healthcheck_reports_a_running_bot_healthy(image: str, tmp_path: Path) -
     config = tmp_path / "etc"
     config.mkdir(mode=0o755)
     config.chmod(0o755)
+    # `run` refuses a config check-config would flag: a real key and known_hosts, readable by
+    # the image's unprivileged user (test files only: a real key is 0600 and owned by that user).
+    import asyncssh
+
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(config / "id_ed25519"))
+    (config / "known_hosts").write_text("")
+    for f in ("id_ed25519", "known_hosts"):
+        (config / f).chmod(0o644)
     (config / "clusterbot.toml").write_text(
         'alert_channel = "C0ALERTS0"\nslack_api_url = "http://127.0.0.1:9/api/"\n'  # nothing listens
-        '[[clusters]]\nname = "c1"\nnodes = [{ name = "n1", host = "127.0.0.1", port = 9 }]\n')
+        '[[clusters]]\nname = "c1"\nssh_key = "/etc/clusterbot/id_ed25519"\n'
+        'known_hosts = "/etc/clusterbot/known_hosts"\n'
+        'nodes = [{ name = "n1", host = "127.0.0.1", port = 9 }]\n')
     (config / "clusterbot.toml").chmod(0o644)
     name = f"cbtest-{uuid.uuid4().hex[:8]}"
     sh(*PODMAN, "run", "-d", "--name", name, *OPTS, "-v", f"{config}:/etc/clusterbot:ro",
