@@ -56,19 +56,9 @@ class Bot:
 async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
     """Socket Mode when SLACK_APP_TOKEN is set (no inbound port), else HTTP on http_port."""
     stack = AsyncExitStack()
-    try:
-        return await _start_bot(settings, stack, watch=watch)
-    except BaseException:
-        # A refused token or a busy port ends startup: what was built so far is closed, so the
-        # one-line error is not followed by "Unclosed client session" and the like.
-        await stack.aclose()
-        raise
-
-
-async def _start_bot(settings: Settings, stack: AsyncExitStack, *, watch: bool) -> Bot:
-    runtime = await Runtime.start(settings, stack)
     bot: Bot | None = None
     try:
+        runtime = await Runtime.start(settings, stack)
         metrics = Metrics()
         metrics.watch_pool(lambda: runtime.pool.stats)
         session = aiohttp.ClientSession()
@@ -78,7 +68,9 @@ async def _start_bot(settings: Settings, stack: AsyncExitStack, *, watch: bool) 
                         socket_mode=settings.slack_app_token is not None)
         bot = Bot(settings, runtime, app, stack=stack, metrics=metrics)
         await _serve(bot, client, watch)
-    except BaseException:  # a refused token or a bad setting: nothing keeps running behind its line
+    except BaseException:
+        # A refused token, a busy port or a bad setting ends startup: what was built so far is
+        # closed, so the one-line error is not followed by "Unclosed client session" and the like.
         await (bot.stop() if bot is not None else stack.aclose())
         raise
     return bot
