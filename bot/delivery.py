@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,12 +43,19 @@ MAX_DOUBLINGS = 30  # caps the exponent: 2.0 ** attempts overflows a float after
 PRUNE_EVERY = timedelta(hours=1)
 
 
+# Asked before every send with the outbox item's id: False means another replica leads now (a
+# newer epoch), so this one must not post (bot/leader.py).
+Claim = Callable[[int], Awaitable[bool]]
+
+
 @dataclass
 class Deliverer:
     store: Store
     poster: Poster
     clock: Callable[[], datetime]
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    claim: Claim | None = None
+    closing: bool = False  # finish(): deliver what is due, then end run()
     max_backoff_s: float = MAX_BACKOFF_S
     delivered: int = 0
     stopped: bool = False  # run() has ended: nothing delivers alerts any more (readiness reports it)
@@ -73,14 +80,23 @@ class Deliverer:
     async def run(self, idle_s: float = 1.0) -> None:
         try:
             while True:
+                sent = 0
                 try:
-                    await self.deliver_due()
+                    sent = await self.deliver_due()
                     self.prune_if_due()
                 except Exception:  # the store itself failed: alerts wait in the outbox, the loop lives on
                     log.exception("alert delivery round failed; trying again in %.0fs", idle_s)
-                await self._idle(idle_s)
+                if self.closing and not sent:  # drained: nothing more is due, or Slack fails now
+                    return
+                if not self.closing:
+                    await self._idle(idle_s)
         finally:
             self.stopped = True
+
+    def finish(self) -> None:
+        """A planned stop: the send in flight completes, what is due is delivered, run() ends."""
+        self.closing = True
+        self.wake.set()
 
     def prune_if_due(self) -> None:
         """Hourly: forget what was delivered or resolved longer than `retention` ago, so the state
@@ -102,6 +118,9 @@ class Deliverer:
         self.wake.clear()
 
     async def _one(self, item: OutboxItem) -> bool:
+        if self.claim is not None and not await self.claim(item.id):
+            log.warning("alert %d not sent: this replica no longer leads", item.id)
+            return False
         try:
             result = await self._send(item)
         except SlackApiError as err:

@@ -80,6 +80,12 @@ class Metrics:
                               "(ok, Slack's error code, http_NNN).", ["method", "result"], registry=r)
         self._push = Counter(f"{PREFIX}push_requests", "Requests to /push, by outcome.", ["outcome"],
                              registry=r)
+        self._leader = Gauge(f"{PREFIX}leader", "1 while this replica is the leader (runs the watcher "
+                             "and the alert deliverer), else 0.", registry=r)
+        self._epoch = Gauge(f"{PREFIX}leader_epoch", "The epoch this replica last led in (0: never).",
+                            registry=r)
+        self._leader_changes = Counter(f"{PREFIX}leader_changes", "Times this replica became leader or "
+                                       "stopped being it.", registry=r)
 
     # -- polling ---------------------------------------------------------------------------
 
@@ -138,6 +144,12 @@ class Metrics:
     def push(self, outcome: str) -> None:
         """One /push request: accepted, unauthorized, bad_request, unknown_cluster, too_large."""
         self._push.labels(label(outcome)).inc()
+
+    def leadership(self, leader: bool, epoch: int | None) -> None:
+        """A change of role (every replica starts as a follower, reported as 0 from the start)."""
+        self._leader.set(1 if leader else 0)
+        self._epoch.set(epoch or 0)
+        self._leader_changes.inc()
 
     # -- the SSH pool ----------------------------------------------------------------------
 

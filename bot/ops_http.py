@@ -54,11 +54,14 @@ def signature(secret: str | bytes, timestamp: str, body: bytes) -> str:
 
 
 def health_routes(*, slack_connected: Check, store_writable: Check,
-                  delivery_running: Check | None = None) -> list[web.RouteDef]:
+                  delivery_running: Check | None = None,
+                  leadership: Callable[[], Mapping[str, object]] | None = None) -> list[web.RouteDef]:
     """GET /healthz: liveness (the event loop answers). /healthz?ready=1 and /readyz: readiness.
 
     delivery_running, when the bot watches clusters: the alert deliverer's loop still runs (had it
-    died, alerts would pile up in the outbox with nothing else to show for it)."""
+    died, alerts would pile up in the outbox with nothing else to show for it). leadership: this
+    replica's role, epoch and whether the leader lock's database answers; shown, not a check: a
+    follower is as ready to answer Slack as the leader."""
     checks: dict[str, Check] = {"slack": slack_connected, "store": store_writable}
     if delivery_running is not None:
         checks["delivery"] = delivery_running
@@ -66,8 +69,10 @@ def health_routes(*, slack_connected: Check, store_writable: Check,
     async def readyz(request: web.Request) -> web.Response:
         results = await _run_checks(checks)
         ready = all(results.values())
-        return web.json_response({"status": "ready" if ready else "not ready", "checks": results},
-                                 status=200 if ready else 503)
+        body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": results}
+        if leadership is not None:
+            body.update(leadership())
+        return web.json_response(body, status=200 if ready else 503)
 
     async def healthz(request: web.Request) -> web.Response:
         if request.query.get("ready", "") not in ("", "0", "false"):
@@ -206,13 +211,14 @@ def _error(status: int, message: str) -> web.Response:
 def ops_routes(*, metrics: Metrics | None = None, slack_connected: Check | None = None,
                store_writable: Check | None = None, delivery_running: Check | None = None,
                push_secret: str | bytes | None = None, wake: Wake | None = None,
-               serve_metrics: bool = True) -> list[web.RouteDef]:
+               serve_metrics: bool = True,
+               leadership: Callable[[], Mapping[str, object]] | None = None) -> list[web.RouteDef]:
     """Every ops route whose dependencies were given: health always, the others when wired.
 
     serve_metrics=False: /metrics stays unmounted (the public Slack port) while /push still counts."""
     routes = health_routes(slack_connected=slack_connected or (lambda: True),
                            store_writable=store_writable or (lambda: True),
-                           delivery_running=delivery_running)
+                           delivery_running=delivery_running, leadership=leadership)
     if metrics is not None and serve_metrics:
         routes += metrics_routes(metrics)
     if push_secret and wake is not None:

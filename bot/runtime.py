@@ -14,7 +14,7 @@ from typing import TextIO
 
 from bot.collect import Ask, Collector
 from bot.console import BANNER, Console, Extra
-from bot.delivery import Deliverer
+from bot.delivery import Claim, Deliverer
 from bot.errors import ConfigError
 from bot.metrics import Metrics
 from bot.pacemaker.merge import ClusterReport
@@ -53,6 +53,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     watcher: Watcher | None = None
     deliverer: Deliverer | None = None
+    watching: list[asyncio.Task[None]] = field(default_factory=list)  # the watcher's, the deliverer's
 
     @classmethod
     async def start(cls, settings: Settings, stack: AsyncExitStack) -> Runtime:
@@ -65,26 +66,46 @@ class Runtime:
         stack.push_async_callback(rt.stop_tasks)
         return rt
 
-    def watch(self, poster: Poster, *, fix_button: bool = False, metrics: Metrics | None = None) -> Watcher:
-        """Start the watcher and the alert deliverer as background tasks."""
+    def watch(self, poster: Poster, *, fix_button: bool = False, metrics: Metrics | None = None,
+              claim: Claim | None = None) -> Watcher:
+        """Start the watcher and the alert deliverer as background tasks (the leader's work).
+        `claim`: asked before every send whether this replica may still post it."""
         self.deliverer = Deliverer(self.store, poster, now, max_backoff_s=self.settings.alert_retry_max_s,
-                                   retention=timedelta(days=self.settings.retention_days))
+                                   retention=timedelta(days=self.settings.retention_days), claim=claim)
         self.watcher = Watcher(self.settings, self.services.collect, self.store, now,
                                notify=self.deliverer.wake.set, fix_button=fix_button, metrics=metrics)
-        self.tasks += [asyncio.create_task(self.watcher.run(), name="watcher"),
-                       asyncio.create_task(self.deliverer.run(), name="deliverer")]
+        self.watching = [asyncio.create_task(self.watcher.run(), name="watcher"),
+                         asyncio.create_task(self.deliverer.run(), name="deliverer")]
         return self.watcher
+
+    async def unwatch(self, *, drain: bool, drain_timeout_s: float) -> None:
+        """Stop the watcher, then the deliverer. drain (a planned handover): the deliverer first
+        finishes what is due, so the next leader repeats nothing; otherwise (deposed) at once."""
+        if not self.watching:
+            return
+        watcher, delivering = self.watching
+        self.watching = []
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        if drain and self.deliverer is not None:
+            self.deliverer.finish()
+            await asyncio.wait({delivering}, timeout=drain_timeout_s)
+        delivering.cancel()
+        await asyncio.gather(delivering, return_exceptions=True)
+        self.watcher = self.deliverer = None
 
     async def approvals(self, poster: Poster, *, default_channel: str = "console",
                         members_of: Callable[[str], Awaitable[set[str]]] | None = None,
-                        metrics: Metrics | None = None) -> Remediation:
-        """Enable approval-gated remediation; resume what a restart interrupted."""
+                        metrics: Metrics | None = None, resume: bool = True) -> Remediation:
+        """Enable approval-gated remediation; resume what a restart interrupted (resume=False:
+        the leader does that when it takes over, see bot/leader.py)."""
         rem = Remediation(self.settings, self.store, self._fresh_collect, self.collector, poster,
                           now, default_channel=default_channel, metrics=metrics)
         if members_of is not None:
             rem.members_of = members_of
         self.services.remediation = rem
-        await rem.resume()
+        if resume:
+            await rem.resume()
         self.tasks.append(asyncio.create_task(rem.run_sweeper(), name="approval-sweeper"))
         return rem
 
@@ -95,10 +116,11 @@ class Runtime:
     async def stop_tasks(self) -> None:
         if self.services.remediation is not None:
             await self.services.remediation.wait_idle()
-        for task in self.tasks:
+        for task in (*self.tasks, *self.watching):
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.watching, return_exceptions=True)
         self.tasks.clear()
+        self.watching.clear()
 
 
 def decision_commands(rem: Remediation, con: Console) -> dict[str, Extra]:

@@ -14,9 +14,11 @@ import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.leader import DRAIN_TIMEOUT_S, Leadership, leader_lock, timing
 from bot.metrics import Metrics
 from bot.ops_http import ops_routes, serve_ops, sqlite_writable
 from bot.poster import SlackPoster
+from bot.remediation import Remediation
 from bot.runtime import DB_NAME, Runtime
 from bot.settings import Settings
 from bot.slack import decisions
@@ -38,6 +40,8 @@ class Bot:
     ops: HttpServer | None = None
     metrics: Metrics = field(default_factory=Metrics)
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    leadership: Leadership | None = None  # None: not watching (watch=False)
+    leading: asyncio.Task[None] | None = None
 
     @property
     def mode(self) -> str:
@@ -50,7 +54,20 @@ class Bot:
             await self.socket.close_async()  # type: ignore[no-untyped-call]  # unannotated in bolt
         if self.http is not None:
             await self.http.close()
+        await self._hand_over()
         await self.stack.aclose()
+
+    async def _hand_over(self) -> None:
+        """A planned stop, once no new command or click can arrive: a fix in flight finishes (the
+        next leader would call it interrupted), queued alerts are delivered, then the lock is let go."""
+        if self.leadership is None:
+            return
+        if self.runtime.services.remediation is not None:
+            await self.runtime.services.remediation.wait_idle()
+        await self.leadership.resign()
+        if self.leading is not None:
+            self.leading.cancel()
+            await asyncio.gather(self.leading, return_exceptions=True)
 
 
 async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
@@ -81,10 +98,10 @@ async def _serve(bot: Bot, client: AsyncWebClient, watch: bool) -> None:
     socket_mode = settings.slack_app_token is not None
     poster = SlackPoster(client)
     rem = await runtime.approvals(poster, default_channel=settings.alert_channel or "",
-                                  members_of=group_resolver(client), metrics=metrics)
+                                  members_of=group_resolver(client), metrics=metrics, resume=not watch)
     decisions.register(app, rem, runtime.store)
     if watch:
-        runtime.watch(poster, fix_button=True, metrics=metrics)
+        await _lead(bot, poster, rem)
     deps = _ops_deps(bot)
     if socket_mode:
         assert settings.slack_app_token is not None
@@ -100,6 +117,31 @@ async def _serve(bot: Bot, client: AsyncWebClient, watch: bool) -> None:
         log.warning("push_secret is set but Socket Mode has no HTTP port: set metrics_port for /push")
 
 
+async def _lead(bot: Bot, poster: SlackPoster, rem: Remediation) -> None:
+    """Every replica serves Slack; the one holding the leader lock also watches and delivers."""
+    runtime = bot.runtime
+    lock, epochs = leader_lock(bot.settings)
+
+    async def gain(epoch: int) -> None:
+        runtime.watch(poster, fix_button=True, metrics=bot.metrics, claim=lead.claim)
+        runtime.tasks.append(asyncio.create_task(_resume(rem), name="approvals-resume"))
+
+    async def lose(drain: bool) -> None:
+        await runtime.unwatch(drain=drain, drain_timeout_s=DRAIN_TIMEOUT_S)
+
+    lead = Leadership(lock, epochs, gain, lose, timing=timing(bot.settings), metrics=bot.metrics)
+    bot.leadership = lead
+    await lead.try_once()  # a lone replica leads before it serves anything
+    bot.leading = asyncio.create_task(lead.run(), name="leadership")
+
+
+async def _resume(rem: Remediation) -> None:
+    """The new leader takes over what the old one left: fixes it was running are failed (outcome
+    unknown), approved ones re-checked. Fixes this replica runs itself finish first."""
+    await rem.wait_idle()
+    await rem.resume()
+
+
 def _ops_deps(bot: Bot) -> dict[str, Any]:
     """What /healthz, /readyz, /metrics and /push need from the running bot."""
     settings, runtime = bot.settings, bot.runtime
@@ -108,7 +150,9 @@ def _ops_deps(bot: Bot) -> dict[str, Any]:
         return await bot.socket.client.is_connected() if bot.socket is not None else True
 
     def wake(cluster: str) -> bool:
-        return runtime.watcher is not None and runtime.watcher.wake(cluster)
+        if runtime.watcher is not None:
+            return runtime.watcher.wake(cluster)
+        return settings.cluster(cluster) is not None  # a follower: the leader polls it on its own
 
     def delivering() -> bool:  # not watching (watch=False): no alerts to deliver, nothing to fail
         return runtime.deliverer is None or not runtime.deliverer.stopped
@@ -116,7 +160,8 @@ def _ops_deps(bot: Bot) -> dict[str, Any]:
     secret = settings.push_secret.get_secret_value() if settings.push_secret else None
     return {"metrics": bot.metrics, "slack_connected": slack_ok, "wake": wake, "push_secret": secret,
             "store_writable": sqlite_writable(Path(settings.state_dir) / DB_NAME),
-            "delivery_running": delivering}
+            "delivery_running": delivering,
+            "leadership": bot.leadership.status if bot.leadership is not None else None}
 
 
 async def run_forever(settings: Settings) -> None:

@@ -137,6 +137,16 @@ class Settings(BaseSettings):
         "its crm_mon answer is unchanged (the status shows their age); 0 asks them every time. "
         "crm_mon itself is always asked; remediation checks always ask everything."))
     alert_retry_max_s: float = Field(60.0, gt=0, le=3600)  # longest wait between alert retries
+    # Two or more replicas: one leader runs the watcher and the deliverer (bot/leader.py has the
+    # arithmetic: a leader cut off from the database stops within check + timeout, long before
+    # the server frees its lock for a follower).
+    leader_retry_s: float = Field(1.0, ge=0.1, le=60, description=(
+        "A follower tries to take the leader lock this often (failover after a crash: at most this "
+        "plus one poll)."))
+    leader_check_s: float = Field(1.0, ge=0.1, le=60, description=(
+        "The leader confirms it still holds the lock this often."))
+    leader_timeout_s: float = Field(1.5, ge=0.1, le=60, description=(
+        "The leader steps down (stops watching and posting) when a lock confirmation takes longer."))
     retention_days: float = Field(30.0, ge=1, le=3650, description=(
         "Delivered alert messages and resolved incidents older than this are deleted from the "
         "state database (hourly). The audit log is kept whole."))

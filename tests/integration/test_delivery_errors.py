@@ -223,7 +223,7 @@ async def test_readyz_reports_a_stopped_deliverer() -> None:
         url = f"http://127.0.0.1:{h.bot.ops.port}/readyz"
         async with h.http.get(url) as resp:
             assert resp.status == 200 and (await resp.json())["checks"]["delivery"] is True
-        (task,) = [t for t in h.bot.runtime.tasks if t.get_name() == "deliverer"]
+        (task,) = [t for t in h.bot.runtime.watching if t.get_name() == "deliverer"]
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         async with h.http.get(url) as resp:
