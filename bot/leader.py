@@ -224,8 +224,11 @@ class PgAdvisoryLock:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        # Closing ends the session, which frees the lock; on a dead network the close must not
-        # hold up the step-down, so it gets a bounded moment and is then abandoned.
+        # Unlock first: the server ends a closed session a moment later, and a follower should not
+        # find the lock still taken. On a dead network neither may hold up the caller for long.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timing.timeout_s):
+                await conn.execute("SELECT pg_advisory_unlock_all()")
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.timing.timeout_s):
                 await conn.close()
