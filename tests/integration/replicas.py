@@ -15,14 +15,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
+
+from bot.demo.cluster import DemoCluster
 from tests.fakes.nodes import FakeCluster
+from tests.fakes.signing import block_actions_body, sign, slash_command_body
 from tests.fakes.slack import Call, FakeSlack
 from tests.integration.test_cli_first_hour import clean_env
 from tests.integration.test_cli_status import write_config
 
 ALERTS = "C0ALERTS"
+CHANNEL = "C0CHAN"  # where people type commands and click
 SECRET = "replica-signing-secret"
 WAIT_S = 60.0  # a bound on any one expected event; the machine is shared and loaded
 Record = dict[str, Any]
@@ -80,6 +86,32 @@ class Replica:
         record = await self.wait_log(lambda r: r.get("role") == "leader", timeout, after)
         return int(record["epoch"])
 
+    async def slash(self, slack: FakeSlack, text: str, user: str) -> int:
+        """`/cluster TEXT` from `user`, signed, to this replica's Slack port; the HTTP status."""
+        url = slack.response_url(channel=CHANNEL, user=user)
+        body = slash_command_body(text=text, user_id=user, channel_id=CHANNEL, response_url=url)
+        return await self._post(body)
+
+    async def click(self, slack: FakeSlack, action_id: str, value: str, user: str) -> int:
+        url = slack.response_url(channel=CHANNEL, user=user, message_ts="1.0", kind="actions")
+        body = block_actions_body(action_id=action_id, value=value, user_id=user, channel_id=CHANNEL,
+                                  message_ts="1.0", response_url=url)
+        return await self._post(body)
+
+    async def _post(self, body: bytes) -> int:
+        port = await self.port("HTTP mode")
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(SECRET, body)}
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{port}/slack/events", data=body, headers=headers) as resp:
+            await resp.read()
+            return resp.status
+
+    async def ops(self, path: str) -> tuple[int, str]:
+        """GET an ops endpoint (/readyz, /metrics) of this replica."""
+        port = await self.port("ops endpoints")
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as resp:
+            return resp.status, await resp.text()
+
     async def port(self, what: str) -> int:
         """The port of "HTTP mode" (Slack) or "ops endpoints" (/readyz, /metrics), from the log."""
         record = await self.wait_log(lambda r: str(r.get("msg")).startswith(what))
@@ -132,15 +164,16 @@ class Replicas:
 
 
 @asynccontextmanager
-async def replicas(slack: FakeSlack, cluster: FakeCluster, tmp: Path, *, store: str | None = None,
-                   **settings: object) -> AsyncIterator[Replicas]:
+async def replicas(slack: FakeSlack, cluster: FakeCluster | DemoCluster, tmp: Path, *,
+                   store: str | None = None, **settings: object) -> AsyncIterator[Replicas]:
     """A config for `cluster` (state in tmp, or in the database `store`: a store_url), and a way
     to start replicas on it; every replica still running at the end is killed."""
     top = {**FAST, **settings, "alert_channel": ALERTS}
     lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in top.items())
     if store is not None:
         lines += f"store_url = {json.dumps(store)}\n"
-    config = write_config(cluster, tmp / "clusterbot.toml", lines)
+    config = write_config(cluster if isinstance(cluster, FakeCluster) else SimpleNamespace(
+        config=cluster.config()), tmp / "clusterbot.toml", lines)
     env = clean_env(SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=SECRET,
                     CLUSTERBOT_SLACK_API_URL=slack.api_url, CLUSTERBOT_HTTP_HOST="127.0.0.1",
                     CLUSTERBOT_HTTP_PORT="0", CLUSTERBOT_METRICS_PORT="0")

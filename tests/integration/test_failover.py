@@ -3,14 +3,18 @@ over when it dies or stops, and no alert is lost or doubled (issue 15)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 from pathlib import Path
 
+from bot.demo.cluster import DemoCluster
 from tests.fakes.nodes import fake_cluster
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import Call, FakeSlack
 from tests.integration.replicas import WAIT_S, Replicas, replicas
 
 CRASH = "c_node3_crashed"
+BOSS = "U0BOSS"
 
 
 async def incident_then_kill_leader(group: Replicas) -> None:
@@ -62,3 +66,44 @@ async def test_sqlite_sigterm_hands_over_without_a_duplicate(tmp_path: Path) -> 
         texts = [str(c.params.get("text")) for c in group.posts()]
         assert len(texts) == len(set(texts)), texts  # nothing said twice
         assert len(group.roots()) == 1
+
+
+async def test_sqlite_replicas_show_their_roles_on_readyz_and_metrics(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc, FakeSlack() as slack, replicas(slack, fc, tmp_path) as group:
+        a = await group.start("a")
+        epoch = await a.leading()
+        b = await group.start("b")
+        shown = {}
+        for r in (a, b):
+            status, body = await r.ops("/readyz")
+            assert status == 200, body
+            shown[r.name] = json.loads(body)
+            _, metrics = await r.ops("/metrics")
+            assert f"clusterbot_leader {1.0 if r is a else 0.0}" in metrics
+        assert (shown["a"]["role"], shown["a"]["epoch"], shown["a"]["database"]) == ("leader", epoch, True)
+        assert (shown["b"]["role"], shown["b"]["epoch"], shown["b"]["database"]) == ("follower", None, True)
+        assert shown["a"]["checks"]["delivery"] and shown["b"]["checks"]["delivery"]
+
+
+async def test_an_approval_clicked_through_both_replicas_runs_once(tmp_path: Path) -> None:
+    async with FakeSlack() as slack, DemoCluster() as demo, \
+            replicas(slack, demo, tmp_path, approvers=[BOSS]) as group:
+        await demo.demo_command(("fail", "virtual_ip_2"))
+        a = await group.start("a")
+        await a.leading()
+        b = await group.start("b")
+        assert await b.slash(slack, "cleanup prod-haproxy virtual_ip_2", "U0USER") == 200
+        root = await group.slack.wait_for("chat.postMessage", lambda c: "requested by" in _text(c),
+                                          timeout=WAIT_S)
+        request = next(e["value"] for block in root.params["blocks"] if block["type"] == "actions"
+                       for e in block["elements"] if e.get("action_id") == "clusterbot:approve")
+        clicks = await asyncio.gather(*(r.click(slack, "clusterbot:approve", request, BOSS)
+                                        for r in (a, b, a, b)))
+        assert clicks == [200] * 4
+        await group.slack.wait_for("chat.postMessage", lambda c: "verified" in _text(c), timeout=WAIT_S)
+        cleanups = [c for s in demo.servers.values() for c in s.commands if "pcs resource cleanup" in c]
+        assert cleanups == ["sudo -n pcs resource cleanup virtual_ip_2"]
+
+
+def _text(call: Call) -> str:
+    return json.dumps(call.params.get("blocks", [])) + str(call.params.get("text", ""))
