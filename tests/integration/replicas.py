@@ -138,10 +138,12 @@ class Replicas:
     env: dict[str, str]
     all: list[Replica] = field(default_factory=list)
 
-    async def start(self, name: str, **env: str) -> Replica:
+    async def start(self, name: str, *, cwd: str | None = None, **env: str) -> Replica:
+        """A replica (`cwd`: another source tree, for upgrades); returns once it serves."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "run", "--config", str(self.config), "--log-format", "json",
-            env={**self.env, **env}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            env={**self.env, **env}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            cwd=cwd)
         replica = Replica(name, proc)
         replica._reader = asyncio.create_task(replica._read(), name=f"read:{name}")
         self.all.append(replica)
