@@ -63,7 +63,8 @@ LOCK_FILE = "clusterbot.leader.lock"
 PG_LOCK_KEY = (0x636C7573, 0x6C656164)
 KEEPALIVE_INTERVAL_S = 1
 KEEPALIVE_COUNT = 2
-DRAIN_TIMEOUT_S = 20.0  # a planned stop delivers what is queued for at most this long
+DRAIN_TIMEOUT_S = 20.0
+TAKE_TIMEOUT_S = 5.0  # taking the epoch after the lock; longer and the lock goes back  # a planned stop delivers what is queued for at most this long
 
 
 class Role(StrEnum):
@@ -307,7 +308,9 @@ class Leadership:
             if not await self.lock.try_acquire():
                 self._reached(True)
                 return
-            epoch = await self.store.take_leadership(self.holder, self.clock())
+            # Bounded: a store stuck on a dead connection must not keep the lock from everyone.
+            async with asyncio.timeout(TAKE_TIMEOUT_S):
+                epoch = await self.store.take_leadership(self.holder, self.clock())
         except Exception as exc:  # the database is away: stay a follower, try again
             self._reached(False, exc)
             await self.lock.release()
