@@ -105,17 +105,14 @@ class Watcher:
         report: ClusterReport = await self.collect(cluster, ask=Ask.TURN)
         if self.metrics is not None:
             self.metrics.record_poll(report, self.monotonic() - started)
-        memory = self._memory.get(cluster.name)
-        # The collector hands back the very same report when no node said anything new.
-        if (report is self._last.get(cluster.name) and memory is not None
-                and not step.release_due(memory, self.clock(), self.settings.settle_s)):
-            drafts: tuple[IncidentDraft, ...] = ()
-            if step.looks_unchanged(memory, self.monotonic()):
-                self._decide(step.unchanged, cluster, report)
-        else:
-            drafts = self.observe(cluster, report)
-            # Only once observed and committed: a report whose writes failed is news next poll too.
-            self._last[cluster.name] = report
+        name = cluster.name
+        decide = step.needed(self._memory.get(name), report is self._last.get(name), self.clock(),
+                             self.monotonic(), self.settings.settle_s)
+        drafts: tuple[IncidentDraft, ...] = ()
+        if decide is not None:
+            drafts = self._decide(decide, cluster, report)
+            # Only once decided and committed: a report whose writes failed is news next poll too.
+            self._last[name] = report
         self.polls += 1
         async with self._polled:
             self._polled.notify_all()
@@ -131,8 +128,8 @@ class Watcher:
         """Diff a fresh report against the stored state and turn the changes into messages."""
         return self._decide(step.observe, cluster, report)
 
-    def _decide(self, decide: Callable[[Memory, ClusterReport, Known, Rules, datetime, float], step.Step],
-                cluster: ClusterConfig, report: ClusterReport) -> tuple[IncidentDraft, ...]:
+    def _decide(self, decide: step.Decide, cluster: ClusterConfig,
+                report: ClusterReport) -> tuple[IncidentDraft, ...]:
         now, rules = self.clock(), self._rules(cluster)
         memory, known = self._read(cluster, rules, now)
         done = decide(memory, report, known, rules, now, self.monotonic())

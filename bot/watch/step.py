@@ -152,17 +152,26 @@ def unchanged(memory: Memory, report: ClusterReport, known: Known, rules: Rules,
     return poll.done(())
 
 
+Decide = Callable[[Memory, ClusterReport, Known, Rules, datetime, float], Step]
+
+
+def needed(memory: Memory | None, same: bool, now: datetime, mono: float, settle_s: float) -> Decide | None:
+    """What a poll must decide. `same`: the collector handed back the very report of the last
+    poll (no node said anything new). A report that may have changed, or a held finding whose
+    settle time is over, is observed; the same report only when time alone may end something
+    (`unchanged`); else nothing, and the store is not touched: one look at the memory a poll."""
+    if memory is None or not same or _release_due(memory, now, settle_s):
+        return observe
+    if flap_due(memory.flaps, mono) or memory.fix_roots is not False:
+        return unchanged
+    return None
+
+
 def flap_due(flaps: FlapClock | None, mono: float) -> bool:
     return flaps is not None and flaps.due is not None and mono >= flaps.due
 
 
-def looks_unchanged(memory: Memory, mono: float) -> bool:
-    """Whether an unchanged report needs `unchanged` (and the store) at all. Until a flap is due
-    or while a fix's root may be open, one look at the memory per poll: no query."""
-    return flap_due(memory.flaps, mono) or memory.fix_roots is not False
-
-
-def release_due(memory: Memory, now: datetime, settle_s: float) -> bool:
+def _release_due(memory: Memory, now: datetime, settle_s: float) -> bool:
     """A held finding's settle time is over: the report must be looked at again, unchanged or not."""
     state = memory.state
     if state is None or not state.settling.held:
