@@ -71,12 +71,12 @@ class Book:
                                                           None, record)
             elif isinstance(e, UpdateIncident):
                 inc = self.incidents[idof(e.ref)]
-                self.incidents[inc.ref] = replace(inc, severity=e.severity or inc.severity,
+                self.incidents[idof(inc.ref)] = replace(inc, severity=e.severity or inc.severity,
                                                    title=e.title or inc.title, record=e.record or inc.record)
             elif isinstance(e, ReopenIncident | ResolveIncident):
                 inc = self.incidents[idof(e.ref)]
                 ended = e.at if isinstance(e, ResolveIncident) else None
-                self.incidents[inc.ref] = replace(inc, open=ended is None, resolved_at=ended)
+                self.incidents[idof(inc.ref)] = replace(inc, open=ended is None, resolved_at=ended)
             elif isinstance(e, Post):
                 self.posts.append(replace(e, incident=None if e.incident is None else idof(e.incident)))
         return done
@@ -174,6 +174,18 @@ def test_first_sight_of_an_unhealthy_cluster_opens_the_initial_incident_once() -
 def test_first_sight_of_a_healthy_cluster_only_saves_its_state() -> None:
     done = Book().poll(HEALTHY)
     assert [type(e) for e in done.effects] == [SaveState]
+
+
+def test_the_first_view_after_a_blind_start_is_told_in_the_initial_incident() -> None:
+    book = Book()
+    book.poll(report("a_healthy", **dict.fromkeys(NODES, "ssh: connection timed out")))
+    initial = book.open(INITIAL_KEY)
+    assert initial is not None
+    done = book.poll(STOPPED)
+    assert of(done, OpenIncident) == []  # no earlier view to diff against: nothing else says it
+    assert [(p.kind, p.incident) for p in of(done, Post)] == [
+        (MessageKind.EDIT, initial.ref), (MessageKind.REPLY, initial.ref)]
+    assert of(book.poll(STOPPED), Post) == []  # said once
 
 
 def settling_ended(ago: float) -> Book:
