@@ -242,4 +242,4 @@ class _Ids:
 
 def _view(inc: Incident) -> fx.IncidentView:
     return fx.IncidentView(inc.id, inc.key, inc.state is IncidentState.OPEN, inc.severity, inc.title,
-                        inc.opened_at, inc.resolved_at, IncidentRecord(inc.payload))
+                           inc.opened_at, inc.resolved_at, IncidentRecord(inc.payload))

@@ -3,8 +3,8 @@
 Following up an open incident: how loud the news is, and whether its root is edited. Flapping: a
 key toggling more than `limit` times in a window is told once as a flapping incident and then stays
 quiet until it has not toggled for a whole window; these functions say when to be quiet, what to
-open or widen, and which flaps calmed. The watcher (bot/watcher.py) looks up the incidents they
-name and applies the effects in its one store transaction per poll.
+open or widen, and which flaps calmed. The poll's step (bot/watch/step.py) looks up the incidents
+they name and turns the answers into the poll's effects.
 """
 
 from __future__ import annotations
