@@ -63,8 +63,8 @@ LOCK_FILE = "clusterbot.leader.lock"
 PG_LOCK_KEY = (0x636C7573, 0x6C656164)
 KEEPALIVE_INTERVAL_S = 1
 KEEPALIVE_COUNT = 2
-DRAIN_TIMEOUT_S = 20.0
-TAKE_TIMEOUT_S = 5.0  # taking the epoch after the lock; longer and the lock goes back  # a planned stop delivers what is queued for at most this long
+DRAIN_TIMEOUT_S = 20.0  # a planned stop delivers what is queued for at most this long
+TAKE_TIMEOUT_S = 5.0  # taking the epoch after the lock; longer and the lock goes back
 
 
 class Role(StrEnum):
