@@ -322,7 +322,7 @@ class Leadership:
         self.role, self.epoch, self.since = Role.LEADER, epoch, self.clock()
         self._lost.clear()
         self._changed()
-        log.warning("leadership gained: this replica (%s) is the leader, epoch %d; it runs the watcher "
+        log.info("leadership gained: this replica (%s) is the leader, epoch %d; it runs the watcher "
                     "and the alert deliverer", self.holder, epoch,
                     extra={"role": "leader", "epoch": epoch})
         try:

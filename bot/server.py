@@ -101,7 +101,7 @@ async def _serve(bot: Bot, client: AsyncWebClient, watch: bool) -> None:
                                   members_of=group_resolver(client), metrics=metrics, resume=not watch)
     decisions.register(app, rem, runtime.store)
     if watch:
-        await _lead(bot, poster, rem)
+        bot.leadership = _leadership(bot, poster, rem)
     deps = _ops_deps(bot)
     if socket_mode:
         assert settings.slack_app_token is not None
@@ -115,9 +115,12 @@ async def _serve(bot: Bot, client: AsyncWebClient, watch: bool) -> None:
         bot.ops = await serve_ops(settings.http_host, settings.metrics_port, ops_routes(**deps))
     elif socket_mode and settings.push_secret is not None:
         log.warning("push_secret is set but Socket Mode has no HTTP port: set metrics_port for /push")
+    if bot.leadership is not None:  # only once Slack took the token: a broken replica never leads
+        await bot.leadership.try_once()  # a lone replica leads before start_bot returns
+        bot.leading = asyncio.create_task(bot.leadership.run(), name="leadership")
 
 
-async def _lead(bot: Bot, poster: SlackPoster, rem: Remediation) -> None:
+def _leadership(bot: Bot, poster: SlackPoster, rem: Remediation) -> Leadership:
     """Every replica serves Slack; the one holding the leader lock also watches and delivers."""
     runtime = bot.runtime
     lock, epochs = leader_lock(bot.settings)
@@ -130,9 +133,7 @@ async def _lead(bot: Bot, poster: SlackPoster, rem: Remediation) -> None:
         await runtime.unwatch(drain=drain, drain_timeout_s=DRAIN_TIMEOUT_S)
 
     lead = Leadership(lock, epochs, gain, lose, timing=timing(bot.settings), metrics=bot.metrics)
-    bot.leadership = lead
-    await lead.try_once()  # a lone replica leads before it serves anything
-    bot.leading = asyncio.create_task(lead.run(), name="leadership")
+    return lead
 
 
 async def _resume(rem: Remediation) -> None:
