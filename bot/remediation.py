@@ -249,6 +249,11 @@ class Remediation:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_crash)
 
+    @property
+    def idle(self) -> bool:
+        """No approved command runs in this process now."""
+        return not self._tasks
+
     async def wait_idle(self) -> None:
         """Wait for running remediations (tests, shutdown)."""
         while self._tasks:

@@ -127,7 +127,10 @@ def _leadership(bot: Bot, poster: SlackPoster, rem: Remediation) -> Leadership:
 
     async def gain(epoch: int) -> None:
         runtime.watch(poster, fix_button=True, metrics=bot.metrics, claim=lead.claim)
-        runtime.tasks.append(asyncio.create_task(_resume(rem), name="approvals-resume"))
+        if rem.idle:  # at start, and at most failovers: done before the first request is served
+            await rem.resume()
+        else:
+            runtime.tasks.append(asyncio.create_task(_resume(rem), name="approvals-resume"))
 
     async def lose(drain: bool) -> None:
         await runtime.unwatch(drain=drain, drain_timeout_s=DRAIN_TIMEOUT_S)
