@@ -42,7 +42,7 @@ sys.path[:0] = [str(LAB_DIR), str(REPO)]
 
 import labwait  # noqa: E402  (deploy/lab/labwait.py: the lab's condition language)
 
-from bot.collect import _VOLATILE, COROSYNC_DAEMONS, target_for  # noqa: E402
+from bot.collect import _VOLATILE, COROSYNC_DAEMONS, controller_argv, target_for  # noqa: E402
 from bot.corosync.parse import parse_cfgtool, parse_quorum  # noqa: E402
 from bot.errors import ClusterbotError  # noqa: E402
 from bot.settings import ClusterConfig, Settings, load_settings  # noqa: E402
@@ -70,13 +70,14 @@ class Probe:
     argv: tuple[str, ...]
 
 
-def probes(cluster: ClusterConfig, kind: str) -> tuple[Probe, ...]:
-    """The collector's read commands for a cluster of this kind (bot/collect.py)."""
+def probes(cluster: ClusterConfig, kind: str, node: str) -> tuple[Probe, ...]:
+    """The collector's read commands to `node` for a cluster of this kind (bot/collect.py)."""
     cmds = cluster.commands
     corosync = (Probe("quorumtool", cmds.quorum), Probe("cfgtool", cmds.links))
     if kind == "corosync":
         return (Probe("daemons", COROSYNC_DAEMONS), *corosync)
-    return (Probe("crm_mon", cmds.crm_mon), Probe("daemons", cmds.daemons), *corosync)
+    return (Probe("crm_mon", cmds.crm_mon), Probe("daemons", cmds.daemons), *corosync,
+            Probe("crmadmin", controller_argv(node)))
 
 
 def stable(cmd: str, out: str) -> str:
@@ -362,7 +363,7 @@ class Recorder:
     # sampling
 
     async def sample(self, node: str) -> None:
-        asks = probes(self.cluster, self.kind)
+        asks = probes(self.cluster, self.kind, node)
         while not self._stop:
             started = time.monotonic()
             await asyncio.gather(*(self._ask(node, p) for p in asks))
@@ -491,7 +492,9 @@ async def record(name: str, scenario: Scenario, out_dir: Path, interval_s: float
                  token_ms: int) -> Path:
     settings = load_settings(CONFIG)
     cluster = settings.clusters[0]
-    async with SshPool() as pool:
+    # A shell per probe: five at once (the collector asks crmadmin after the daemons, on their
+    # shell), so no round falls back to an exec session, which costs the node an sshd fork.
+    async with SshPool(max_shells_per_connection=5) as pool:
         prep = Recorder(pool, settings, cluster, "pacemaker", interval_s)
         vers = await versions(pool, prep)
         await _phase(prep, scenario.setup, "setup")

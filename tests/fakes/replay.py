@@ -92,8 +92,8 @@ class ReplayPool:
         cmd = cmd_of(shlex.join(argv))
         sample = self.seq.answer(target.node, cmd, self.clock.t) if cmd else None
         if sample is None:
-            if cmd == "daemons":  # not recorded: like a sudoers file without the unit list
-                raise SudoRefused(target.node, "daemon states were not recorded")
+            if cmd in ("daemons", "crmadmin"):  # not recorded: like a sudoers file without them
+                raise SudoRefused(target.node, f"{cmd} was not recorded")
             raise Unreachable(target.node, f"nothing recorded for {shlex.join(argv)}")
         if sample.rc is None:  # the recorder got no answer over SSH either
             raise Unreachable(target.node, sample.err or "no answer")

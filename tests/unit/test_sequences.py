@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from bot.collect import COROSYNC_DAEMONS
+from bot.collect import COROSYNC_DAEMONS, controller_argv
 from bot.corosync.parse import parse_cfgtool, parse_quorum
 from bot.pacemaker.model import Node, NodeView
 from bot.pacemaker.parse import parse
@@ -142,6 +142,9 @@ def test_cmd_of_maps_every_command_the_collector_sends() -> None:
     for argv, name in sent.items():
         for sudo in (False, True):
             assert cmd_of(build_command(argv, sudo)) == name
+    for node in ("node1", "n1.example.com"):
+        assert cmd_of(build_command(controller_argv(node), True)) == "crmadmin"
+    assert cmd_of(build_command(("crmadmin", "--status=node1"), True)) is None
     assert cmd_of(build_command(("pcs", "resource", "cleanup", "virtual_ip_1"), True)) is None
     assert cmd_of(build_command(("crm_mon", "--one-shot"), False)) is None
     assert cmd_of("crm_mon 'unbalanced") is None
@@ -152,9 +155,10 @@ def test_recorder_asks_what_the_collector_asks() -> None:
     cluster = ClusterConfig.model_validate(
         {"name": "lab", "nodes": [{"name": "node1", "host": "10.224.77.11"}]})
     for kind in ("pacemaker", "corosync"):
-        for probe in record.probes(cluster, kind):
+        for probe in record.probes(cluster, kind, "node1"):
             assert cmd_of(build_command(probe.argv, False)) == probe.cmd
-    assert {p.argv for p in record.probes(cluster, "corosync")} == {
+    assert controller_argv("node1") in {p.argv for p in record.probes(cluster, "pacemaker", "node1")}
+    assert {p.argv for p in record.probes(cluster, "corosync", "node1")} == {
         COROSYNC_DAEMONS, cluster.commands.quorum, cluster.commands.links}
 
 
