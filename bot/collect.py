@@ -46,6 +46,7 @@ KEEPALIVE_S = 30.0
 # crmadmin's own bound: the local controller answers in ~15 ms; one that does not within 1 s must
 # not hold up the node's answer (issue 14: whether Pacemaker is acting is read, not decisive).
 CONTROLLER_TIMEOUT = "--timeout=1s"
+CONTROLLER_GRACE_S = 0.1  # how much longer than its other commands a node's answer may take for it
 # crmadmin answers that will not change by asking again: not installed, an option this version
 # lacks (no --output-as before 2.1), or no right to ask the controller (not root, not haclient).
 _CONTROLLER_FOR_GOOD = ("unrecognized option", "unknown option", "insufficient privileges")
@@ -102,6 +103,7 @@ class Collector:
     # Nodes whose crmadmin cannot answer (missing, too old, refused): not asked again; settling
     # falls back to its approximations there.
     _no_controller: set[tuple[str, str]] = field(default_factory=set, init=False)
+    _in_flight: set[asyncio.Task[ControllerStatus | None]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
@@ -281,10 +283,12 @@ class Collector:
                     self._daemons(cluster, target), self._corosync(cluster, target, decisive=True))
                 controller = None
             else:
-                view, (daemons, controller), (quorum, links) = await asyncio.gather(
+                asking: list[asyncio.Task[ControllerStatus | None]] = []
+                view, daemons, (quorum, links) = await asyncio.gather(
                     _given(known) if known is not None else self._crm_mon(cluster, target),
-                    self._daemons_and_controller(cluster, target),
+                    self._daemons_then_controller(cluster, target, asking),
                     self._corosync(cluster, target, decisive=False))
+                controller = await self._without_waiting(target, asking)
         except (SshError, ParseError) as err:
             return _failed(node.name, err, started)
         finally:
@@ -375,11 +379,33 @@ class Collector:
             return _Answer(error=f"{argv[0]}: {_strip(err, target.node)}", kind=err.kind)
         return _read_tool(done, parse_text)
 
-    async def _daemons_and_controller(self, cluster: ClusterConfig, target: SshTarget,
-                                      ) -> tuple[Daemons | None, ControllerStatus | None]:
-        """One after the other: both are quick, and a fifth command at once would find no free
-        read shell (four per connection) and cost the node an exec session per poll."""
-        return await self._daemons(cluster, target), await self._controller(cluster, target)
+    async def _daemons_then_controller(self, cluster: ClusterConfig, target: SshTarget,
+                                       asking: list[asyncio.Task[ControllerStatus | None]],
+                                       ) -> Daemons | None:
+        """The daemons, then crmadmin started on their read shell: a fifth command at once would
+        find none free (four per connection) and cost the node an exec session per poll."""
+        daemons = await self._daemons(cluster, target)
+        task = asyncio.ensure_future(self._controller(cluster, target))
+        self._in_flight.add(task)  # referenced until done, even when nobody waits for it
+        task.add_done_callback(self._in_flight.discard)
+        asking.append(task)
+        return daemons
+
+    async def _without_waiting(self, target: SshTarget,
+                               asking: list[asyncio.Task[ControllerStatus | None]],
+                               ) -> ControllerStatus | None:
+        """crmadmin's answer if it comes within CONTROLLER_GRACE_S of the node's other answers.
+        A busy controller answers late (up to its 1 s timeout, measured on the lab during
+        transitions), and the node's answer must not wait for it: that would delay the very
+        alerts (a node lost) that come with a transition. A late one finishes on its own."""
+        if not asking:
+            return None
+        task = asking[0]
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), CONTROLLER_GRACE_S)
+        except TimeoutError:
+            log.debug("%s: crmadmin did not answer in time; its state is unknown this poll", target.node)
+            return None
 
     def _asks_controller(self, cluster: ClusterConfig, target: SshTarget) -> bool:
         return cluster.kind != "corosync" and (cluster.name, target.node) not in self._no_controller

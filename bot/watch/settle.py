@@ -30,9 +30,11 @@ from bot.pacemaker.snapshot import Snapshot
 from bot.watch.events import Event, EventKind
 
 _K = EventKind
-# Symptoms of Pacemaker acting: held while it acts.
+# Symptoms of Pacemaker acting: held while it acts. A node that does not answer while it leaves
+# or joins is one too: its crm_mon hangs, then answers "Could not connect to the CIB" (no
+# status) for seconds while `pcs cluster stop` stops its stack (recorded 2026-12-02).
 DERIVED = frozenset({_K.VIPS_UNBALANCED, _K.CLONE_STOPPED, _K.RESOURCE_STOPPED, _K.NODE_PENDING,
-                     _K.NODES_DISAGREE})
+                     _K.NODES_DISAGREE, _K.NODE_UNREACHABLE})
 # Held whenever they show: the membership says soon whether a node is gone.
 ALWAYS_HELD = frozenset({_K.LINK_DOWN})
 # A node changing its place in the cluster: Pacemaker acts on it for a while.

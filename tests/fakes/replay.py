@@ -145,15 +145,21 @@ class Replay:
         return self.roots[0].at - shown_at
 
     def false_recoveries(self) -> list[Message]:
-        """Recoveries said while a node they name is out of the Corosync membership."""
+        """Recoveries said while a node they name is out of the Corosync membership. A node named
+        only as where something moved from ("virtual_ip_3 moved node3 → node1": the VIP serves
+        again, on node1) is not said to be back."""
         out = []
         for m in self.messages:
             if m.kind == "root" or not _says_recovered(m.verdict):
                 continue
-            absent = [n for n in self.seq.nodes if _names(m.verdict, n) and not member(self.seq, n, m.at)]
+            said = _MOVED_FROM.sub("moved →", m.verdict)
+            absent = [n for n in self.seq.nodes if _names(said, n) and not member(self.seq, n, m.at)]
             if absent:
                 out.append(m)
         return out
+
+
+_MOVED_FROM = re.compile(r"moved [^→;]*→")
 
 
 def _says_recovered(verdict: str) -> bool:

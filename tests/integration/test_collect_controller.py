@@ -5,6 +5,7 @@ never failing the status, where crmadmin cannot answer."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,25 @@ async def test_a_crashed_nodes_controller_is_unanswered_for_now_and_asked_again(
     assert report.result("node1").controller is not None  # type: ignore[union-attr]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert snapshot(report, fc.config.expectations).pacemaker_acting is False  # the DC answered
+
+
+async def test_a_controller_too_busy_to_answer_does_not_delay_the_nodes_answer(tmp_path: Path) -> None:
+    """Measured on the lab: during a transition the DC's crmadmin can take its whole 1 s timeout.
+    The poll that shows a node lost must not wait for it."""
+    async with fake_cluster(tmp_path) as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings)
+        await collector.collect(fc.config, ask=Ask.ALL)  # warm: open read shells
+        fc.nodes["node1"].controller = "slow"
+        started = time.perf_counter()
+        report = await collector.collect(fc.config, ask=Ask.ALL)
+        took = time.perf_counter() - started
+        assert report.healthy and report.result("node1").controller is None  # type: ignore[union-attr]
+        assert report.result("node2").controller is not None  # type: ignore[union-attr]
+        assert took < fc.settings.command_timeout_s / 2  # it did not wait for crmadmin to time out
+        assert snapshot(report, fc.config.expectations).pacemaker_acting is None  # not "idle"
+        fc.nodes["node1"].release.set()  # the late answer finishes on its own, its shell is reused
+        again = await collector.collect(fc.config, ask=Ask.ALL)
+        assert again.result("node1").controller is not None  # type: ignore[union-attr]
 
 
 async def test_a_corosync_only_cluster_is_never_asked_crmadmin(tmp_path: Path) -> None:

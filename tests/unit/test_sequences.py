@@ -178,8 +178,9 @@ def test_power_cut_shows_links_then_membership_then_failover_then_rejoin() -> No
                              lambda s: any(3 in lk.down_peers for lk in parse_cfgtool(s.out).links),
                              after=cut.t)
     assert links is not None and links.t < offline.t, "knet links drop before membership"
-    # Corosync's membership changes in the same sampling round as Pacemaker's view.
-    assert _members(seq.answer("node1", "quorumtool", offline.t + seq.interval_s)) == 2
+    # Corosync's membership changes within a sampling round or so of Pacemaker's view (the
+    # 2026-12-02 13:25 take: crm_mon at 8.828, quorumtool at 9.084, the next round).
+    assert _members(seq.answer("node1", "quorumtool", offline.t + 2 * seq.interval_s)) == 2
     moved = _view(seq.answer("node1", "crm_mon", on.t))
     assert moved is not None and moved.running_on("virtual_ip_3") in (("node1",), ("node2",))
     back = seq.first_change("node1", "crm_mon", lambda s: _healthy(seq, _view(s)), after=on.t)

@@ -88,3 +88,18 @@ def test_a_vip_move_waits_even_while_pacemaker_reads_busy_moving_it_is_the_trans
     moved = ev(K.VIP_MOVED, "virtual_ip_3", before="node3", after="node1")
     state, news = settle(Settling(), (moved,), 100.0, 15.0, busy=True)
     assert news == () and state.holds(moved.key)
+
+
+def test_a_node_not_answering_while_it_leaves_is_held_and_its_answer_again_says_nothing() -> None:
+    # Recorded: `pcs cluster stop` on node3; its crm_mon answered "Could not connect to the CIB"
+    # for 2 s (three 1 s polls without an answer), then "not connected". Both were told in the
+    # thread while node3 was gone ("node3 answers again" read as a recovery).
+    offline = ev(K.NODE_OFFLINE, "node3", nodes=("node3",))
+    silent = ev(K.NODE_UNREACHABLE, "node3", nodes=("node3",))
+    answers = replace(ev(K.NODE_REACHABLE, "node3", nodes=("node3",)), key=silent.key)
+    state, news = settle(Settling(), (offline,), 100.0, 15.0)
+    assert news == (offline,)
+    state, news = settle(state, (silent,), 102.0, 15.0)
+    assert news == () and state.holds(silent.key)
+    state, news = settle(state, (answers,), 103.0, 15.0)
+    assert news == () and not state.held
