@@ -44,7 +44,7 @@ from bot.watch.fixes import Fix, explaining
 from bot.watch.grouping import coalesce, owner
 from bot.watch.lifecycle import FLAPPING, FlapClock, OpenFlap, Silence, calmed, follow_up, resumed, toggle
 from bot.watch.records import IncidentRecord, MessageKind, Outgoing
-from bot.watch.settle import busy, ring_moved, settle
+from bot.watch.settle import pacemaker_busy, ring_moved, settle
 
 log = logging.getLogger(__name__)
 JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per cluster
@@ -164,7 +164,7 @@ class Watcher:
         settling, events = settle(state.settling, events, now.timestamp(), self.settings.settle_s,
                                   fixing=any(f.acting(now, self.settings.settle_s) for f in fixes),
                                   moved=ring_moved(prev.last if prev is not None else None, state.last),
-                                  busy=busy(state.last))
+                                  busy=pacemaker_busy(state.last))
         state = replace(state, settling=settling)
         drafts = incidents(events)
         dumped = _dump(state)

@@ -84,7 +84,7 @@ def ring_moved(before: Snapshot | None, after: Snapshot | None) -> bool:
     return old is not None and new is not None and old != new
 
 
-def busy(snap: Snapshot | None) -> bool | None:
+def pacemaker_busy(snap: Snapshot | None) -> bool | None:
     """Whether this poll read Pacemaker acting (see `Snapshot.pacemaker_acting`); None without a view."""
     return snap.pacemaker_acting if snap is not None and snap.has_view else None
 

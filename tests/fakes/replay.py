@@ -115,12 +115,28 @@ class Message:
     thread: str | None  # a request's thread (remediation-aware posts)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """One finding the watcher held back (settling): from when it was first seen to the poll
+    that no longer held it (released as news, or dropped because it cleared)."""
+
+    kind: str
+    key: str
+    since: float
+    until: float
+
+    @property
+    def seconds(self) -> float:
+        return self.until - self.since
+
+
 @dataclass
 class Replay:
     seq: SequenceLike
     poll_s: float
     phase: float
     messages: list[Message] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
     open_at_end: list[str] = field(default_factory=list)
     polls: int = 0
     cpu_s: float = 0.0
@@ -237,6 +253,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
     fixes = FixScript(seq, cluster, store, request_channel)
     end = seq.duration + (conf.flap_window_s + TAIL_S if tail_s is None else tail_s)
     seen = 0
+    held: dict[str, tuple[str, float]] = {}
     try:
         while clock.t <= end:
             fixes.advance(clock.t)
@@ -249,6 +266,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
                 result.unhealthy_polls += 1
             result.cpu_s += cost
             result.polls += 1
+            _track_holds(watcher, cluster.name, clock.t, held, result.holds)
             seen = _collect_messages(store, result, clock.t + cost, seen)
             clock.t = _next_poll(clock.t, phase, poll_s)
         result.open_at_end = [i.key for i in store.open_incidents(cluster.name)]
@@ -256,6 +274,20 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
         if own:
             store.close()
     return result
+
+
+def _track_holds(watcher: Watcher, cluster: str, t: float, held: dict[str, tuple[str, float]],
+                 out: list[Hold]) -> None:
+    """What the watcher holds after this poll, against what it held before (its watch state)."""
+    state = watcher._states.get(cluster)
+    now = {h.event.key: (str(h.event.kind), h.since - BASE.timestamp())
+           for h in (state.settling.held if state is not None else ())}
+    for key, (kind, since) in list(held.items()):
+        if key not in now:
+            out.append(Hold(kind, key, since, t))
+            del held[key]
+    for key, value in now.items():
+        held.setdefault(key, value)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot.pacemaker.diff import EventKind
-from bot.watch.settle import Settling, busy, settle
+from bot.watch.settle import Settling, pacemaker_busy, settle
 from tests.unit.test_controller import _snap
 from tests.unit.test_watch_core import ev
 
@@ -76,10 +76,10 @@ def test_critical_conditions_are_never_held_even_while_pacemaker_acts() -> None:
 
 
 def test_busy_is_the_snapshots_reading_and_unknown_without_a_view() -> None:
-    assert busy(None) is None
-    assert busy(_snap({"node1": "S_IDLE"})) is False
-    assert busy(_snap({"node1": "S_TRANSITION_ENGINE"})) is True
-    assert busy(_snap({"node1": ""})) is None
+    assert pacemaker_busy(None) is None
+    assert pacemaker_busy(_snap({"node1": "S_IDLE"})) is False
+    assert pacemaker_busy(_snap({"node1": "S_TRANSITION_ENGINE"})) is True
+    assert pacemaker_busy(_snap({"node1": ""})) is None
 
 
 def test_a_vip_move_waits_even_while_pacemaker_reads_busy_moving_it_is_the_transition() -> None:
