@@ -49,7 +49,7 @@ from bot.watch.fixes import Fix, explaining
 from bot.watch.grouping import coalesce, owner
 from bot.watch.lifecycle import FLAPPING, FlapClock, OpenFlap, Silence, calmed, follow_up, resumed, toggle
 from bot.watch.records import IncidentRecord, MessageKind, New, Ref
-from bot.watch.settle import ring_moved, settle
+from bot.watch.settle import pacemaker_busy, ring_moved, settle
 
 INITIAL_KEY = "initial"
 FIX = "fix:"  # key prefix of the alert-channel root standing for an approved fix at work
@@ -114,7 +114,7 @@ def observe(memory: Memory, report: ClusterReport, known: Known, rules: Rules, n
     before = prev.last if prev is not None else None
     settling, events = settle(state.settling, events, now.timestamp(), rules.settle_s,
                               fixing=any(f.acting(now, rules.settle_s) for f in known.fixes),
-                              moved=ring_moved(before, state.last))
+                              moved=ring_moved(before, state.last), busy=pacemaker_busy(state.last))
     state = replace(state, settling=settling)
     drafts = incidents(events)
     poll = _Poll(rules, known, report, before, now, mono, memory, state)
