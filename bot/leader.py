@@ -428,3 +428,18 @@ def leader_lock(settings: Settings) -> tuple[LeaderLock, LeaderStore]:
     epochs in the lock file, until the store keeps them; then PostgreSQL's advisory lock)."""
     lock = FileLock(Path(settings.state_dir) / LOCK_FILE)
     return lock, FileEpochs(lock)
+
+
+def state_leader(settings: Settings) -> str:
+    """For check-config: does a replica hold the leader lock now (without taking it)?"""
+    path = Path(settings.state_dir) / LOCK_FILE
+    if not path.exists():
+        return "no replica has led yet"
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails only while a leader holds it
+    except BlockingIOError:
+        return "a replica leads now"
+    finally:
+        os.close(fd)  # frees our shared lock, if we got it
+    return "no replica leads now"

@@ -6,7 +6,9 @@ would make `clusterbot --help` (and every other command) pay for them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,11 +119,14 @@ def check_config_command(args: argparse.Namespace) -> int:
     checks = asyncio.run(_check_all(settings)) if args.connect else []
     for c in checks:
         print(f"  {'OK ' if c.ok else 'BAD'} {c.cluster}/{c.node}: {c.detail}")
+    state_ok, state = check_state(settings) if args.connect else (True, "")
+    if args.connect:
+        print(f"  {'OK ' if state_ok else 'BAD'} state: {state}")
     if problems:
         print(f"config has {len(problems)} problem{'s' if len(problems) > 1 else ''}")
     elif not args.connect:
         print("config OK")
-    return EXIT_OK if not problems and all(c.ok for c in checks) else EXIT_UNHEALTHY
+    return EXIT_OK if not problems and state_ok and all(c.ok for c in checks) else EXIT_UNHEALTHY
 
 
 def config_problems(settings: Settings) -> list[str]:
@@ -175,6 +180,33 @@ def _not_writable(directory: Path) -> str | None:
         return f"{existing} is not writable by this user" if existing == directory else (
             f"does not exist and {existing} is not writable by this user")
     return None
+
+
+def check_state(settings: Settings) -> tuple[bool, str]:
+    """`check-config --connect`: can the bot use its state database, at which schema version, and
+    does a replica lead now? Only reads: a database a newer release migrated is reported, not touched."""
+    from bot.leader import state_leader
+    from bot.runtime import DB_NAME
+    from bot.store import SCHEMA_VERSION
+
+    path = Path(settings.state_dir) / DB_NAME
+    where = f"SQLite {path}"
+    if not path.is_file():
+        return True, f"{where} does not exist yet: `run` creates it (schema version {SCHEMA_VERSION})"
+    try:
+        version = _sqlite_version(path)
+    except sqlite3.Error as exc:
+        return False, f"{where}: {exc}"
+    if version > SCHEMA_VERSION:
+        return False, (f"{where}: schema version {version} is newer than this release's {SCHEMA_VERSION}: "
+                       "upgrade clusterbot, or restore the backup taken before the upgrade")
+    upgrade = f", `run` upgrades it to {SCHEMA_VERSION}" if version < SCHEMA_VERSION else ""
+    return True, f"{where}: schema version {version}{upgrade}; {state_leader(settings)}"
+
+
+def _sqlite_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 async def _check_all(settings: Settings) -> list[NodeCheck]:

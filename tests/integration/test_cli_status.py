@@ -91,7 +91,7 @@ async def test_check_config_connect_on_a_corosync_only_cluster(tmp_path: Path) -
         cfg = write_config(fc, tmp_path / "c.toml")
         rc, out, err = await clusterbot("check-config", "--connect", "--config", str(cfg))
     assert rc == 0, out + err
-    checks = [line for line in out.splitlines() if line.startswith(("  OK ", "  BAD "))]
+    checks = [line for line in out.splitlines() if line.startswith(("  OK  pve/", "  BAD pve/"))]
     assert len(checks) == 3 and all(line.strip().startswith("OK ") for line in checks)
     assert all(line.endswith("sudo OK, corosync-quorumtool OK") for line in checks)
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 from pathlib import Path
 
 from bot.demo.cluster import DemoCluster
+from bot.ops import check_state
+from bot.settings import Settings
+from bot.store import SCHEMA_VERSION
 from tests.fakes.nodes import fake_cluster
 from tests.fakes.slack import Call, FakeSlack
 from tests.integration.replicas import WAIT_S, Replicas, replicas
+from tests.integration.test_cli_first_hour import cli
 
 CRASH = "c_node3_crashed"
 BOSS = "U0BOSS"
@@ -107,3 +112,33 @@ async def test_an_approval_clicked_through_both_replicas_runs_once(tmp_path: Pat
 
 def _text(call: Call) -> str:
     return json.dumps(call.params.get("blocks", [])) + str(call.params.get("text", ""))
+
+
+async def test_check_config_connect_reports_the_state_schema_and_whether_a_replica_leads(
+        tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc, FakeSlack() as slack, replicas(slack, fc, tmp_path) as group:
+        def state() -> str:
+            out = cli("check-config", "--connect", "--config", str(group.config))
+            return next(line for line in out.stdout.splitlines() if " state: " in line)
+
+        fresh = await asyncio.to_thread(state)
+        a = await group.start("a")
+        await a.leading()
+        leading = await asyncio.to_thread(state)
+        await a.stop()
+        stopped = await asyncio.to_thread(state)
+    db = tmp_path / "state" / "clusterbot.sqlite3"
+    assert fresh == f"  OK  state: SQLite {db} does not exist yet: `run` creates it (schema version " \
+        f"{SCHEMA_VERSION})"
+    assert leading == f"  OK  state: SQLite {db}: schema version {SCHEMA_VERSION}; a replica leads now"
+    assert stopped == f"  OK  state: SQLite {db}: schema version {SCHEMA_VERSION}; no replica leads now"
+
+
+def test_check_config_connect_refuses_a_state_from_a_newer_release(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    with sqlite3.connect(tmp_path / "state" / "clusterbot.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    ok, said = check_state(Settings(state_dir=tmp_path / "state"))
+    assert not ok and said.endswith(f"schema version {SCHEMA_VERSION + 1} is newer than this release's "
+                                    f"{SCHEMA_VERSION}: upgrade clusterbot, or restore the backup taken "
+                                    "before the upgrade")
