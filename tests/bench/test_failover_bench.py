@@ -113,3 +113,12 @@ async def test_bench_failover_sqlite(tmp_path: Path, how: str) -> None:
 
 async def test_bench_status_ack_two_replicas_sqlite(tmp_path: Path) -> None:
     print(f"\nBENCH sqlite {await status_acks(tmp_path, None)}")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGKILL mid-send", "SIGTERM"])
+async def test_bench_failover_postgresql(tmp_path: Path, pg_url: str, how: str) -> None:
+    print(f"\nBENCH failover postgresql (advisory lock): {await failovers(tmp_path, pg_url, how)}")
+
+
+async def test_bench_status_ack_two_replicas_postgresql(tmp_path: Path, pg_url: str) -> None:
+    print(f"\nBENCH postgresql {await status_acks(tmp_path, pg_url)}")
