@@ -38,6 +38,7 @@ async def test_each_node_is_asked_about_its_own_controller_and_the_dc_reads_idle
 @pytest.mark.parametrize(("mode", "why"), [
     ("refused", "sudo"),  # a sudoers file from before the bot asked crmadmin
     (None, "crmadmin exited 127 without XML: bash: crmadmin: command not found"),
+    ("old", "crmadmin exited 64 without XML: crmadmin: unrecognized option '--output-as=xml'"),
 ])
 async def test_a_node_that_cannot_answer_crmadmin_is_logged_once_and_not_asked_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str | None, why: str) -> None:
