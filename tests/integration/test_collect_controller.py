@@ -91,6 +91,24 @@ async def test_a_controller_too_busy_to_answer_does_not_delay_the_nodes_answer(t
         assert again.result("node1").controller is not None  # type: ignore[union-attr]
 
 
+async def test_a_daemon_said_inactive_is_asked_again_on_the_next_light_poll(tmp_path: Path) -> None:
+    """Recorded resync: pcsd restarted in 8 s while crm_mon showed nothing; the kept "pcsd is not
+    active on node2" outlived its recovery until node2's details came round again (6 turns)."""
+    async with fake_cluster(tmp_path) as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings)
+        fc.nodes["node2"].inactive = frozenset({"pcsd"})
+        first = await collector.collect(fc.config, ask=Ask.ALL)
+        assert first.result("node2").daemons.inactive == ("pcsd",)  # type: ignore[union-attr]
+        fc.nodes["node2"].inactive = frozenset()
+        for ask in (Ask.TURN, Ask.STATUS):
+            fc.nodes["node2"].inactive = frozenset({"pcsd"})
+            await collector.collect(fc.config, ask=Ask.ALL)
+            fc.nodes["node2"].inactive = frozenset()
+            again = await collector.collect(fc.config, ask=ask)
+            assert again.result("node2").daemons.inactive == (), ask  # type: ignore[union-attr]
+            assert again.healthy
+
+
 async def test_a_corosync_only_cluster_is_never_asked_crmadmin(tmp_path: Path) -> None:
     async with fake_cluster(tmp_path, scenario="h_pacemaker_stopped", kind="corosync") as fc, \
             SshPool() as pool:
