@@ -23,7 +23,7 @@ from bot.remediation import Remediation
 from bot.services import AppServices
 from bot.settings import ClusterConfig, Settings
 from bot.ssh import SshPool
-from bot.store import Store
+from bot.store import AsyncStore, Store
 from bot.watcher import Watcher
 
 DB_NAME = "clusterbot.sqlite3"
@@ -33,14 +33,22 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def open_store(settings: Settings) -> Store:
+def store_target(settings: Settings) -> str | Path:
+    """Where the state lives: store_url's PostgreSQL, else the SQLite file in state_dir (created)."""
+    if settings.store_url is not None:
+        return settings.store_url.get_secret_value()
     directory = Path(settings.state_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        return Store.open(directory / DB_NAME)
     except OSError as exc:
         raise ConfigError(f"state_dir {directory}: {exc.strerror}; set CLUSTERBOT_STATE_DIR "
                           "to a writable directory") from exc
+    return directory / DB_NAME
+
+
+def open_store(settings: Settings) -> Store:
+    """The synchronous store, for commands that run no event loop (`clusterbot audit`)."""
+    return Store.open(store_target(settings))
 
 
 @dataclass
@@ -48,17 +56,18 @@ class Runtime:
     settings: Settings
     pool: SshPool
     collector: Collector
-    store: Store
+    store: AsyncStore
     services: AppServices
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     watcher: Watcher | None = None
     deliverer: Deliverer | None = None
+    _closing: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings, stack: AsyncExitStack) -> Runtime:
         pool = await stack.enter_async_context(SshPool())
-        store = open_store(settings)
-        stack.callback(store.close)
+        store = await AsyncStore.open(store_target(settings))
+        stack.push_async_callback(store.close)
         collector = Collector(pool, settings)
         services = AppServices(settings, collector, clock=now, store=store)
         rt = cls(settings, pool, collector, store, services)
@@ -69,7 +78,10 @@ class Runtime:
         """Start the watcher and the alert deliverer as background tasks."""
         self.deliverer = Deliverer(self.store, poster, now, max_backoff_s=self.settings.alert_retry_max_s,
                                    retention=timedelta(days=self.settings.retention_days))
-        self.watcher = Watcher(self.settings, self.services.collect, self.store, now,
+        # Interim, until the watcher awaits the store: its own synchronous connection.
+        watch_store = Store.open(self.store.target)
+        self._closing.append(watch_store.close)
+        self.watcher = Watcher(self.settings, self.services.collect, watch_store, now,
                                notify=self.deliverer.wake.set, fix_button=fix_button, metrics=metrics)
         self.tasks += [asyncio.create_task(self.watcher.run(), name="watcher"),
                        asyncio.create_task(self.deliverer.run(), name="deliverer")]
@@ -99,6 +111,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        while self._closing:
+            self._closing.pop()()
 
 
 def decision_commands(rem: Remediation, con: Console) -> dict[str, Extra]:
