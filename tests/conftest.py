@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import pg
+from tests.pg import PgServer
+
 FIXTURES = Path(__file__).parent / "fixtures"
 PCMK = FIXTURES / "pacemaker-2.1.5"
 SCENARIOS = sorted(p.name for p in PCMK.iterdir() if p.is_dir())
@@ -28,3 +31,17 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                 "http_proxy", "https_proxy", "all_proxy"):
             monkeypatch.delenv(key)
     yield
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL for the session (tests/pg.py); fails, never skips, when missing."""
+    with pg.pg_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh empty database on the session's server (running again afterwards if a test stopped it)."""
+    with pg.fresh_database(pg_server) as url:
+        yield url
