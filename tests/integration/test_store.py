@@ -35,10 +35,8 @@ from bot.errors import ApprovalError, ClusterBusy, ConfigError
 from bot.pacemaker.health import Severity
 from bot.store import INTERRUPTED, IncidentState, Store
 from bot.store.dialect import Connection, connect, is_postgresql
-from tests.integration.pg_local import pg_server
 
 pytestmark = pytest.mark.integration
-__all__ = ["pg_server"]  # a fixture
 
 T0 = datetime(2024, 5, 1, 21, 20, tzinfo=UTC)
 SOON = T0 + timedelta(minutes=1)
@@ -62,7 +60,7 @@ def path(request: pytest.FixtureRequest, tmp_path: Target) -> Target:
     """Where the store lives: each test runs on both backends, a fresh database each time."""
     if request.param == "sqlite":
         return tmp_path / "state.db"
-    return str(request.getfixturevalue("pg_server").new_database())
+    return str(request.getfixturevalue("pg_url"))  # tests/pg.py: a fresh database on a real server
 
 
 @contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +14,11 @@ from bot.approvals import Approve, Request, Start, State
 from bot.errors import ApprovalError, StoreUnavailable
 from bot.pacemaker.health import Severity
 from bot.store import AsyncStore, Store
-from tests.integration.pg_local import PgServer, pg_server
 from tests.integration.test_store import SOON, T0, Target, make, path
+from tests.pg import PgServer, free_port
 
 pytestmark = pytest.mark.integration
-__all__ = ["path", "pg_server"]  # fixtures
+__all__ = ["path"]  # a fixture
 
 
 @pytest.fixture
@@ -74,8 +73,8 @@ async def test_a_transaction_function_commits_whole_or_not_at_all(store: AsyncSt
 
 
 @pytest.fixture
-async def pg_store(pg_server: PgServer) -> AsyncIterator[tuple[AsyncStore, PgServer]]:
-    s = await AsyncStore.open(pg_server.new_database())
+async def pg_store(pg_server: PgServer, pg_url: str) -> AsyncIterator[tuple[AsyncStore, PgServer]]:
+    s = await AsyncStore.open(pg_url)
     yield s, pg_server
     await s.close()
 
@@ -100,8 +99,6 @@ async def test_postgresql_restart_refuses_in_one_line_then_reconnects(
     assert [e.event for e in await store.audit_all()] == ["request", "approve"]
 
 
-async def test_opening_an_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
-    from tests.integration.pg_local import _free_port
-
+async def test_opening_an_unreachable_postgresql_is_one_line() -> None:
     with pytest.raises(StoreUnavailable, match=r"^cannot connect to PostgreSQL: .*refused[^\n]*$"):
-        await AsyncStore.open(f"postgresql://clusterbot@127.0.0.1:{_free_port()}/clusterbot")
+        await AsyncStore.open(f"postgresql://clusterbot@127.0.0.1:{free_port()}/clusterbot")
