@@ -120,7 +120,10 @@ class Remediation:
         req = self._new(inv, cluster, p, report, await self._predict(cluster, action, p))
         # Refused before anything is posted while the database is down: a request shown in Slack
         # must be one the store can approve.
-        await self.store.ping()
+        try:
+            await self.store.ping()
+        except StoreUnavailable as err:
+            raise NotAllowed(f"`{spec.name}` refused: {err}; nothing was filed, ask again shortly") from err
         # Posted before it is stored: a request nobody can see (the bot may not post in this
         # channel) must not wait in the store and the audit log for approvals that cannot come.
         ts = await self._post_request(req)
@@ -420,6 +423,8 @@ class Remediation:
         while True:
             try:
                 await self.sweep()
+            except StoreUnavailable as err:  # expected in an outage: one line, not a traceback each time
+                log.warning("approval sweep waits for the state database: %s", err)
             except Exception:
                 log.exception("approval sweep failed")
             await asyncio.sleep(every_s)  # a periodic timer, not a synchronisation

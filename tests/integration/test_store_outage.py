@@ -1,0 +1,61 @@
+"""PostgreSQL down under a running bot (store_url, the real throwaway server, the fake Slack over
+HTTP, the demo cluster over SSH): `/cluster status` keeps answering, a remediation request and an
+approval click are refused in one line with nothing written, and once the server is back the bot
+has reconnected by itself and the same click runs the command once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bot.approvals import State
+from tests.fakes.botharness import running_bot
+from tests.integration.test_approvals import BOSS, CLEANUP, ask, settle, state, text_of
+from tests.pg import PgServer
+
+pytestmark = pytest.mark.integration
+
+
+async def test_outage_refuses_decisions_in_one_line_and_status_keeps_answering(
+        pg_server: PgServer, pg_url: str) -> None:
+    async with running_bot(watch=False, cluster={"approvers": (BOSS,)}, store_url=pg_url) as h:
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        req = await ask(h)
+        root = next(c for c in h.slack.calls if "requested by" in text_of(c))
+        await asyncio.to_thread(pg_server.stop, "immediate")  # like a crash of the database host
+        try:
+            mark = len(h.slack.calls)
+            await h.slash("status prod-haproxy")
+            final = await h.slack.wait_for("chat.update", lambda c: "prod-haproxy" in text_of(c),
+                                           since=mark, timeout=15)
+            assert "virtual_ip_2" in text_of(final)
+
+            mark = len(h.slack.calls)
+            await h.slash("cleanup prod-haproxy virtual_ip_2")
+            refused = await h.slack.wait_for("response_url", since=mark, timeout=15)
+            said = json.dumps(refused.params)
+            assert refused.params["response_type"] == "ephemeral"
+            assert "`cleanup` refused: the state database is unavailable" in said
+            assert not [c for c in h.slack.calls[mark:] if "requested by" in text_of(c)]  # nothing posted
+
+            mark = len(h.slack.calls)
+            await h.click("clusterbot:approve", req.id, BOSS, message_ts=root.response["ts"])
+            told = await h.slack.wait_for("chat.postEphemeral", lambda c: c.params.get("user") == BOSS,
+                                          since=mark, timeout=15)
+            line = str(told.params.get("text"))
+            assert "your approve was not recorded" in line and "try again shortly" in line
+            assert "\n" not in line
+            await settle(h)
+            assert h.node_commands(CLEANUP) == []
+        finally:
+            await asyncio.to_thread(pg_server.start)
+        assert await state(h, req.id) is State.PENDING  # the refused click left no trace
+        await h.click("clusterbot:approve", req.id, BOSS, message_ts=root.response["ts"])  # reconnects
+        await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
+        await settle(h)
+        assert await state(h, req.id) is State.SUCCEEDED
+        assert h.node_commands(CLEANUP) == [f"sudo -n {CLEANUP}"]
+        audit = [(e.actor, e.event) for e in await h.bot.runtime.store.audit_all() if e.request_id == req.id]
+        assert audit.count((BOSS, "approve")) == 1
