@@ -33,6 +33,11 @@ def _poll(db: Store, n: int) -> None:
     db.append_audit(now=T0, actor="clusterbot", event="probe")
 
 
+def _line(label: str, stall_s: float, *timings: tuple[str, list[float]]) -> str:
+    cols = [f"{what} p50 {_pct(t, 0.5) * 1000:5.2f} ms  p99 {_pct(t, 0.99) * 1000:6.2f} ms" for what, t in timings]
+    return "  | ".join([f"{label:28}", *cols, f"worst loop stall {stall_s * 1000:5.2f} ms"])
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -68,10 +73,7 @@ async def _measure(target: str | Path) -> str:
         stop.set()
         await lag
         await store.close()
-    ms = 1000.0
-    return (f"{store.backend + ', on its thread':28}  poll txn p50 {_pct(polls, 0.5) * ms:5.2f} ms  p99 {_pct(polls, 0.99) * ms:6.2f} ms"
-            f"  | START p50 {_pct(starts, 0.5) * ms:5.2f} ms  p99 {_pct(starts, 0.99) * ms:6.2f} ms"
-            f"  | worst loop stall {worst[0] * ms:5.2f} ms")
+    return _line(f"{store.backend}, on its thread", worst[0], ("poll txn", polls), ("START", starts))
 
 
 async def _blocking(target: Path) -> str:
@@ -88,9 +90,7 @@ async def _blocking(target: Path) -> str:
             await asyncio.sleep(0)  # the loop's other tasks run between polls, never during one
     stop.set()
     await lag
-    ms = 1000.0
-    return (f"{'sqlite, on the loop (before)':28}  poll txn p50 {_pct(polls, 0.5) * ms:5.2f} ms  "
-            f"p99 {_pct(polls, 0.99) * ms:6.2f} ms  | worst loop stall {worst[0] * ms:5.2f} ms")
+    return _line("sqlite, on the loop (before)", worst[0], ("poll txn", polls))
 
 
 async def test_bench_store_per_poll_transaction(tmp_path: Path, pg_url: str) -> None:
