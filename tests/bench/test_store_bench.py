@@ -34,7 +34,8 @@ def _poll(db: Store, n: int) -> None:
 
 
 def _line(label: str, stall_s: float, *timings: tuple[str, list[float]]) -> str:
-    cols = [f"{what} p50 {_pct(t, 0.5) * 1000:5.2f} ms  p99 {_pct(t, 0.99) * 1000:6.2f} ms" for what, t in timings]
+    cols = [f"{what} p50 {_pct(t, 0.5) * 1000:5.2f} ms  p99 {_pct(t, 0.99) * 1000:6.2f} ms"
+            for what, t in timings]
     return "  | ".join([f"{label:28}", *cols, f"worst loop stall {stall_s * 1000:5.2f} ms"])
 
 
