@@ -92,8 +92,8 @@ class ReplayPool:
         cmd = cmd_of(shlex.join(argv))
         sample = self.seq.answer(target.node, cmd, self.clock.t) if cmd else None
         if sample is None:
-            if cmd == "daemons":  # not recorded: like a sudoers file without the unit list
-                raise SudoRefused(target.node, "daemon states were not recorded")
+            if cmd in ("daemons", "crmadmin"):  # not recorded: like a sudoers file without them
+                raise SudoRefused(target.node, f"{cmd} was not recorded")
             raise Unreachable(target.node, f"nothing recorded for {shlex.join(argv)}")
         if sample.rc is None:  # the recorder got no answer over SSH either
             raise Unreachable(target.node, sample.err or "no answer")
@@ -115,12 +115,28 @@ class Message:
     thread: str | None  # a request's thread (remediation-aware posts)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """One finding the watcher held back (settling): from when it was first seen to the poll
+    that no longer held it (released as news, or dropped because it cleared)."""
+
+    kind: str
+    key: str
+    since: float
+    until: float
+
+    @property
+    def seconds(self) -> float:
+        return self.until - self.since
+
+
 @dataclass
 class Replay:
     seq: SequenceLike
     poll_s: float
     phase: float
     messages: list[Message] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
     open_at_end: list[str] = field(default_factory=list)
     polls: int = 0
     cpu_s: float = 0.0
@@ -145,15 +161,21 @@ class Replay:
         return self.roots[0].at - shown_at
 
     def false_recoveries(self) -> list[Message]:
-        """Recoveries said while a node they name is out of the Corosync membership."""
+        """Recoveries said while a node they name is out of the Corosync membership. A node named
+        only as where something moved from ("virtual_ip_3 moved node3 → node1": the VIP serves
+        again, on node1) is not said to be back."""
         out = []
         for m in self.messages:
             if m.kind == "root" or not _says_recovered(m.verdict):
                 continue
-            absent = [n for n in self.seq.nodes if _names(m.verdict, n) and not member(self.seq, n, m.at)]
+            said = _MOVED_FROM.sub("moved →", m.verdict)
+            absent = [n for n in self.seq.nodes if _names(said, n) and not member(self.seq, n, m.at)]
             if absent:
                 out.append(m)
         return out
+
+
+_MOVED_FROM = re.compile(r"moved [^→;]*→")
 
 
 def _says_recovered(verdict: str) -> bool:
@@ -231,6 +253,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
     fixes = FixScript(seq, cluster, store, request_channel)
     end = seq.duration + (conf.flap_window_s + TAIL_S if tail_s is None else tail_s)
     seen = 0
+    held: dict[str, tuple[str, float]] = {}
     try:
         while clock.t <= end:
             fixes.advance(clock.t)
@@ -243,6 +266,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
                 result.unhealthy_polls += 1
             result.cpu_s += cost
             result.polls += 1
+            _track_holds(watcher, cluster.name, clock.t, held, result.holds)
             seen = _collect_messages(store, result, clock.t + cost, seen)
             clock.t = _next_poll(clock.t, phase, poll_s)
         result.open_at_end = [i.key for i in store.open_incidents(cluster.name)]
@@ -250,6 +274,21 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
         if own:
             store.close()
     return result
+
+
+def _track_holds(watcher: Watcher, cluster: str, t: float, held: dict[str, tuple[str, float]],
+                 out: list[Hold]) -> None:
+    """What the watcher holds after this poll, against what it held before (its watch state)."""
+    memory = watcher._memory.get(cluster)
+    state = memory.state if memory is not None else None
+    now = {h.event.key: (str(h.event.kind), h.since - BASE.timestamp())
+           for h in (state.settling.held if state is not None else ())}
+    for key, (kind, since) in list(held.items()):
+        if key not in now:
+            out.append(Hold(kind, key, since, t))
+            del held[key]
+    for key, value in now.items():
+        held.setdefault(key, value)
 
 
 @dataclass

@@ -309,14 +309,16 @@ async def test_status_detail_max_age_zero_always_asks_everything(tmp_path: Path)
 
 
 async def test_a_cold_status_asks_each_node_over_one_session(tmp_path: Path) -> None:
-    """A cold `clusterbot status` (cron): each node's four questions down one new read shell at
-    once, not one session each; once warm, the open shells answer concurrently."""
+    """A cold `clusterbot status` (cron): each node's five questions (crm_mon, daemons, two
+    Corosync tools, crmadmin) down one new read shell at once, not one session each; once warm,
+    the open shells answer concurrently."""
     async with fake_cluster(tmp_path) as fc, SshPool() as pool:
         report = await collect(fc, pool)
         assert all(r.ok and r.daemons is not None and r.corosync is not None for r in report.results)
+        assert all(r.controller is not None for r in report.results)
         for server in fc.servers():
-            assert (server.connections_accepted, server.shells, len(server.commands)) == (1, 1, 4)
-        assert (pool.stats.shells_opened, pool.stats.shell_commands, pool.stats.commands_run) == (3, 12, 12)
+            assert (server.connections_accepted, server.shells, len(server.commands)) == (1, 1, 5)
+        assert (pool.stats.shells_opened, pool.stats.shell_commands, pool.stats.commands_run) == (3, 15, 15)
         again = await Collector(pool, fc.settings).collect(fc.config, ask=Ask.ALL)
         assert [r.ok for r in again.results] == [True] * 3
-        assert all(s.connections_accepted == 1 and len(s.commands) == 8 for s in fc.servers())
+        assert all(s.connections_accepted == 1 and len(s.commands) == 10 for s in fc.servers())
