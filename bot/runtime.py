@@ -61,7 +61,6 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     watcher: Watcher | None = None
     deliverer: Deliverer | None = None
-    _closing: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings, stack: AsyncExitStack) -> Runtime:
@@ -78,10 +77,7 @@ class Runtime:
         """Start the watcher and the alert deliverer as background tasks."""
         self.deliverer = Deliverer(self.store, poster, now, max_backoff_s=self.settings.alert_retry_max_s,
                                    retention=timedelta(days=self.settings.retention_days))
-        # Interim, until the watcher awaits the store: its own synchronous connection.
-        watch_store = Store.open(self.store.target)
-        self._closing.append(watch_store.close)
-        self.watcher = Watcher(self.settings, self.services.collect, watch_store, now,
+        self.watcher = Watcher(self.settings, self.services.collect, self.store, now,
                                notify=self.deliverer.wake.set, fix_button=fix_button, metrics=metrics)
         self.tasks += [asyncio.create_task(self.watcher.run(), name="watcher"),
                        asyncio.create_task(self.deliverer.run(), name="deliverer")]
@@ -111,8 +107,6 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
-        while self._closing:
-            self._closing.pop()()
 
 
 def decision_commands(rem: Remediation, con: Console) -> dict[str, Extra]:

@@ -42,16 +42,17 @@ def _awaitable(method: Callable[Concatenate[Store, P], T]
 
 
 class AsyncStore:
-    def __init__(self, target: str | Path) -> None:
+    def __init__(self, target: str | Path, opener: Callable[[str | Path], Store] = Store.open) -> None:
         self.target = target
+        self._opener = opener  # how a connection is (re)opened: Store.open, or a test's subclass
         self._db: Store | None = None
         self._dropped = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="store")
 
     @classmethod
-    async def open(cls, target: str | Path) -> AsyncStore:
+    async def open(cls, target: str | Path, opener: Callable[[str | Path], Store] = Store.open) -> AsyncStore:
         """Connect and migrate now, so a bad URL or a newer schema stops the start with one line."""
-        store = cls(target)
+        store = cls(target, opener)
         try:
             await store.call(lambda db: None)
         except BaseException:
@@ -64,12 +65,21 @@ class AsyncStore:
         return "postgresql" if is_postgresql(self.target) else "sqlite"
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._drop)
+        await asyncio.to_thread(self.close_blocking)
+
+    def close_blocking(self) -> None:
+        """close() for code outside the event loop: after the calls already submitted."""
+        self._thread.submit(self._drop).result()
         self._thread.shutdown(wait=False)
 
     async def call(self, fn: Callable[[Store], T]) -> T:
         """fn(store) on the store's thread (each Store method is its own transaction)."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, fn)
+
+    def blocking(self, fn: Callable[[Store], T]) -> T:
+        """fn(store) on the store's thread, waiting for it here: for code outside the event loop
+        (a test's assertions, a thread). From a coroutine it would stall the loop: await call()."""
+        return self._thread.submit(self._run, fn).result()
 
     async def transaction(self, fn: Callable[[Store], T]) -> T:
         """fn(store) on the store's thread as one transaction: all of its writes or none."""
@@ -98,7 +108,7 @@ class AsyncStore:
 
     def _connected(self) -> Store:
         if self._db is None:
-            self._db = Store.open(self.target)  # raises StoreUnavailable while the server is down
+            self._db = self._opener(self.target)  # raises StoreUnavailable while the server is down
             if self._dropped:
                 log.warning("state database %s: reconnected", _where(self.target))
                 self._dropped = False

@@ -22,7 +22,6 @@ import pytest
 
 from bot.collect import Collector
 from bot.ssh import SshPool
-from bot.store import Store
 from bot.watcher import Watcher
 from tests.fakes.nodes import fake_cluster
 from tests.fakes.slack import Call
@@ -43,18 +42,14 @@ class Watched:
 async def watched(tmp_path: Path) -> AsyncIterator[Watched]:
     """prod-haproxy, healthy and polled once, watched into the rig's store."""
     async with rig(tmp_path) as r, fake_cluster(tmp_path) as fc, SshPool() as pool:
-        watch_store = Store.open(r.store.target)  # the watcher's own connection, as runtime.watch gives it
-        watcher = Watcher(fc.settings, Collector(pool, fc.settings).collect, watch_store, now)
+        watcher = Watcher(fc.settings, Collector(pool, fc.settings).collect, r.store, now)
 
         async def poll(scenario: str) -> object:
             fc.set_scenario(scenario)
             return await watcher.poll(fc.config)
 
         await poll("a_healthy")
-        try:
-            yield Watched(r, poll)
-        finally:
-            watch_store.close()
+        yield Watched(r, poll)
 
 
 async def crash_dropped_then_healed(w: Watched, *, dropped: int) -> None:
