@@ -1,12 +1,14 @@
 """PostgreSQL down under a running bot (store_url, the real throwaway server, the fake Slack over
 HTTP, the demo cluster over SSH): `/cluster status` keeps answering, a remediation request and an
 approval click are refused in one line with nothing written, and once the server is back the bot
-has reconnected by itself and the same click runs the command once."""
+has reconnected by itself and the same click runs the command once. A node that crashed during the
+outage is alerted once the database is back, once."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -59,3 +61,26 @@ async def test_outage_refuses_decisions_in_one_line_and_status_keeps_answering(
         assert h.node_commands(CLEANUP) == [f"sudo -n {CLEANUP}"]
         audit = [(e.actor, e.event) for e in await h.bot.runtime.store.audit_all() if e.request_id == req.id]
         assert audit.count((BOSS, "approve")) == 1
+
+
+async def test_a_change_during_an_outage_is_alerted_once_the_database_is_back(
+        pg_server: PgServer, pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.watcher")
+    async with running_bot(store_url=pg_url) as h:
+        await h.watcher.wait_polls(2)  # healthy, and seen so
+        await asyncio.to_thread(pg_server.stop, "immediate")
+        try:
+            h.demo.sim.crash("node3")
+            async with asyncio.timeout(15):  # polls that saw the crash but could not record it
+                while len([r for r in caplog.records if "not recorded" in r.getMessage()]) < 3:
+                    await asyncio.sleep(0.05)
+            assert not [c for c in h.roots() if "node3" in text_of(c)]
+        finally:
+            await asyncio.to_thread(pg_server.start)
+        await h.slack.wait_for("chat.postMessage", lambda c: "node3 went OFFLINE" in text_of(c)
+                               and not c.params.get("thread_ts"), timeout=30)
+        await h.watcher.wait_polls(3)
+        assert len([c for c in h.roots() if "node3" in text_of(c)]) == 1  # once, not once per poll
+    refused = [r.getMessage() for r in caplog.records if "not recorded" in r.getMessage()]
+    assert all("the state database is unavailable" in m or "cannot connect to PostgreSQL" in m
+               for m in refused) and not [r for r in caplog.records if r.exc_info]
