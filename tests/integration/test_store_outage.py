@@ -2,17 +2,22 @@
 HTTP, the demo cluster over SSH): `/cluster status` keeps answering, a remediation request and an
 approval click are refused in one line with nothing written, and once the server is back the bot
 has reconnected by itself and the same click runs the command once. A node that crashed during the
-outage is alerted once the database is back, once."""
+outage is alerted once the database is back, once. `clusterbot audit` reads PostgreSQL too."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from bot.approvals import State
+from bot.store import AsyncStore
 from tests.fakes.botharness import running_bot
 from tests.integration.test_approvals import BOSS, CLEANUP, ask, settle, state, text_of
 from tests.pg import PgServer
@@ -84,3 +89,31 @@ async def test_a_change_during_an_outage_is_alerted_once_the_database_is_back(
     refused = [r.getMessage() for r in caplog.records if "not recorded" in r.getMessage()]
     assert all("the state database is unavailable" in m or "cannot connect to PostgreSQL" in m
                for m in refused) and not [r for r in caplog.records if r.exc_info]
+
+
+def test_audit_export_reads_postgresql_and_is_one_line_when_it_is_down(
+        pg_server: PgServer, pg_url: str, tmp_path: Path) -> None:
+    async def seed() -> None:
+        store = await AsyncStore.open(pg_url)
+        await store.append_audit(now=datetime(2026, 12, 2, tzinfo=UTC), actor="U0BOSS", event="probe")
+        await store.close()
+
+    asyncio.run(seed())
+    env = {"CLUSTERBOT_STORE_URL": pg_url, "CLUSTERBOT_STATE_DIR": str(tmp_path / "unused"),
+           "PATH": "/usr/bin:/bin"}
+
+    def audit() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot", "audit", "--jsonl"], env=env, text=True,
+                              capture_output=True, timeout=120, check=False)
+
+    out = audit()
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["actor"], r["event"]) for r in rows] == [("U0BOSS", "probe")]
+    pg_server.stop("immediate")
+    try:
+        out = audit()
+    finally:
+        pg_server.start()
+    assert out.returncode != 0 and out.stdout == ""
+    assert out.stderr.startswith("clusterbot: cannot connect to PostgreSQL: ") and out.stderr.count("\n") == 1
