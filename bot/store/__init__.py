@@ -190,8 +190,11 @@ class Store:
         conn = connect(target)
         try:
             _migrate(conn, _where(target))
-        except BaseException:
+        except BaseException as exc:
+            down = conn.unavailable(exc) if isinstance(exc, Exception) else None
             conn.close()
+            if down is not None:  # e.g. the server went away mid-migration: our one-line error
+                raise down from exc
             raise
         return cls(conn)
 
