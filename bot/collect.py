@@ -151,7 +151,7 @@ class Collector:
         # Only while every node answered with a live view: a crashed node's "not connected"
         # stays the same while the others' views change, and a silent node must be asked every
         # poll to count towards "unreachable". A cluster in trouble gets full polls.
-        if not all(r.ok for r in last):
+        if not all(r.ok and not _stale_if_kept(r) for r in last):
             return None
         turn = self._turns[cluster.name] = (self._turns.get(cluster.name, -1) + 1) % len(cluster.nodes)
         node = cluster.nodes[turn]
@@ -233,7 +233,7 @@ class Collector:
             return asked
         key = (cluster.name, node.name)
         cached = None if max_age_s is None or cluster.kind == "corosync" else self._details.get(key)
-        if cached is not None and self._younger(cached, max_age_s):
+        if cached is not None and self._younger(cached, max_age_s) and not _stale_if_kept(cached):
             return await self._crm_mon_only(cluster, node, cached, asked)
         result = await self._full(cluster, node, asked)
         if result.view is not None or result.corosync is not None:
@@ -517,6 +517,13 @@ def _same(a: NodeResult, b: NodeResult) -> bool:
     return (a.view is b.view and a.daemons == b.daemons and _stable(a.corosync) == _stable(b.corosync)
             and a.error == b.error and a.corosync_error == b.corosync_error
             and a.controller == b.controller)
+
+
+def _stale_if_kept(result: NodeResult) -> bool:
+    """Details that must be asked again rather than kept: a daemon said inactive. Restarting
+    one (the runbook's resync restarts pcsd) changes nothing crm_mon shows, so a kept "pcsd is not
+    active" outlived its recovery by up to `detail_every` turns of the node (recorded 2026-12-02)."""
+    return result.daemons is not None and bool(result.daemons.inactive)
 
 
 def _stable(corosync: NodeCorosync | None) -> NodeCorosync | None:

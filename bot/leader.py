@@ -111,12 +111,19 @@ class LeaderLock(Protocol):
         """Let go (also: forget a connection that may be dead). Never raises."""
 
 
+class EpochRow(Protocol):
+    @property
+    def epoch(self) -> int: ...
+
+
 class LeaderStore(Protocol):
-    """What leadership needs from the store (bot/store.py)."""
+    """What leadership needs from the store (bot/store: AsyncStore)."""
 
     async def take_leadership(self, holder: str, now: datetime) -> int: ...
 
     async def claim_send(self, item_id: int, epoch: int) -> bool: ...
+
+    async def leadership(self) -> EpochRow: ...
 
 
 # ---------------------------------------------------------------- locks
@@ -239,23 +246,6 @@ def _one_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-class FileEpochs:
-    """INTERIM, until the store has take_leadership/claim_send (issue 15 part 1): the epoch counts
-    in the lock file itself, written only under the lock; a send is ours while the flock is."""
-
-    def __init__(self, lock: FileLock) -> None:
-        self.lock = lock
-
-    async def take_leadership(self, holder: str, now: datetime) -> int:
-        text = self.lock.path.read_text().split()
-        epoch = (int(text[0]) if text and text[0].isdigit() else 0) + 1
-        self.lock.path.write_text(f"{epoch} {holder} {now.isoformat()}\n")
-        return epoch
-
-    async def claim_send(self, item_id: int, epoch: int) -> bool:
-        return await self.lock.confirm()
-
-
 # ---------------------------------------------------------------- the role
 
 
@@ -372,7 +362,9 @@ class Leadership:
             return False
         if await self.store.claim_send(item_id, self.epoch):
             return True
-        self.deposed(f"alert {item_id} belongs to a newer epoch than {self.epoch}")
+        current = (await self.store.leadership()).epoch
+        if current != self.epoch:  # else the item was delivered or pruned meanwhile: just skip it
+            self.deposed(f"epoch {current} took over (alert {item_id} was about to be sent)")
         return False
 
     async def resign(self) -> None:
@@ -423,15 +415,18 @@ def timing(settings: Settings) -> Timing:
                   timeout_s=settings.leader_timeout_s)
 
 
-def leader_lock(settings: Settings) -> tuple[LeaderLock, LeaderStore]:
-    """The lock that fits the store: a file lock next to the SQLite file (INTERIM: with its
-    epochs in the lock file, until the store keeps them; then PostgreSQL's advisory lock)."""
-    lock = FileLock(Path(settings.state_dir) / LOCK_FILE)
-    return lock, FileEpochs(lock)
+def leader_lock(settings: Settings) -> LeaderLock:
+    """The lock that fits the store: PostgreSQL's advisory lock (store_url), else a file lock next
+    to the SQLite file."""
+    if settings.store_url is not None:
+        return PgAdvisoryLock(settings.store_url.get_secret_value(), timing(settings))
+    return FileLock(Path(settings.state_dir) / LOCK_FILE)
 
 
 def state_leader(settings: Settings) -> str:
     """For check-config: does a replica hold the leader lock now (without taking it)?"""
+    if settings.store_url is not None:
+        return _pg_leads(settings.store_url.get_secret_value())
     path = Path(settings.state_dir) / LOCK_FILE
     if not path.exists():
         return "no replica has led yet"
@@ -443,3 +438,12 @@ def state_leader(settings: Settings) -> str:
     finally:
         os.close(fd)  # frees our shared lock, if we got it
     return "no replica leads now"
+
+
+def _pg_leads(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=5, application_name="clusterbot-check") as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                           "AND classid = %s AND objid = %s AND objsubid = 2", PG_LOCK_KEY).fetchone()
+    return "a replica leads now" if row and row[0] else "no replica leads now"

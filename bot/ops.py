@@ -189,19 +189,47 @@ def check_state(settings: Settings) -> tuple[bool, str]:
     from bot.runtime import DB_NAME
     from bot.store import SCHEMA_VERSION
 
-    path = Path(settings.state_dir) / DB_NAME
-    where = f"SQLite {path}"
-    if not path.is_file():
-        return True, f"{where} does not exist yet: `run` creates it (schema version {SCHEMA_VERSION})"
-    try:
-        version = _sqlite_version(path)
-    except sqlite3.Error as exc:
-        return False, f"{where}: {exc}"
+    if settings.store_url is not None:
+        try:
+            where, found = _pg_version(settings.store_url.get_secret_value())
+        except Exception as exc:  # psycopg's errors: the server, the network, the URL, the password
+            return False, f"PostgreSQL: {_first_line(exc)}"
+    else:
+        path = Path(settings.state_dir) / DB_NAME
+        where = f"SQLite {path}"
+        try:
+            found = _sqlite_version(path) if path.is_file() else None
+        except sqlite3.Error as exc:
+            return False, f"{where}: {exc}"
+    if found is None:
+        return True, f"{where}: no state yet: `run` creates it (schema version {SCHEMA_VERSION})"
+    version = found
     if version > SCHEMA_VERSION:
         return False, (f"{where}: schema version {version} is newer than this release's {SCHEMA_VERSION}: "
                        "upgrade clusterbot, or restore the backup taken before the upgrade")
     upgrade = f", `run` upgrades it to {SCHEMA_VERSION}" if version < SCHEMA_VERSION else ""
-    return True, f"{where}: schema version {version}{upgrade}; {state_leader(settings)}"
+    try:
+        leads = state_leader(settings)
+    except Exception as exc:  # the lock's database went away since: say so, the rest is checked
+        leads = f"who leads is unknown: {_first_line(exc)}"
+    return True, f"{where}: schema version {version}{upgrade}; {leads}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _pg_version(url: str) -> tuple[str, int | None]:
+    """Where (never the password) and the schema version; None before the first `run`."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=5, application_name="clusterbot-check") as conn:
+        info = conn.info
+        where = f"PostgreSQL {info.server_version // 10000} at {info.host}:{info.port}/{info.dbname}"
+        if conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,):
+            return where, None
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return where, int(row[0]) if row and row[0] is not None else None
 
 
 def _sqlite_version(path: Path) -> int:
@@ -258,7 +286,7 @@ def audit_command(args: argparse.Namespace) -> int:
     from bot.settings import load_settings
 
     settings = load_settings(args.config)
-    if not (Path(settings.state_dir) / DB_NAME).is_file():
+    if settings.store_url is None and not (Path(settings.state_dir) / DB_NAME).is_file():
         raise ConfigError(f"no state in {settings.state_dir} (no {DB_NAME}): the bot has not run "
                           "with this state_dir; check state_dir or --config")
     store = open_store(settings)

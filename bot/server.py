@@ -7,7 +7,6 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,16 +15,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.leader import DRAIN_TIMEOUT_S, Leadership, leader_lock, timing
 from bot.metrics import Metrics
-from bot.ops_http import ops_routes, serve_ops, sqlite_writable
+from bot.ops_http import Check, ops_routes, serve_ops, sqlite_writable
 from bot.poster import SlackPoster
 from bot.remediation import Remediation
-from bot.runtime import DB_NAME, Runtime
+from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack import decisions
 from bot.slack.app import BotApp, build_app
 from bot.slack.client import web_client
 from bot.slack.decisions import group_resolver
 from bot.slack.serve import HttpServer, serve_http, serve_socket
+from bot.store import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,6 @@ async def _serve(bot: Bot, client: AsyncWebClient, watch: bool) -> None:
 def _leadership(bot: Bot, poster: SlackPoster, rem: Remediation) -> Leadership:
     """Every replica serves Slack; the one holding the leader lock also watches and delivers."""
     runtime = bot.runtime
-    lock, epochs = leader_lock(bot.settings)
 
     async def gain(epoch: int) -> None:
         runtime.watch(poster, fix_button=True, metrics=bot.metrics, claim=lead.claim)
@@ -135,7 +134,8 @@ def _leadership(bot: Bot, poster: SlackPoster, rem: Remediation) -> Leadership:
     async def lose(drain: bool) -> None:
         await runtime.unwatch(drain=drain, drain_timeout_s=DRAIN_TIMEOUT_S)
 
-    lead = Leadership(lock, epochs, gain, lose, timing=timing(bot.settings), metrics=bot.metrics)
+    lead = Leadership(leader_lock(bot.settings), runtime.store, gain, lose, timing=timing(bot.settings),
+                      metrics=bot.metrics)
     return lead
 
 
@@ -163,9 +163,20 @@ def _ops_deps(bot: Bot) -> dict[str, Any]:
 
     secret = settings.push_secret.get_secret_value() if settings.push_secret else None
     return {"metrics": bot.metrics, "slack_connected": slack_ok, "wake": wake, "push_secret": secret,
-            "store_writable": sqlite_writable(Path(settings.state_dir) / DB_NAME),
+            "store_writable": _store_ok(runtime.store),
             "delivery_running": delivering,
             "leadership": bot.leadership.status if bot.leadership is not None else None}
+
+
+def _store_ok(store: AsyncStore) -> Check:
+    """Readiness: SQLite's write lock can be taken now; PostgreSQL answers a round trip."""
+    if store.backend == "sqlite":
+        return sqlite_writable(store.target)
+
+    async def answers() -> bool:
+        await store.ping()
+        return True
+    return answers
 
 
 async def run_forever(settings: Settings) -> None:

@@ -3,8 +3,11 @@
 Every decision about incidents is pure (bot/pacemaker/diff.py, bot/watch/); this module owns the
 loop, the store and the outbox. A poll reads once what the decision needs (`_read`), hands it to
 the step, and writes the step's effects in one transaction (`_apply`): a store error loses no
-alert, the next poll sees the same change again. State lives in SQLite, so a restart repeats no
-open alert and reports what changed while the bot was down.
+alert, the next poll sees the same change again. Both run on the store's thread (AsyncStore), never
+on the event loop; the watcher's memory changes on the loop, once the write committed. State lives
+in the database (SQLite or PostgreSQL), so a restart repeats no open alert and reports what
+changed while the bot was down; a database outage only delays: the memory stays as the last
+committed poll left it, and the first poll after it reports what changed meanwhile.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from typing import Any
 
 from bot.collect import Ask
 from bot.delivery import doc_json
+from bot.errors import StoreUnavailable
 from bot.metrics import Metrics
 from bot.pacemaker.diff import IncidentDraft, WatchState
 from bot.pacemaker.merge import ClusterReport
 from bot.render.alerts import incident_doc
 from bot.settings import ClusterConfig, Settings
-from bot.store import Incident, IncidentState, Store
+from bot.store import AsyncStore, Incident, IncidentState, Store
 from bot.watch import effects as fx
 from bot.watch import step
 from bot.watch.fixes import Fix
@@ -45,7 +49,7 @@ JITTER = 0.1  # the first pause is 10-100% of the interval: a random phase per c
 class Watcher:
     settings: Settings
     collect: Callable[..., Any]  # async (cluster, *, ask) -> ClusterReport
-    store: Store
+    store: AsyncStore
     clock: Callable[[], datetime]
     notify: Callable[[], None] = lambda: None  # wakes the deliverer after enqueueing
     fix_button: bool = False
@@ -86,6 +90,8 @@ class Watcher:
             wake.clear()
             try:
                 await self.poll(cluster)
+            except StoreUnavailable as err:  # an outage: one line a poll, the change is news next poll
+                log.warning("poll of %s not recorded: %s", cluster.name, err)
             except Exception:  # one bad poll must never stop the watch
                 log.exception("poll of %s failed", cluster.name)
             next_at += interval * (random.uniform(JITTER, 1.0) if first else 1.0)
@@ -110,7 +116,7 @@ class Watcher:
                              self.monotonic(), self.settings.settle_s)
         drafts: tuple[IncidentDraft, ...] = ()
         if decide is not None:
-            drafts = self._decide(decide, cluster, report)
+            drafts = await self._decide(decide, cluster, report)
             # Only once decided and committed: a report whose writes failed is news next poll too.
             self._last[name] = report
         self.polls += 1
@@ -124,16 +130,18 @@ class Watcher:
         async with asyncio.timeout(timeout), self._polled:
             await self._polled.wait_for(lambda: self.polls >= target)
 
-    def observe(self, cluster: ClusterConfig, report: ClusterReport) -> tuple[IncidentDraft, ...]:
+    async def observe(self, cluster: ClusterConfig, report: ClusterReport) -> tuple[IncidentDraft, ...]:
         """Diff a fresh report against the stored state and turn the changes into messages."""
-        return self._decide(step.observe, cluster, report)
+        return await self._decide(step.observe, cluster, report)
 
-    def _decide(self, decide: step.Decide, cluster: ClusterConfig,
-                report: ClusterReport) -> tuple[IncidentDraft, ...]:
-        now, rules = self.clock(), self._rules(cluster)
-        memory, known = self._read(cluster, rules, now)
+    async def _decide(self, decide: step.Decide, cluster: ClusterConfig,
+                      report: ClusterReport) -> tuple[IncidentDraft, ...]:
+        now, rules, name = self.clock(), self._rules(cluster), cluster.name
+        remembered = self._memory.get(name)
+        stored, known = await self.store.call(lambda db: _read(db, name, rules, now, remembered is None))
+        memory = remembered or Memory(_parse_state(name, stored))
         done = decide(memory, report, known, rules, now, self.monotonic())
-        self._apply(cluster, done)
+        await self._apply(cluster, done, now)
         return done.drafts
 
     def _rules(self, cluster: ClusterConfig) -> Rules:
@@ -144,43 +152,12 @@ class Watcher:
 
     # -- the store: one read and one write per poll ----------------------------------------
 
-    def _read(self, cluster: ClusterConfig, rules: Rules, now: datetime) -> tuple[Memory, Known]:
-        """All the step needs from the store: the cluster's memory (its state stored, after a
-        start), the incidents open or ended within the look-back plus those open flaps are told
-        in, and the approved fixes acting now or within the settle window."""
-        name = cluster.name
-        memory = self._memory.get(name) or Memory(self._load(name))
-        since = now - timedelta(seconds=rules.lookback_s)
-        found = self.store.recent_incidents(name, since)
-        found += [h for h in map(self.store.get_incident, step.hosts_missing(map(_view, found)))
-                  if h is not None]
-        since = now - timedelta(seconds=rules.settle_s)
-        fixes = tuple(Fix(r.id, r.action, r.args, r.node, r.channel, r.message_ts, ended)
-                      for r, ended in self.store.acting_requests(name, since))
-        return memory, Known(tuple(_view(i) for i in sorted(found, key=lambda i: i.id)), fixes)
-
-    def _load(self, name: str) -> WatchState | None:
-        raw = self.store.load_watch_state(name)
-        if raw is None:
-            return None
-        try:
-            return WatchState.from_json(json.loads(raw))
-        except ValueError:
-            log.warning("stored watch state of %s is unreadable; starting afresh", name)
-            return None
-
-    def _apply(self, cluster: ClusterConfig, done: step.Step) -> None:
+    async def _apply(self, cluster: ClusterConfig, done: step.Step, now: datetime) -> None:
         """The step's effects, in order, as one transaction; the watcher's memory, the metrics and
         the deliverer follow once it committed."""
-        name, ids, dumped = cluster.name, _Ids(), None
-        with self.store.transaction():
-            for effect in done.effects:
-                if isinstance(effect, fx.SaveState):
-                    dumped = json.dumps(effect.state.to_json())
-                    if dumped != self._saved.get(name):  # an fsync per poll is wasted when nothing changed
-                        self.store.save_watch_state(name, dumped)
-                else:
-                    self._write(cluster, effect, ids)
+        name = cluster.name
+        saved = self._saved.get(name)
+        dumped = await self.store.transaction(lambda db: self._write_all(db, cluster, done, saved, now))
         self._memory[name] = done.memory
         if dumped is not None:
             self._saved[name] = dumped
@@ -192,8 +169,21 @@ class Watcher:
                     self.metrics.incident_resolved(name)
         self.notify()
 
-    def _write(self, cluster: ClusterConfig, effect: fx.Effect, ids: _Ids) -> None:
-        store = self.store
+    def _write_all(self, store: Store, cluster: ClusterConfig, done: step.Step, saved: str | None,
+                   now: datetime) -> str | None:
+        """On the store's thread, inside the poll's transaction: every effect; the state saved."""
+        ids, dumped = _Ids(), None
+        for effect in done.effects:
+            if isinstance(effect, fx.SaveState):
+                dumped = json.dumps(effect.state.to_json())
+                if dumped != saved:  # an fsync per poll is wasted when nothing changed
+                    store.save_watch_state(cluster.name, dumped)
+            else:
+                self._write(store, cluster, effect, ids, now)
+        return dumped
+
+    def _write(self, store: Store, cluster: ClusterConfig, effect: fx.Effect, ids: _Ids,
+               now: datetime) -> None:
         if isinstance(effect, fx.OpenIncident):
             inc = store.open_incident(cluster=cluster.name, key=effect.key, severity=effect.severity,
                                       title=effect.title, channel=effect.channel, now=effect.at,
@@ -207,11 +197,12 @@ class Watcher:
         elif isinstance(effect, fx.ResolveIncident):
             store.resolve_incident(ids(effect.ref), now=effect.at)
         elif isinstance(effect, fx.Post):
-            self._enqueue(cluster, effect, ids)
+            self._enqueue(store, cluster, effect, ids, now)
         elif isinstance(effect, fx.Note):
             log.log(logging.WARNING if effect.warning else logging.INFO, "%s", effect.message)
 
-    def _enqueue(self, cluster: ClusterConfig, post: fx.Post, ids: _Ids) -> None:
+    def _enqueue(self, store: Store, cluster: ClusterConfig, post: fx.Post, ids: _Ids,
+                 now: datetime) -> None:
         doc = post.doc
         if isinstance(doc, fx.RootStory):  # its fix button names the incident, known only now
             doc = incident_doc(cluster.name, doc.draft, incident_id=ids(doc.incident),
@@ -223,7 +214,7 @@ class Watcher:
             payload["thread"] = post.thread
         if post.broadcast:
             payload["broadcast"] = True
-        self.store.enqueue(post.kind, payload, now=self.clock())
+        store.enqueue(post.kind, payload, now=now)
 
 
 @dataclass
@@ -238,6 +229,31 @@ class _Ids:
     def payload(self, record: IncidentRecord) -> dict[str, object]:
         host = record.host
         return record.payload if host is None else {**record.payload, "host": self(host)}
+
+
+def _read(store: Store, name: str, rules: Rules, now: datetime,
+          with_state: bool) -> tuple[str | None, Known]:
+    """On the store's thread: all the step needs from the store. The cluster's stored state (only
+    after a start: otherwise the memory has it), the incidents open or ended within the look-back
+    plus those open flaps are told in, and the approved fixes acting now or within the settle window."""
+    stored = store.load_watch_state(name) if with_state else None
+    since = now - timedelta(seconds=rules.lookback_s)
+    found = store.recent_incidents(name, since)
+    found += [h for h in map(store.get_incident, step.hosts_missing(map(_view, found))) if h is not None]
+    since = now - timedelta(seconds=rules.settle_s)
+    fixes = tuple(Fix(r.id, r.action, r.args, r.node, r.channel, r.message_ts, ended)
+                  for r, ended in store.acting_requests(name, since))
+    return stored, Known(tuple(_view(i) for i in sorted(found, key=lambda i: i.id)), fixes)
+
+
+def _parse_state(name: str, raw: str | None) -> WatchState | None:
+    if raw is None:
+        return None
+    try:
+        return WatchState.from_json(json.loads(raw))
+    except ValueError:
+        log.warning("stored watch state of %s is unreadable; starting afresh", name)
+        return None
 
 
 def _view(inc: Incident) -> fx.IncidentView:

@@ -35,8 +35,10 @@ _K = EventKind
 # status) for seconds while `pcs cluster stop` stops its stack (recorded 2026-12-02).
 DERIVED = frozenset({_K.VIPS_UNBALANCED, _K.CLONE_STOPPED, _K.RESOURCE_STOPPED, _K.NODE_PENDING,
                      _K.NODES_DISAGREE, _K.NODE_UNREACHABLE})
-# Held whenever they show: the membership says soon whether a node is gone.
-ALWAYS_HELD = frozenset({_K.LINK_DOWN})
+# Held whenever they show: the membership says soon whether a node is gone. A power cut's first
+# sign can be its daemons seen dead while its crm_mon still answered (recorded 2026-12-02: 3.5 s
+# before the membership lost it), and their "active again" a poll later, when crm_mon there failed.
+ALWAYS_HELD = frozenset({_K.LINK_DOWN, _K.DAEMON_INACTIVE})
 # A node changing its place in the cluster: Pacemaker acts on it for a while.
 NODE_CHANGES = frozenset({
     _K.NODE_OFFLINE, _K.NODE_ONLINE, _K.MEMBER_LOST, _K.MEMBER_BACK, _K.NODE_STANDBY, _K.NODE_UNSTANDBY,

@@ -366,12 +366,24 @@ class Recorder:
 
     # sampling
 
-    async def sample(self, node: str) -> None:
-        asks = probes(self.cluster, self.kind, node)
+    def samplers(self) -> list[asyncio.Task[None]]:
+        """One sampling loop per node, and one more for its crmadmin: a busy controller answers
+        in up to 1-2 s (measured), and must not hold up that node's other answers."""
+        tasks = []
+        for conf in self.cluster.nodes:
+            asks = probes(self.cluster, self.kind, conf.name)
+            controller = tuple(p for p in asks if p.cmd == "crmadmin")
+            rest = tuple(p for p in asks if p.cmd != "crmadmin")
+            tasks.append(asyncio.create_task(self.sample(conf.name, rest, counted=True)))
+            if controller:
+                tasks.append(asyncio.create_task(self.sample(conf.name, controller, counted=False)))
+        return tasks
+
+    async def sample(self, node: str, asks: tuple[Probe, ...], *, counted: bool) -> None:
         while not self._stop:
             started = time.monotonic()
             await asyncio.gather(*(self._ask(node, p) for p in asks))
-            self.rounds += 1
+            self.rounds += counted
             self._tick.set()
             await asyncio.sleep(max(0.0, started + self.interval_s - time.monotonic()))
 
@@ -517,7 +529,7 @@ async def record(name: str, scenario: Scenario, out_dir: Path, interval_s: float
         vers = await versions(pool, prep)
         await _phase(prep, scenario.setup, "setup")
         rec = Recorder(pool, settings, cluster, scenario.kind, interval_s)
-        samplers = [asyncio.create_task(rec.sample(n.name)) for n in cluster.nodes]
+        samplers = rec.samplers()
         try:
             if not await rec.until(lambda: rec.settled(0.0), 60):
                 raise StepFailed("the cluster is not healthy at the start; heal the lab first")
@@ -551,7 +563,7 @@ async def record(name: str, scenario: Scenario, out_dir: Path, interval_s: float
 
 async def _phase(rec: Recorder, steps: Sequence[Step], what: str) -> None:
     """Setup or teardown: not sampled, but its steps are kept in meta.json all the same."""
-    samplers = [asyncio.create_task(rec.sample(n.name)) for n in rec.cluster.nodes] if steps else []
+    samplers = rec.samplers() if steps else []
     try:
         for step in steps:
             await rec.run(step)

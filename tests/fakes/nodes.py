@@ -94,7 +94,8 @@ class FakeNode:
     clock: Callable[[], datetime] | None = None  # quorumtool's "Date:" line; None: the capture's
     # crmadmin: None answers "command not found" (a node without it); "capture" the lab's answer
     # (CRMADMIN: <node>.idle.xml, or <node>.crashed.xml while its crm_mon says 102); "refused"
-    # is a sudoers file written before the bot asked crmadmin; "slow" answers once `release` is set.
+    # is a sudoers file written before the bot asked crmadmin; "slow" answers once `release` is set;
+    # "old" is a crmadmin without --output-as.
     controller: str | None = "capture"
 
     async def handle(self, command: str, username: str) -> tuple[int, str, str]:
@@ -114,6 +115,8 @@ class FakeNode:
             return quorumtool_answer(self.scenario, self.name, self.clock() if self.clock else None)
         if argv == ["corosync-cfgtool", "-s"] and self.name in LAB_NODES:
             return cfgtool_answer(self.scenario, self.name)
+        if argv[0] == "crmadmin" and self.controller == "old":  # Pacemaker 2.0: getopt's words
+            return 64, "", "crmadmin: unrecognized option '--output-as=xml'\n"
         if argv[0] == "crmadmin" and self.controller in ("capture", "slow"):
             if self.controller == "slow":  # a controller too busy to answer until released
                 await self.release.wait()

@@ -30,7 +30,7 @@ from bot.corosync.parse import parse_quorum
 from bot.errors import ParseError, SudoRefused, Unreachable
 from bot.settings import ClusterConfig, NodeConfig, Settings
 from bot.ssh import Completed, SshTarget
-from bot.store import Store
+from bot.store import AsyncStore
 from bot.watcher import Watcher
 from tests.fakes.sequences import cmd_of
 
@@ -232,7 +232,7 @@ def settings_of(cluster: ClusterConfig, tmp: Path, poll_s: float, **extra: Any) 
 
 
 async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 0.0,
-                 tail_s: float | None = None, store: Store | None = None,
+                 tail_s: float | None = None, store: AsyncStore | None = None,
                  request_channel: str = "C0ALERTS", ideal: bool = False, **settings: Any) -> Replay:
     """Replay `seq` polling every `poll_s` from `phase`, then `tail_s` more of its last state."""
     # The first poll sees the cluster as it was before the scenario (the watcher was watching
@@ -244,7 +244,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
     if ideal:  # every poll asks every node: the best any poll interval could see
         conf = conf.model_copy(update={"poll_every_node": True, "detail_every": 1})
     own = store is None
-    store = store or Store.open(tmp / f"replay-{uuid.uuid4().hex}.db")  # one store per replay
+    store = store or AsyncStore(tmp / f"replay-{uuid.uuid4().hex}.db")  # one store per replay
     pool = ReplayPool(seq, clock)
     collector = Collector(pool=pool, settings=conf, now=clock.now)  # type: ignore[arg-type]
     watcher = Watcher(settings=conf, collect=collector.collect, store=store, clock=clock.now,
@@ -256,7 +256,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
     held: dict[str, tuple[str, float]] = {}
     try:
         while clock.t <= end:
-            fixes.advance(clock.t)
+            await fixes.advance(clock.t)
             started = time.process_time()
             await watcher.poll(cluster)
             cost = time.process_time() - started
@@ -267,12 +267,12 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
             result.cpu_s += cost
             result.polls += 1
             _track_holds(watcher, cluster.name, clock.t, held, result.holds)
-            seen = _collect_messages(store, result, clock.t + cost, seen)
+            seen = await _collect_messages(store, result, clock.t + cost, seen)
             clock.t = _next_poll(clock.t, phase, poll_s)
-        result.open_at_end = [i.key for i in store.open_incidents(cluster.name)]
+        result.open_at_end = [i.key for i in await store.open_incidents(cluster.name)]
     finally:
         if own:
-            store.close()
+            await store.close()
     return result
 
 
@@ -299,7 +299,7 @@ class FixScript:
 
     seq: SequenceLike
     cluster: ClusterConfig
-    store: Store
+    store: AsyncStore
     channel: str
     pending: list[tuple[float, str, Any]] = field(default_factory=list)
     windows: list[tuple[float, float]] = field(default_factory=list)  # approved .. finished
@@ -325,13 +325,13 @@ class FixScript:
     def acting(self, t: float, settle_s: float) -> bool:
         return any(start <= t <= end + settle_s for start, end in self.windows)
 
-    def advance(self, t: float) -> None:
+    async def advance(self, t: float) -> None:
         while self.pending and self.pending[0][0] <= t:
             at, rid, what = self.pending.pop(0)
             now = BASE + timedelta(seconds=at)
             if isinstance(what, tuple):
                 _, action, args = what
-                self.store.create_request(Request(
+                await self.store.create_request(Request(
                     id=rid, cluster=self.cluster.name, action=action, args=args,
                     node=self.cluster.nodes[0].name,
                     argv=("pcs", action, *args), requester="U0ONCALL", channel=self.channel,
@@ -339,7 +339,7 @@ class FixScript:
                     expires_at=now + timedelta(minutes=15), required_approvals=1, allow_self_approval=False,
                     message_ts=f"req-{rid}"))
             else:
-                self.store.apply(rid, what, now=now, is_approver=True)
+                await self.store.apply(rid, what, now=now, is_approver=True)
 
 
 def _next_poll(t: float, phase: float, poll_s: float) -> float:
@@ -348,8 +348,8 @@ def _next_poll(t: float, phase: float, poll_s: float) -> float:
     return phase + k * poll_s
 
 
-def _collect_messages(store: Store, result: Replay, at: float, seen: int) -> int:
-    for item in store.due(BASE + timedelta(days=365), limit=100000):
+async def _collect_messages(store: AsyncStore, result: Replay, at: float, seen: int) -> int:
+    for item in await store.due(BASE + timedelta(days=365), limit=100000):
         if item.id <= seen:
             continue
         p = item.payload

@@ -38,6 +38,7 @@ async def test_each_node_is_asked_about_its_own_controller_and_the_dc_reads_idle
 @pytest.mark.parametrize(("mode", "why"), [
     ("refused", "sudo"),  # a sudoers file from before the bot asked crmadmin
     (None, "crmadmin exited 127 without XML: bash: crmadmin: command not found"),
+    ("old", "crmadmin exited 64 without XML: crmadmin: unrecognized option '--output-as=xml'"),
 ])
 async def test_a_node_that_cannot_answer_crmadmin_is_logged_once_and_not_asked_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str | None, why: str) -> None:
@@ -88,6 +89,24 @@ async def test_a_controller_too_busy_to_answer_does_not_delay_the_nodes_answer(t
         fc.nodes["node1"].release.set()  # the late answer finishes on its own, its shell is reused
         again = await collector.collect(fc.config, ask=Ask.ALL)
         assert again.result("node1").controller is not None  # type: ignore[union-attr]
+
+
+async def test_a_daemon_said_inactive_is_asked_again_on_the_next_light_poll(tmp_path: Path) -> None:
+    """Recorded resync: pcsd restarted in 8 s while crm_mon showed nothing; the kept "pcsd is not
+    active on node2" outlived its recovery until node2's details came round again (6 turns)."""
+    async with fake_cluster(tmp_path) as fc, SshPool() as pool:
+        collector = Collector(pool, fc.settings)
+        fc.nodes["node2"].inactive = frozenset({"pcsd"})
+        first = await collector.collect(fc.config, ask=Ask.ALL)
+        assert first.result("node2").daemons.inactive == ("pcsd",)  # type: ignore[union-attr]
+        fc.nodes["node2"].inactive = frozenset()
+        for ask in (Ask.TURN, Ask.STATUS):
+            fc.nodes["node2"].inactive = frozenset({"pcsd"})
+            await collector.collect(fc.config, ask=Ask.ALL)
+            fc.nodes["node2"].inactive = frozenset()
+            again = await collector.collect(fc.config, ask=ask)
+            assert again.result("node2").daemons.inactive == (), ask  # type: ignore[union-attr]
+            assert again.healthy
 
 
 async def test_a_corosync_only_cluster_is_never_asked_crmadmin(tmp_path: Path) -> None:

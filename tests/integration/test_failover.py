@@ -128,7 +128,7 @@ async def test_check_config_connect_reports_the_state_schema_and_whether_a_repli
         await a.stop()
         stopped = await asyncio.to_thread(state)
     db = tmp_path / "state" / "clusterbot.sqlite3"
-    assert fresh == f"  OK  state: SQLite {db} does not exist yet: `run` creates it (schema version " \
+    assert fresh == f"  OK  state: SQLite {db}: no state yet: `run` creates it (schema version " \
         f"{SCHEMA_VERSION})"
     assert leading == f"  OK  state: SQLite {db}: schema version {SCHEMA_VERSION}; a replica leads now"
     assert stopped == f"  OK  state: SQLite {db}: schema version {SCHEMA_VERSION}; no replica leads now"

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
-from bot.leader import LOCK_FILE, FileEpochs, FileLock, Leadership, PgAdvisoryLock, Role, Timing
+from bot.leader import LOCK_FILE, FileLock, Leadership, PgAdvisoryLock, Role, Timing
 from bot.metrics import Metrics
+from bot.store import AsyncStore
 from tests.fakes.tcpproxy import TcpProxy
 
 FAST = Timing(retry_s=0.1, check_s=0.2, timeout_s=0.5)
@@ -94,7 +94,8 @@ async def test_a_leader_cut_off_from_postgres_steps_down_before_the_server_frees
             stopped.set()
 
         metrics = Metrics()
-        lead = Leadership(lock, _Epochs(), _nothing, lose, timing=FAST, metrics=metrics)
+        store = await AsyncStore.open(pg_url)  # the epochs: direct, only the lock goes through the proxy
+        lead = Leadership(lock, store, _nothing, lose, timing=FAST, metrics=metrics)
         await lead.try_once()
         assert lead.role is Role.LEADER
         assert "clusterbot_leader 1.0" in metrics.render().decode()
@@ -122,21 +123,22 @@ async def test_a_leader_cut_off_from_postgres_steps_down_before_the_server_frees
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
+            await store.close()
 
 
 async def test_followers_take_turns_with_rising_epochs(tmp_path: Path) -> None:
     path = tmp_path / LOCK_FILE
     gained: list[tuple[str, int]] = []
 
-    def make(name: str) -> Leadership:
-        lock = FileLock(path)
+    stores = [await AsyncStore.open(tmp_path / "state.sqlite3") for _ in range(2)]
 
+    def make(name: str, store: AsyncStore) -> Leadership:
         async def gain(epoch: int) -> None:
             gained.append((name, epoch))
 
-        return Leadership(lock, FileEpochs(lock), gain, _nothing_lost, timing=FAST, holder=name)
+        return Leadership(FileLock(path), store, gain, _nothing_lost, timing=FAST, holder=name)
 
-    a, b = make("a"), make("b")
+    a, b = make("a", stores[0]), make("b", stores[1])
     await a.try_once()
     await b.try_once()
     assert (a.role, b.role) == (Role.LEADER, Role.FOLLOWER)
@@ -148,24 +150,13 @@ async def test_followers_take_turns_with_rising_epochs(tmp_path: Path) -> None:
                 await asyncio.sleep(0.02)
         assert gained == [("a", 1), ("b", 2)]
         assert b.status()["role"] == "leader" and b.status()["epoch"] == 2
+        assert (await stores[0].leadership()).holder == "b"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        for store in stores:
+            await store.close()
     assert b.role is Role.FOLLOWER  # cancelled while leading: its work was stopped too
-
-
-class _Epochs:
-    """Epochs for the lock-only test above (the store's own are tested with the store)."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-
-    async def take_leadership(self, holder: str, now: datetime) -> int:
-        self.epoch += 1
-        return self.epoch
-
-    async def claim_send(self, item_id: int, epoch: int) -> bool:
-        return epoch == self.epoch
 
 
 async def _nothing(epoch: int) -> None:

@@ -103,3 +103,20 @@ def test_a_node_not_answering_while_it_leaves_is_held_and_its_answer_again_says_
     assert news == () and state.holds(silent.key)
     state, news = settle(state, (answers,), 103.0, 15.0)
     assert news == () and not state.held
+
+
+def test_daemons_seen_dead_wait_for_the_membership_and_their_flicker_says_nothing() -> None:
+    # Recorded power cut: node3's systemctl said corosync and pacemaker inactive while its crm_mon
+    # still answered; a poll later crm_mon failed there, so the finding went ("active again").
+    dead = ev(K.DAEMON_INACTIVE, "node3", nodes=("node3",))
+    again = replace(ev(K.DAEMON_ACTIVE, "node3", nodes=("node3",)), key=dead.key)
+    state, news = settle(Settling(), (dead,), 100.0, 15.0)
+    assert news == () and state.holds(dead.key)
+    state, news = settle(state, (again,), 100.25, 15.0)
+    assert news == () and not state.held
+    state, _ = settle(Settling(), (dead,), 100.0, 15.0)
+    offline = ev(K.NODE_OFFLINE, "node3", nodes=("node3",))
+    state, news = settle(state, (offline,), 103.5, 15.0)
+    assert news == (offline,) and not state.held  # the node's loss is the news
+    state, _ = settle(Settling(), (dead,), 100.0, 15.0)
+    assert settle(state, (), 115.0, 15.0)[1] == (dead,)  # still dead, node still in: told

@@ -3,6 +3,8 @@ order and in one transaction, naming each incident the step opened by the id the
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.pacemaker.health import Severity
 from bot.watch.effects import OpenIncident, Post, RootStory, UpdateIncident
 from bot.watch.records import IncidentRecord, MessageKind, New
@@ -24,7 +26,7 @@ def test_incidents_a_step_opens_are_named_by_their_store_ids_in_records_and_mess
         OpenIncident(New(2), "flapping:" + draft.key, Severity.WARNING, "flapping", "alerts", now, flap),
         UpdateIncident(New(2), record=flap.with_silenced({"vip_stopped:vip1", "vip_stopped:vip2"})),
     )
-    bot.watcher._apply(CLUSTER, Step(Memory(), effects))
+    asyncio.run(bot.watcher._apply(CLUSTER, Step(Memory(), effects), now))
     vip, flapping = bot.store.find_open_incident(CLUSTER.name, draft.key), bot.open("flapping:" + draft.key)
     assert vip is not None and flapping is not None and older.id < vip.id < flapping.id
     assert flapping.payload["host"] == vip.id  # after its open and after its update
