@@ -91,8 +91,13 @@ async def test_sqlite_replicas_show_their_roles_on_readyz_and_metrics(tmp_path: 
 
 
 async def test_an_approval_clicked_through_both_replicas_runs_once(tmp_path: Path) -> None:
+    await approval_race(tmp_path, None)
+
+
+async def approval_race(tmp_path: Path, store: str | None) -> None:
+    """A fix requested through one replica, its approval clicked through both at once."""
     async with FakeSlack() as slack, DemoCluster() as demo, \
-            replicas(slack, demo, tmp_path, approvers=[BOSS]) as group:
+            replicas(slack, demo, tmp_path, store=store, approvers=[BOSS]) as group:
         await demo.demo_command(("fail", "virtual_ip_2"))
         a = await group.start("a")
         await a.leading()

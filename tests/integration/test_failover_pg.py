@@ -18,7 +18,7 @@ from tests.fakes.nodes import fake_cluster
 from tests.fakes.slack import FakeSlack
 from tests.fakes.tcpproxy import TcpProxy
 from tests.integration.replicas import FAST, WAIT_S, Record, Replica, replicas
-from tests.integration.test_failover import CRASH, incident_then_kill_leader
+from tests.integration.test_failover import CRASH, approval_race, incident_then_kill_leader
 from tests.pg import PgServer
 
 ROOT = Path(__file__).parents[2]
@@ -39,6 +39,10 @@ async def test_pg_follower_takes_over_a_killed_leaders_incident(tmp_path: Path, 
     async with fake_cluster(tmp_path) as fc, FakeSlack() as slack, \
             replicas(slack, fc, tmp_path, store=pg_url) as group:
         await incident_then_kill_leader(group)
+
+
+async def test_pg_an_approval_clicked_through_both_replicas_runs_once(tmp_path: Path, pg_url: str) -> None:
+    await approval_race(tmp_path, pg_url)
 
 
 async def test_pg_sigterm_hands_over_without_a_duplicate_or_a_gap(tmp_path: Path, pg_url: str) -> None:
