@@ -146,20 +146,23 @@ async def test_pg_rolling_upgrade_with_a_schema_migration(tmp_path: Path, pg_url
         b = await group.start("b")
         fc.set_scenario(CRASH)
         root = await group.wait_post(lambda c: not c.params.get("thread_ts"))
+        thread = root.response["ts"]
         assert await b.stop() == 0  # 1. the follower is upgraded: it migrates the schema on start
         b2 = await group.start("b-new", cwd=str(newer))
         await b2.wait_log(lambda r: "schema upgraded" in str(r.get("msg")))
-        before = _columns(pg_url)
-        assert "upgrade_note" in before
+        assert "upgrade_note" in _columns(pg_url)
+        fc.set_scenario("a_healthy")  # the old release still leads, on the migrated schema
+        await a.wait_log(lambda r: " delivered to " in str(r.get("msg"))
+                         and "node3 is back ONLINE" in str(r.get("msg")))
         assert await a.stop() == 0  # 2. the old leader hands over to the upgraded one
+        gained = len(b2.records)
         await b2.leading()
-        fc.set_scenario("a_healthy")
-        thread = root.response["ts"]
-        await group.wait_post(lambda c: c.params.get("thread_ts") == thread
-                              and "node3 is back ONLINE" in str(c.params.get("text")))
+        fc.set_scenario(CRASH)  # the upgraded leader watches on
+        await b2.wait_log(lambda r: " delivered to " in str(r.get("msg")), after=gained)
         a2 = await group.start("a-new", cwd=str(newer))  # 3. the other one upgraded too: it follows
         assert not a2.said("leadership gained") and not a2.said("schema upgraded")
-        assert len(group.roots()) == 1
+        back = [c for c in group.replies(thread) if "node3 is back ONLINE" in str(c.params.get("text"))]
+        assert len(back) == 1
 
 
 def _newer_release(where: Path) -> Path:
