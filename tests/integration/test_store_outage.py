@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bot.approvals import State
+from bot.leader import Role
 from bot.store import AsyncStore
 from tests.fakes.botharness import running_bot
 from tests.integration.test_approvals import BOSS, CLEANUP, ask, settle, state, text_of
@@ -76,14 +77,21 @@ async def test_a_change_during_an_outage_is_alerted_once_the_database_is_back(
         await asyncio.to_thread(pg_server.stop, "immediate")
         try:
             h.demo.sim.crash("node3")
-            async with asyncio.timeout(15):  # polls that saw the crash but could not record it
-                while len([r for r in caplog.records if "not recorded" in r.getMessage()]) < 3:
+            # A poll that saw the crash but could not record it; then the leader, unable to confirm
+            # its lock, stops watching (bot/leader.py) until the database is back.
+            async with asyncio.timeout(15):
+                while not [r for r in caplog.records if "not recorded" in r.getMessage()]:
                     await asyncio.sleep(0.05)
             assert not [c for c in h.roots() if "node3" in text_of(c)]
         finally:
             await asyncio.to_thread(pg_server.start)
         await h.slack.wait_for("chat.postMessage", lambda c: "node3 went OFFLINE" in text_of(c)
                                and not c.params.get("thread_ts"), timeout=30)
+        # The leader lock's session died with the server: the bot takes it again (a new epoch)
+        # and watches on with a new watcher.
+        async with asyncio.timeout(30):
+            while h.bot.leadership.role is not Role.LEADER or h.bot.leadership.epoch < 2:
+                await asyncio.sleep(0.05)  # the role has no event to await; a bounded poll of it
         await h.watcher.wait_polls(3)
         assert len([c for c in h.roots() if "node3" in text_of(c)]) == 1  # once, not once per poll
     refused = [r.getMessage() for r in caplog.records if "not recorded" in r.getMessage()]
