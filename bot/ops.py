@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +184,8 @@ def _not_writable(directory: Path) -> str | None:
 def check_state(settings: Settings) -> tuple[bool, str]:
     """`check-config --connect`: can the bot use its state database, at which schema version, and
     does a replica lead now? Only reads: a database a newer release migrated is reported, not touched."""
+    import sqlite3
+
     from bot.leader import state_leader
     from bot.runtime import DB_NAME
     from bot.store import SCHEMA_VERSION
@@ -233,6 +234,8 @@ def _pg_version(url: str) -> tuple[str, int | None]:
 
 
 def _sqlite_version(path: Path) -> int:
+    import sqlite3
+
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as conn:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
