@@ -1,22 +1,91 @@
-"""TCP connections to the nodes opened while a cold start is still importing.
+"""What a cold start does before the settings are validated: guess the nodes, open TCP.
 
-A cold `clusterbot status` spends most of its first ~0.3 s importing asyncssh and friends, and
-each node's sshd then needs its own time to accept, fork and re-exec before its banner comes
-(~14 ms on the lab, plus a round trip on a real network). Connecting from threads as soon as the
-settings name the nodes lets both happen at once; the SSH handshake, with its host key check,
-is asyncssh's as always, over the socket these threads opened. Standard library only, so that
-starting them does not wait for the imports they are meant to overlap.
+A cold `clusterbot status` spends most of its first ~0.3 s importing asyncssh, pydantic and
+pydantic-settings, and each node's sshd then needs its own time to accept, fork and re-exec
+before its banner comes (~14 ms on the lab, plus a round trip on a real network). Reading the
+config file's node list with the standard library (`guess_nodes`) lets the TCP connects start
+at once, from threads, and the SSH handshakes start as soon as asyncssh is loaded, while
+pydantic still imports and validates. A guess is only a guess: the pool uses a connection
+opened from it only for a validated target with exactly the same connection parameters
+(`bot.ssh.SshTarget.connection`) and closes the others unused. The host key check is
+asyncssh's as always. Standard library only, so that none of this waits for the imports it is
+meant to overlap.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
-from collections.abc import Iterable
+import tomllib
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
 
 Address = tuple[str, int]
 EarlySockets = dict[Address, "Future[socket.socket]"]
+
+# Defaults of the settings (bot/settings.py uses these), here so the guess needs no pydantic.
+DEFAULT_CONFIG = Path("/etc/clusterbot/clusterbot.toml")  # what deploy/clusterbot.service passes
+DEFAULT_SSH_USER = "clusterbot"
+DEFAULT_SSH_PORT = 22
+DEFAULT_KNOWN_HOSTS = Path("/etc/clusterbot/known_hosts")
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+
+def config_file(path: Path | str | None) -> Path | None:
+    """The config file a command reads: `path`, else $CLUSTERBOT_CONFIG, else DEFAULT_CONFIG if
+    it exists (None: settings from the environment alone)."""
+    chosen = path or os.environ.get("CLUSTERBOT_CONFIG")
+    return Path(chosen) if chosen else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGuess:
+    """One node as the config file names it, before validation (and before the environment,
+    which may override it)."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    key: Path
+    known_hosts: Path
+    connect_timeout_s: float
+
+
+def guess_nodes(path: Path | str | None, clusters: Sequence[str] = ()) -> list[NodeGuess]:
+    """The nodes of the named clusters (all if none named) as the raw config file gives them.
+    Anything unexpected (no file, bad TOML, odd values, no key) gives fewer or no guesses:
+    validation, which runs anyway, is what reports a broken config."""
+    file = config_file(path)
+    if file is None:
+        return []
+    try:
+        with file.open("rb") as fh:
+            raw = tomllib.load(fh)
+        timeout = float(raw.get("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S))
+        return [guess for cluster in raw.get("clusters", ())
+                if not clusters or cluster.get("name") in clusters
+                for guess in _cluster_nodes(cluster, timeout)]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return []
+
+
+def _cluster_nodes(cluster: dict[str, object], timeout: float) -> list[NodeGuess]:
+    key = cluster.get("ssh_key")
+    if not isinstance(key, str):
+        return []  # no key: the connection would fail anyway, and say so after validation
+    user = str(cluster.get("ssh_user", DEFAULT_SSH_USER))
+    known = Path(str(cluster.get("known_hosts", DEFAULT_KNOWN_HOSTS)))
+    nodes = cluster.get("nodes")
+    if not isinstance(nodes, list):
+        return []
+    # A bare host string means Pacemaker node name = host, as in the settings.
+    tables = [{"name": n, "host": n} if isinstance(n, str) else dict(n) for n in nodes]
+    return [NodeGuess(str(n.get("name")), str(n["host"]), int(n.get("port", DEFAULT_SSH_PORT)),
+                      user, Path(key), known, timeout) for n in tables]
 
 
 def connect_early(addresses: Iterable[Address], timeout_s: float) -> EarlySockets:

@@ -31,6 +31,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.early import (
+    DEFAULT_CONFIG,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_KNOWN_HOSTS,
+    DEFAULT_SSH_PORT,
+    DEFAULT_SSH_USER,
+    config_file,
+)
 from bot.errors import ConfigError
 from bot.pacemaker.health import Expectations
 
@@ -49,7 +57,7 @@ class _Strict(BaseModel):
 class NodeConfig(_Strict):
     name: Name  # the Pacemaker node name
     host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:\[\]-]+$")
-    port: int = Field(22, ge=1, le=65535)
+    port: int = Field(DEFAULT_SSH_PORT, ge=1, le=65535)
 
 
 class Commands(_Strict):
@@ -69,9 +77,9 @@ class ClusterConfig(_Strict):
     name: Name
     kind: Literal["pacemaker", "corosync"] = "pacemaker"
     nodes: tuple[NodeConfig, ...] = Field(min_length=1)
-    ssh_user: Name = "clusterbot"
+    ssh_user: Name = DEFAULT_SSH_USER
     ssh_key: Path | None = None
-    known_hosts: Path = Path("/etc/clusterbot/known_hosts")
+    known_hosts: Path = DEFAULT_KNOWN_HOSTS
     sudo: bool = True
     vips: tuple[Name, ...] = ()
     everywhere: tuple[Name, ...] = ()
@@ -107,7 +115,6 @@ class ClusterConfig(_Strict):
 
 
 _CONFIG_FILE: Path | None = None
-DEFAULT_CONFIG = Path("/etc/clusterbot/clusterbot.toml")  # what deploy/clusterbot.service passes
 DEFAULT_ALERT_CHANNEL = "alerts"  # where alerts go when neither the cluster nor the top level names one
 
 
@@ -121,7 +128,7 @@ class Settings(BaseSettings):
     )
 
     clusters: tuple[ClusterConfig, ...] = ()
-    connect_timeout_s: float = Field(5.0, gt=0, le=120)
+    connect_timeout_s: float = Field(DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=120)
     command_timeout_s: float = Field(15.0, gt=0, le=600)
     max_concurrency: int = Field(64, ge=1, le=1024)  # SSH sessions in flight across clusters
     poll_interval_s: float = Field(5.0, ge=0.2, le=3600)
@@ -207,8 +214,7 @@ def load_settings(path: Path | str | None = None, *, need_clusters: bool = False
     """
     global _CONFIG_FILE
 
-    chosen = path or os.environ.get("CLUSTERBOT_CONFIG")
-    file = Path(chosen) if chosen else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    file = config_file(path)
     if file is not None and not file.is_file():
         named_by = "" if path else " (named by $CLUSTERBOT_CONFIG)"
         raise ConfigError(f"config file {file}{named_by} does not exist")

@@ -35,7 +35,7 @@ import socket
 import sys
 import sysconfig
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,10 +103,11 @@ from bot.errors import (
 )
 from bot.shell import RemoteShell, ShellLost
 
-__all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command"]
+__all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command", "connect_ahead"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Connection = tuple[str, int, str, tuple[Path, ...], Path, float]
 
 # What `sudo -n` prints (exit status 1) when it will not run the command without a prompt.
 # Anchored to line starts so a command's own stderr is unlikely to be mistaken for sudo's.
@@ -145,6 +146,13 @@ class SshTarget:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def connection(self) -> Connection:
+        """Everything a connection is opened with (keepalives are set on it afterwards): a
+        connection opened ahead for a guessed target serves only a target equal in all of it."""
+        return (self.host, self.port, self.user, self.client_keys, self.known_hosts,
+                self.connect_timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +219,9 @@ class _Slot:
     last_error: type[SshError] | None = None
     last_reason: str = ""
     idle_shells: list[tuple[asyncssh.SSHClientConnection, RemoteShell]] = field(default_factory=list)
+    # A read shell opened with the connection ahead of time (connect_ahead), not used yet: the
+    # first read_all writes all its commands down it.
+    fresh_shell: tuple[asyncssh.SSHClientConnection, RemoteShell] | None = None
     shells: int = 0  # open read shells, idle or busy; each holds one of `sessions`
     # The connection on which a read shell could not be started: reads on it use exec. A new
     # connection tries again (the failure may have been a slow handshake, or a changed node).
@@ -237,6 +248,7 @@ class SshPool:
         max_shells_per_connection: int = 4,
         clock: Callable[[], float] = time.monotonic,
         early: EarlySockets | None = None,
+        ahead: Ahead | None = None,
     ) -> None:
         # Why a session cap: OpenSSH's MaxSessions defaults to 10 per connection, and going
         # over it makes sshd refuse channels rather than queue them. Read shells hold one
@@ -254,6 +266,9 @@ class SshPool:
         # TCP connections a cold start opened before asyncssh was loaded (bot.early): each
         # node's first connect takes its socket, later ones connect as usual.
         self._early: EarlySockets = early if early is not None else {}
+        # Connections a cold start opened from its guess of the config (connect_ahead): the
+        # first connect of a target with exactly the same connection parameters takes one.
+        self._ahead: Ahead = ahead if ahead is not None else {}
 
     @property
     def stats(self) -> PoolStats:
@@ -274,10 +289,14 @@ class SshPool:
         self._closed = True
         close_unused(self._early)
         for slot in self._slots.values():
+            if slot.fresh_shell is not None:
+                slot.idle_shells.append(slot.fresh_shell)
+                slot.fresh_shell = None
             for _, shell in slot.idle_shells:
                 shell.close()
             slot.idle_shells.clear()
-        conns = [conn for slot in self._slots.values() if (conn := slot.conn) is not None]
+        conns = await _unused(self._ahead)
+        conns += [conn for slot in self._slots.values() if (conn := slot.conn) is not None]
         for slot in self._slots.values():
             slot.conn = None
         for conn in conns:
@@ -324,7 +343,10 @@ class SshPool:
         nothing over concurrent `read`s."""
         slot = self._slots.get(target.key)
         conn = slot.live() if slot is not None else None
-        return slot is not None and conn is not None and (slot.shells > 0 or slot.no_shell_on is conn)
+        if slot is None or conn is None:
+            return False
+        used = slot.shells - (slot.fresh_shell is not None)
+        return used > 0 or slot.no_shell_on is conn
 
     async def read_all(self, target: SshTarget, argvs: Sequence[Sequence[str]], *,
                        timeout_s: float) -> list[Completed | SshError]:
@@ -343,11 +365,13 @@ class SshPool:
         except SshError as err:
             return [err] * len(args)
         slot = self._slot(target)
-        if slot.shells or not self._max_shells or len(args) < 2:
-            return await self._each(target, args, timeout_s)
-        shell = await self._take_shell(target, slot, conn, timeout_s)
+        shell = self._take_fresh(slot, conn)
         if shell is None:
-            return await self._each(target, args, timeout_s)
+            if slot.shells or not self._max_shells or len(args) < 2:
+                return await self._each(target, args, timeout_s)
+            shell = await self._take_shell(target, slot, conn, timeout_s)
+            if shell is None:
+                return await self._each(target, args, timeout_s)
         return await self._pipelined(target, slot, conn, shell, args, commands, timeout_s)
 
     async def _each(self, target: SshTarget, args: list[tuple[str, ...]],
@@ -529,6 +553,9 @@ class SshPool:
     async def _take_shell(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
                           timeout_s: float) -> RemoteShell | None:
         """An idle shell on this connection, a new one if there is room, else None."""
+        if slot.fresh_shell is not None:
+            slot.idle_shells.append(slot.fresh_shell)
+            slot.fresh_shell = None
         while slot.idle_shells:
             owner, shell = slot.idle_shells.pop()
             if owner is conn and shell.alive:
@@ -556,6 +583,17 @@ class SshPool:
             raise
         self._stats.shells_opened += 1
         return shell
+
+    def _take_fresh(self, slot: _Slot, conn: asyncssh.SSHClientConnection) -> RemoteShell | None:
+        """The shell opened ahead with this connection, if it is still unused and alive."""
+        fresh, slot.fresh_shell = slot.fresh_shell, None
+        if fresh is None:
+            return None
+        owner, shell = fresh
+        if owner is conn and shell.alive:
+            return shell
+        self._drop_shell(slot, shell)
+        return None
 
     def _drop_shell(self, slot: _Slot, shell: RemoteShell) -> None:
         shell.close()
@@ -601,8 +639,12 @@ class SshPool:
         if slot.conn is not None:
             log.info("%s: connection to %s was closed; reconnecting", target.node, target.address)
         replacing = slot.ever_connected
+        ahead = self._ahead.pop(target.connection, None)
         try:
-            conn = await _connect(target, self._early.pop((target.host, target.port), None))
+            if ahead is not None:
+                conn = await self._adopt(target, slot, ahead)
+            else:
+                conn = await _connect(target, self._early.pop((target.host, target.port), None))
         except SshError as err:
             self._record_failure(target, slot, err)
             raise
@@ -615,6 +657,20 @@ class SshPool:
         slot.failures, slot.last_error = 0, None
         self._stats.connections_opened += 1
         self._stats.reconnects += replacing
+        return conn
+
+    async def _adopt(self, target: SshTarget, slot: _Slot,
+                     ahead: asyncio.Task[_Opened]) -> asyncssh.SSHClientConnection:
+        """The connection opened ahead for this very target (its errors are the connect's),
+        with its read shell kept for the first read_all."""
+        opened = await ahead
+        conn = opened.conn
+        conn.set_keepalive(target.keepalive_interval_s, target.keepalive_count_max)
+        if opened.shell is not None:
+            await slot.sessions.acquire()
+            slot.shells += 1
+            slot.fresh_shell = (conn, opened.shell)
+            self._stats.shells_opened += 1
         return conn
 
     def _record_failure(self, target: SshTarget, slot: _Slot, err: SshError) -> None:
@@ -740,6 +796,50 @@ async def _connect(target: SshTarget,
         )
     except (asyncssh.Error, OSError) as exc:
         raise _connect_error(target, known, exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    conn: asyncssh.SSHClientConnection
+    shell: RemoteShell | None  # None: the node gave no read shell (the pool tries again)
+
+
+Ahead = dict[Connection, "asyncio.Task[_Opened]"]
+
+
+def connect_ahead(targets: Iterable[SshTarget], early: EarlySockets) -> Ahead:
+    """Start each target's connection and its first read shell now, on the running loop (the
+    pool's): a cold status does this from its guess of the config while the settings are
+    still importing and validating (bot.early). A target's TCP connect comes from `early` when
+    it is there. Nothing is run on the node but the read shell's framing handshake."""
+    ahead: Ahead = {}
+    for target in targets:
+        if target.connection not in ahead:
+            sock = early.pop((target.host, target.port), None)
+            ahead[target.connection] = asyncio.create_task(_open_ahead(target, sock))
+    return ahead
+
+
+async def _open_ahead(target: SshTarget, early: Future[socket.socket] | None) -> _Opened:
+    conn = await _connect(target, early)
+    try:
+        shell = await RemoteShell.open(conn, target.connect_timeout_s)
+    except ShellLost:
+        return _Opened(conn, None)
+    except BaseException:
+        conn.close()
+        raise
+    return _Opened(conn, shell)
+
+
+async def _unused(ahead: Ahead) -> list[asyncssh.SSHClientConnection]:
+    """Stop what was opened ahead and never taken; the connections that had opened, to close."""
+    tasks = list(ahead.values())
+    ahead.clear()
+    for task in tasks:
+        task.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    return [opened.conn for opened in done if isinstance(opened, _Opened)]
 
 
 async def _early_socket(early: Future[socket.socket], timeout_s: float) -> socket.socket:

@@ -1,0 +1,91 @@
+"""bot.early.guess_nodes: the node list a cold status connects to before validation. A guess
+must give the very targets the validated settings give (else the pool opens its own), and a
+broken file must give no guess rather than an error (validation reports it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.collect import target_for
+from bot.early import guess_nodes
+from bot.settings import load_settings
+from bot.ssh import SshTarget
+
+LAB = """
+connect_timeout_s = 3
+[[clusters]]
+name = "lab"
+nodes = [{ name = "node1", host = "10.224.77.11", port = 22 },
+         { name = "node2", host = "10.224.77.12", port = 2222 }]
+ssh_user = "root"
+ssh_key = "/k/id_ed25519"
+known_hosts = "/k/known_hosts"
+sudo = false
+[[clusters]]
+name = "bare"
+nodes = ["db1", "db2"]
+ssh_key = "/k/bare"
+"""
+
+
+def connections(path: Path, names: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+    return [SshTarget(node=g.name, host=g.host, port=g.port, user=g.user, client_keys=(g.key,),
+                      known_hosts=g.known_hosts, sudo=False,
+                      connect_timeout_s=g.connect_timeout_s).connection
+            for g in guess_nodes(path, names)]
+
+
+def validated(path: Path, names: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+    settings = load_settings(path)
+    return [target_for(c, n, settings).connection for c in settings.clusters
+            if not names or c.name in names for n in c.nodes]
+
+
+@pytest.mark.parametrize("names", [(), ("lab",), ("bare",), ("nosuch",)])
+def test_the_guess_is_what_validation_gives(tmp_path: Path, names: tuple[str, ...]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(LAB)
+    assert connections(path, names) == validated(path, names)
+    assert len(connections(path, names)) == {(): 4, ("lab",): 2, ("bare",): 2, ("nosuch",): 0}[names]
+
+
+def test_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\n')
+    (guess,) = guess_nodes(path)
+    assert (guess.user, guess.port, guess.known_hosts, guess.connect_timeout_s) == \
+           ("clusterbot", 22, Path("/etc/clusterbot/known_hosts"), 5.0)
+    assert connections(path) == validated(path)
+
+
+def test_the_environment_wins_and_the_guess_then_differs(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(LAB)
+    monkeypatch.setenv("CLUSTERBOT_CONNECT_TIMEOUT_S", "9")
+    assert not set(connections(path)) & set(validated(path))  # so no guessed connection is used
+
+
+@pytest.mark.parametrize("text", [
+    "clusters = 3",
+    "[[clusters]\nname = ",  # not TOML
+    '[[clusters]]\nname = "c"\nnodes = ["n1"]\n',  # no key: nothing to connect with
+    '[[clusters]]\nname = "c"\nnodes = [{ name = "n1" }]\nssh_key = "/k"\n',  # no host
+    '[[clusters]]\nname = "c"\nnodes = [{ host = "h", port = "x" }]\nssh_key = "/k"\n',
+    '[[clusters]]\nname = "c"\nnodes = "n1"\nssh_key = "/k"\n',
+    'connect_timeout_s = "soon"\n[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\n',
+])
+def test_a_config_validation_would_refuse_gives_no_guess(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert guess_nodes(path) == []
+
+
+def test_no_file_gives_no_guess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLUSTERBOT_CONFIG", raising=False)
+    assert guess_nodes(tmp_path / "missing.toml") == []
+    monkeypatch.setenv("CLUSTERBOT_CONFIG", str(tmp_path / "c.toml"))
+    (tmp_path / "c.toml").write_text('[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\n')
+    assert [g.host for g in guess_nodes(None)] == ["n1"]
