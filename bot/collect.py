@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 
 from bot.corosync.model import LinkStatus, NodeCorosync, QuorumStatus
 from bot.corosync.parse import parse_cfgtool, parse_quorum
+from bot.early import COROSYNC_DAEMONS  # a corosync-only cluster's default: no pacemaker, pcsd
 from bot.errors import ParseError, SshError
 from bot.pacemaker.daemons import Daemons, parse_is_active
 from bot.pacemaker.merge import ClusterReport, NodeResult, merge
@@ -36,8 +37,6 @@ from bot.ssh import Completed, SshPool, SshTarget
 
 log = logging.getLogger(__name__)
 _NOT_FOUND = 127
-# A corosync-only cluster has no pacemaker or pcsd to ask about, unless the config names units.
-COROSYNC_DAEMONS = ("systemctl", "is-active", "corosync")
 # What the Corosync tools print (stderr, exit 1) when corosync is not running on the node.
 _COROSYNC_DOWN = ("Cannot initialize CMAP service", "Cannot initialize QUORUM service",
                   "Cannot initialise CFG service", "Could not initialize corosync")

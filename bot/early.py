@@ -5,9 +5,11 @@ pydantic-settings, and each node's sshd then needs its own time to accept, fork 
 before its banner comes (~14 ms on the lab, plus a round trip on a real network). Reading the
 config file's node list with the standard library (`guess_nodes`) lets the TCP connects start
 at once, from threads, and the SSH handshakes start as soon as asyncssh is loaded, while
-pydantic still imports and validates. A guess is only a guess: the pool uses a connection
-opened from it only for a validated target with exactly the same connection parameters
-(`bot.ssh.SshTarget.connection`) and closes the others unused. The host key check is
+pydantic still imports and validates, and a node's built-in read commands (never a command
+from the file) go down its read shell at once. A guess is only a guess: the pool uses a
+connection opened from it only for a validated target with exactly the same connection
+parameters (`bot.ssh.SshTarget.connection`), and the answers only where the validated settings
+ask exactly the same command lines; anything else is closed unread. The host key check is
 asyncssh's as always. Standard library only, so that none of this waits for the imports it is
 meant to overlap.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 Address = tuple[str, int]
 EarlySockets = dict[Address, "Future[socket.socket]"]
+Argv = tuple[str, ...]
 
 # Defaults of the settings (bot/settings.py uses these), here so the guess needs no pydantic.
 DEFAULT_CONFIG = Path("/etc/clusterbot/clusterbot.toml")  # what deploy/clusterbot.service passes
@@ -32,6 +35,13 @@ DEFAULT_SSH_USER = "clusterbot"
 DEFAULT_SSH_PORT = 22
 DEFAULT_KNOWN_HOSTS = Path("/etc/clusterbot/known_hosts")
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_SUDO = True
+# The read commands (bot.settings.Commands), and what a corosync-only cluster asks instead.
+CRM_MON: Argv = ("crm_mon", "--one-shot", "--inactive", "--output-as=xml")
+DAEMONS: Argv = ("systemctl", "is-active", "corosync", "pacemaker", "pcsd")
+COROSYNC_DAEMONS: Argv = ("systemctl", "is-active", "corosync")
+QUORUM: Argv = ("corosync-quorumtool", "-s")
+LINKS: Argv = ("corosync-cfgtool", "-s")
 
 
 def config_file(path: Path | str | None) -> Path | None:
@@ -53,6 +63,10 @@ class NodeGuess:
     key: Path
     known_hosts: Path
     connect_timeout_s: float
+    sudo: bool
+    # What a cold status would ask the node (bot.collect's order); none when the file configures
+    # its own commands: only built-in ones are ever sent ahead of validation.
+    reads: tuple[Argv, ...]
 
 
 def guess_nodes(path: Path | str | None, clusters: Sequence[str] = ()) -> list[NodeGuess]:
@@ -79,13 +93,23 @@ def _cluster_nodes(cluster: dict[str, object], timeout: float) -> list[NodeGuess
         return []  # no key: the connection would fail anyway, and say so after validation
     user = str(cluster.get("ssh_user", DEFAULT_SSH_USER))
     known = Path(str(cluster.get("known_hosts", DEFAULT_KNOWN_HOSTS)))
+    sudo = cluster.get("sudo", DEFAULT_SUDO)
+    if not isinstance(sudo, bool):
+        return []
+    reads = _reads(cluster.get("kind", "pacemaker")) if "commands" not in cluster else ()
     nodes = cluster.get("nodes")
     if not isinstance(nodes, list):
         return []
     # A bare host string means Pacemaker node name = host, as in the settings.
     tables = [{"name": n, "host": n} if isinstance(n, str) else dict(n) for n in nodes]
     return [NodeGuess(str(n.get("name")), str(n["host"]), int(n.get("port", DEFAULT_SSH_PORT)),
-                      user, Path(key), known, timeout) for n in tables]
+                      user, Path(key), known, timeout, sudo, reads) for n in tables]
+
+
+def _reads(kind: object) -> tuple[Argv, ...]:
+    if kind == "pacemaker":
+        return (CRM_MON, DAEMONS, QUORUM, LINKS)
+    return (COROSYNC_DAEMONS, QUORUM, LINKS) if kind == "corosync" else ()
 
 
 def connect_early(addresses: Iterable[Address], timeout_s: float) -> EarlySockets:

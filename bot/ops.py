@@ -84,9 +84,10 @@ async def _status(args: argparse.Namespace, guessed: list[NodeGuess], early: Ear
 
     from bot.ssh import SshPool, SshTarget, connect_ahead
 
-    ahead = connect_ahead((SshTarget(node=g.name, host=g.host, port=g.port, user=g.user,
-                                     client_keys=(g.key,), known_hosts=g.known_hosts, sudo=False,
-                                     connect_timeout_s=g.connect_timeout_s) for g in guessed), early)
+    ahead = connect_ahead(((SshTarget(node=g.name, host=g.host, port=g.port, user=g.user,
+                                      client_keys=(g.key,), known_hosts=g.known_hosts, sudo=g.sudo,
+                                      connect_timeout_s=g.connect_timeout_s), g.reads)
+                           for g in guessed), early)
     async with SshPool(early=early, ahead=ahead) as pool:
         settings, clusters = await asyncio.to_thread(_validated, args)
         from bot.collect import Collector

@@ -32,11 +32,16 @@ from pydantic_settings import (
 )
 
 from bot.early import (
+    CRM_MON,
+    DAEMONS,
     DEFAULT_CONFIG,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_KNOWN_HOSTS,
     DEFAULT_SSH_PORT,
     DEFAULT_SSH_USER,
+    DEFAULT_SUDO,
+    LINKS,
+    QUORUM,
     config_file,
 )
 from bot.errors import ConfigError
@@ -63,14 +68,14 @@ class NodeConfig(_Strict):
 class Commands(_Strict):
     """The read commands run on every node. Remediation templates live with their commands."""
 
-    crm_mon: Argv = ("crm_mon", "--one-shot", "--inactive", "--output-as=xml")
+    crm_mon: Argv = CRM_MON
     crm_mon_legacy: Argv = ("crm_mon", "-1", "-r", "-X")
-    daemons: Argv = ("systemctl", "is-active", "corosync", "pacemaker", "pcsd")
+    daemons: Argv = DAEMONS
     version: Argv = ("pacemakerd", "--version")
     # Corosync's own view, asked of every node. Proxmox VE: ("pvecm", "status") prints the same
     # quorum/membership text (hex node ids, IP addresses) and is what its admins know.
-    quorum: Argv = ("corosync-quorumtool", "-s")
-    links: Argv = ("corosync-cfgtool", "-s")
+    quorum: Argv = QUORUM
+    links: Argv = LINKS
 
 
 class ClusterConfig(_Strict):
@@ -80,7 +85,7 @@ class ClusterConfig(_Strict):
     ssh_user: Name = DEFAULT_SSH_USER
     ssh_key: Path | None = None
     known_hosts: Path = DEFAULT_KNOWN_HOSTS
-    sudo: bool = True
+    sudo: bool = DEFAULT_SUDO
     vips: tuple[Name, ...] = ()
     everywhere: tuple[Name, ...] = ()
     alert_channel: str | None = None

@@ -108,6 +108,7 @@ __all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command", "c
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = tuple[str, int, str, tuple[Path, ...], Path, float]
+Answer = asyncio.Future[tuple[int, bytes, bytes]]  # a framed command's (status, stdout, stderr)
 
 # What `sudo -n` prints (exit status 1) when it will not run the command without a prompt.
 # Anchored to line starts so a command's own stderr is unlikely to be mistaken for sudo's.
@@ -219,9 +220,9 @@ class _Slot:
     last_error: type[SshError] | None = None
     last_reason: str = ""
     idle_shells: list[tuple[asyncssh.SSHClientConnection, RemoteShell]] = field(default_factory=list)
-    # A read shell opened with the connection ahead of time (connect_ahead), not used yet: the
-    # first read_all writes all its commands down it.
-    fresh_shell: tuple[asyncssh.SSHClientConnection, RemoteShell] | None = None
+    # The read shell opened with the connection ahead of time (connect_ahead), not used yet,
+    # maybe with commands already sent down it: the first read_all takes it.
+    fresh_shell: _Opened | None = None
     shells: int = 0  # open read shells, idle or busy; each holds one of `sessions`
     # The connection on which a read shell could not be started: reads on it use exec. A new
     # connection tries again (the failure may have been a slow handshake, or a changed node).
@@ -289,9 +290,10 @@ class SshPool:
         self._closed = True
         close_unused(self._early)
         for slot in self._slots.values():
-            if slot.fresh_shell is not None:
-                slot.idle_shells.append(slot.fresh_shell)
-                slot.fresh_shell = None
+            if (fresh := slot.fresh_shell) is not None and fresh.shell is not None:
+                _abandon(fresh.answers)
+                fresh.shell.close()
+            slot.fresh_shell = None
             for _, shell in slot.idle_shells:
                 shell.close()
             slot.idle_shells.clear()
@@ -365,14 +367,15 @@ class SshPool:
         except SshError as err:
             return [err] * len(args)
         slot = self._slot(target)
-        shell = self._take_fresh(slot, conn)
+        fresh = self._take_fresh(slot, conn, commands)
+        if fresh is not None:
+            return await self._pipelined(target, slot, conn, *fresh, args, commands, timeout_s)
+        if slot.shells or not self._max_shells or len(args) < 2:
+            return await self._each(target, args, timeout_s)
+        shell = await self._take_shell(target, slot, conn, timeout_s)
         if shell is None:
-            if slot.shells or not self._max_shells or len(args) < 2:
-                return await self._each(target, args, timeout_s)
-            shell = await self._take_shell(target, slot, conn, timeout_s)
-            if shell is None:
-                return await self._each(target, args, timeout_s)
-        return await self._pipelined(target, slot, conn, shell, args, commands, timeout_s)
+            return await self._each(target, args, timeout_s)
+        return await self._pipelined(target, slot, conn, shell, None, args, commands, timeout_s)
 
     async def _each(self, target: SshTarget, args: list[tuple[str, ...]],
                     timeout_s: float) -> list[Completed | SshError]:
@@ -384,15 +387,16 @@ class SshPool:
         return list(await asyncio.gather(*(one(a) for a in args)))
 
     async def _pipelined(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
-                         shell: RemoteShell, args: list[tuple[str, ...]], commands: list[str],
-                         timeout_s: float) -> list[Completed | SshError]:
-        """The commands written at once to one shell; each answer must come within timeout_s
-        of the one before. After a timeout or a lost shell, the rest are asked again one by one
-        (as `read`: another shell, or exec sessions); they only read, so asking twice is safe."""
+                         shell: RemoteShell, sent: list[Answer] | None, args: list[tuple[str, ...]],
+                         commands: list[str], timeout_s: float) -> list[Completed | SshError]:
+        """The commands written at once to one shell (`sent`: already written, these are their
+        answers); each answer must come within timeout_s of the one before. After a timeout or
+        a lost shell, the rest are asked again one by one (as `read`: another shell, or exec
+        sessions); they only read, so asking twice is safe."""
         out: list[Completed | SshError] = []
-        answers: list[asyncio.Future[tuple[int, bytes, bytes]]] = []
+        answers: list[Answer] = []
         try:
-            answers = shell.send(*commands)
+            answers = sent if sent is not None else shell.send(*commands)
             for argv, answer in zip(args, answers, strict=True):
                 started = time.perf_counter()
                 try:
@@ -553,9 +557,8 @@ class SshPool:
     async def _take_shell(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
                           timeout_s: float) -> RemoteShell | None:
         """An idle shell on this connection, a new one if there is room, else None."""
-        if slot.fresh_shell is not None:
-            slot.idle_shells.append(slot.fresh_shell)
-            slot.fresh_shell = None
+        if (fresh := self._take_fresh(slot, conn, [])) is not None:
+            return fresh[0]
         while slot.idle_shells:
             owner, shell = slot.idle_shells.pop()
             if owner is conn and shell.alive:
@@ -584,15 +587,19 @@ class SshPool:
         self._stats.shells_opened += 1
         return shell
 
-    def _take_fresh(self, slot: _Slot, conn: asyncssh.SSHClientConnection) -> RemoteShell | None:
-        """The shell opened ahead with this connection, if it is still unused and alive."""
+    def _take_fresh(self, slot: _Slot, conn: asyncssh.SSHClientConnection, commands: list[str],
+                    ) -> tuple[RemoteShell, list[Answer] | None] | None:
+        """The shell opened ahead with this connection, if it is alive and what was sent down it
+        ahead (if anything) is exactly `commands`: with those commands' answers to come (None:
+        nothing was sent). A shell with other commands outstanding is closed, their answers
+        unread: they were asked for a guess the settings did not confirm."""
         fresh, slot.fresh_shell = slot.fresh_shell, None
-        if fresh is None:
+        if fresh is None or fresh.shell is None:
             return None
-        owner, shell = fresh
-        if owner is conn and shell.alive:
-            return shell
-        self._drop_shell(slot, shell)
+        if fresh.conn is conn and fresh.shell.alive and fresh.sent in ((), tuple(commands)):
+            return fresh.shell, list(fresh.answers) if fresh.sent else None
+        _abandon(fresh.answers)
+        self._drop_shell(slot, fresh.shell)
         return None
 
     def _drop_shell(self, slot: _Slot, shell: RemoteShell) -> None:
@@ -669,7 +676,7 @@ class SshPool:
         if opened.shell is not None:
             await slot.sessions.acquire()
             slot.shells += 1
-            slot.fresh_shell = (conn, opened.shell)
+            slot.fresh_shell = opened
             self._stats.shells_opened += 1
         return conn
 
@@ -730,7 +737,7 @@ def _lost_mid_command(argv: tuple[str, ...], exc: BaseException | None) -> str:
     return f"connection lost while `{argv[0]}` was running; it may or may not have run{why}"
 
 
-def _abandon(answers: Sequence[asyncio.Future[tuple[int, bytes, bytes]]]) -> None:
+def _abandon(answers: Sequence[Answer]) -> None:
     """Answers nobody will wait for (their shell was dropped): no "never retrieved" noise."""
     for answer in answers:
         if not answer.done():
@@ -802,34 +809,40 @@ async def _connect(target: SshTarget,
 class _Opened:
     conn: asyncssh.SSHClientConnection
     shell: RemoteShell | None  # None: the node gave no read shell (the pool tries again)
+    sent: tuple[str, ...] = ()  # command lines written down the shell ahead
+    answers: tuple[Answer, ...] = ()  # theirs, in order
 
 
 Ahead = dict[Connection, "asyncio.Task[_Opened]"]
 
 
-def connect_ahead(targets: Iterable[SshTarget], early: EarlySockets) -> Ahead:
+def connect_ahead(targets: Iterable[tuple[SshTarget, Sequence[Sequence[str]]]],
+                  early: EarlySockets) -> Ahead:
     """Start each target's connection and its first read shell now, on the running loop (the
-    pool's): a cold status does this from its guess of the config while the settings are
-    still importing and validating (bot.early). A target's TCP connect comes from `early` when
-    it is there. Nothing is run on the node but the read shell's framing handshake."""
+    pool's), and write the given read commands down that shell: a cold status does this from
+    its guess of the config while the settings are still importing and validating
+    (bot.early). A target's TCP connect comes from `early` when it is there. Only read
+    commands may be given: if the settings then ask anything else, they are never read."""
     ahead: Ahead = {}
-    for target in targets:
+    for target, reads in targets:
         if target.connection not in ahead:
             sock = early.pop((target.host, target.port), None)
-            ahead[target.connection] = asyncio.create_task(_open_ahead(target, sock))
+            ahead[target.connection] = asyncio.create_task(_open_ahead(target, reads, sock))
     return ahead
 
 
-async def _open_ahead(target: SshTarget, early: Future[socket.socket] | None) -> _Opened:
+async def _open_ahead(target: SshTarget, reads: Sequence[Sequence[str]],
+                      early: Future[socket.socket] | None) -> _Opened:
+    sent = tuple(build_command(argv, target.sudo) for argv in reads)
     conn = await _connect(target, early)
     try:
         shell = await RemoteShell.open(conn, target.connect_timeout_s)
+        return _Opened(conn, shell, sent, tuple(shell.send(*sent)) if sent else ())
     except ShellLost:
-        return _Opened(conn, None)
+        return _Opened(conn, None)  # the pool tries a shell again, and says so if it fails
     except BaseException:
         conn.close()
         raise
-    return _Opened(conn, shell)
 
 
 async def _unused(ahead: Ahead) -> list[asyncssh.SSHClientConnection]:
@@ -839,7 +852,10 @@ async def _unused(ahead: Ahead) -> list[asyncssh.SSHClientConnection]:
     for task in tasks:
         task.cancel()
     done = await asyncio.gather(*tasks, return_exceptions=True)
-    return [opened.conn for opened in done if isinstance(opened, _Opened)]
+    opened = [d for d in done if isinstance(d, _Opened)]
+    for each in opened:
+        _abandon(each.answers)
+    return [each.conn for each in opened]
 
 
 async def _early_socket(early: Future[socket.socket], timeout_s: float) -> socket.socket:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.collect import target_for
+from bot.collect import Collector, target_for
 from bot.early import guess_nodes
 from bot.settings import load_settings
-from bot.ssh import SshTarget
+from bot.ssh import SshPool, SshTarget, build_command
 
 LAB = """
 connect_timeout_s = 3
@@ -75,6 +75,7 @@ def test_the_environment_wins_and_the_guess_then_differs(tmp_path: Path,
     '[[clusters]]\nname = "c"\nnodes = [{ name = "n1" }]\nssh_key = "/k"\n',  # no host
     '[[clusters]]\nname = "c"\nnodes = [{ host = "h", port = "x" }]\nssh_key = "/k"\n',
     '[[clusters]]\nname = "c"\nnodes = "n1"\nssh_key = "/k"\n',
+    '[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\nsudo = "yes"\n',
     'connect_timeout_s = "soon"\n[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\n',
 ])
 def test_a_config_validation_would_refuse_gives_no_guess(tmp_path: Path, text: str) -> None:
@@ -89,3 +90,30 @@ def test_no_file_gives_no_guess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CLUSTERBOT_CONFIG", str(tmp_path / "c.toml"))
     (tmp_path / "c.toml").write_text('[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\n')
     assert [g.host for g in guess_nodes(None)] == ["n1"]
+
+
+@pytest.mark.parametrize("cluster", [
+    '[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\n',
+    '[[clusters]]\nname = "c"\nkind = "corosync"\nnodes = ["n1"]\nssh_key = "/k"\nsudo = false\n',
+])
+def test_the_reads_sent_ahead_are_what_a_cold_collector_asks(tmp_path: Path, cluster: str) -> None:
+    """Else every cold status would send them for nothing (and then ask again): not wrong,
+    since the pool reads them only if the lines match, but slow. A read command added to the
+    collector belongs in bot.early's guess too."""
+    path = tmp_path / "c.toml"
+    path.write_text(cluster)
+    (guess,) = guess_nodes(path)
+    settings = load_settings(path)
+    (conf,) = settings.clusters
+    target = target_for(conf, conf.nodes[0], settings)
+    collector = Collector(SshPool(), settings)
+    assert [build_command(a, guess.sudo) for a in guess.reads] == \
+           [build_command(a, target.sudo) for a in collector._argvs(conf, target, None)]
+
+
+def test_a_file_with_its_own_commands_sends_none_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[clusters]]\nname = "c"\nnodes = ["n1"]\nssh_key = "/k"\n'
+                    '[clusters.commands]\ncrm_mon = ["crm_mon", "-1", "-X"]\n')
+    (guess,) = guess_nodes(path)
+    assert guess.reads == ()
