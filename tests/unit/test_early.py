@@ -4,6 +4,8 @@ broken file must give no guess rather than an error (validation reports it)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,18 @@ def test_a_file_with_its_own_commands_sends_none_ahead(tmp_path: Path) -> None:
                     '[clusters.commands]\ncrm_mon = ["crm_mon", "-1", "-X"]\n')
     (guess,) = guess_nodes(path)
     assert guess.reads == ()
+
+
+def test_the_settings_load_without_pydantic_plugin_lookup(tmp_path: Path) -> None:
+    """A cold status does not pay for looking up pydantic plugins (importlib.metadata and every
+    installed package's entry points); a process that loaded pydantic first keeps its own."""
+    path = tmp_path / "c.toml"
+    path.write_text(LAB)
+    code = ("import sys; import bot.settings as s; c = s.load_settings(sys.argv[1]); "
+            "print(len(c.clusters), 'importlib.metadata' in sys.modules)")
+    cold = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          check=True, timeout=60)
+    warm = subprocess.run([sys.executable, "-c", "import pydantic.plugin._loader; " + code, str(path)],
+                          capture_output=True, text=True, check=True, timeout=60)
+    assert cold.stdout.split() == ["2", "False"]
+    assert warm.stdout.split() == ["2", "True"]
