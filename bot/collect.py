@@ -29,8 +29,8 @@ from bot.early import COROSYNC_DAEMONS  # a corosync-only cluster's default: no 
 from bot.errors import ParseError, SshError
 from bot.pacemaker.daemons import Daemons, parse_is_active
 from bot.pacemaker.merge import ClusterReport, NodeResult, merge
-from bot.pacemaker.model import NodeView
-from bot.pacemaker.parse import parse
+from bot.pacemaker.model import ControllerStatus, NodeView
+from bot.pacemaker.parse import parse, parse_controller
 from bot.remedies import Version, parse_pcs_version
 from bot.settings import ClusterConfig, NodeConfig, Settings
 from bot.ssh import Completed, SshPool, SshTarget
@@ -42,6 +42,13 @@ _COROSYNC_DOWN = ("Cannot initialize CMAP service", "Cannot initialize QUORUM se
                   "Cannot initialise CFG service", "Could not initialize corosync")
 T = TypeVar("T")
 KEEPALIVE_S = 30.0
+# crmadmin's own bound: the local controller answers in ~15 ms; one that does not within 1 s must
+# not hold up the node's answer (issue 14: whether Pacemaker is acting is read, not decisive).
+CONTROLLER_TIMEOUT = "--timeout=1s"
+CONTROLLER_GRACE_S = 0.1  # how much longer than its other commands a node's answer may take for it
+# crmadmin answers that will not change by asking again: not installed, an option this version
+# lacks (no --output-as before 2.1), or no right to ask the controller (not root, not haclient).
+_CONTROLLER_FOR_GOOD = ("unrecognized option", "unknown option", "insufficient privileges")
 # The crm_mon times of the collection running in this task (node tasks inherit it).
 _ANSWER_TIMES: ContextVar[dict[str, float] | None] = ContextVar("answer_times", default=None)
 # One node's answers, asked together before its commands are read one by one (see _full).
@@ -92,6 +99,10 @@ class Collector:
     # nodes actually asked): a reused NodeResult keeps the duration of the poll that made it.
     _answers: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
     _ages: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    # Nodes whose crmadmin cannot answer (missing, too old, refused): not asked again; settling
+    # falls back to its approximations there.
+    _no_controller: set[tuple[str, str]] = field(default_factory=set, init=False)
+    _in_flight: set[asyncio.Task[ControllerStatus | None]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
@@ -139,7 +150,7 @@ class Collector:
         # Only while every node answered with a live view: a crashed node's "not connected"
         # stays the same while the others' views change, and a silent node must be asked every
         # poll to count towards "unreachable". A cluster in trouble gets full polls.
-        if not all(r.ok for r in last):
+        if not all(r.ok and not _stale_if_kept(r) for r in last):
             return None
         turn = self._turns[cluster.name] = (self._turns.get(cluster.name, -1) + 1) % len(cluster.nodes)
         node = cluster.nodes[turn]
@@ -221,7 +232,7 @@ class Collector:
             return asked
         key = (cluster.name, node.name)
         cached = None if max_age_s is None or cluster.kind == "corosync" else self._details.get(key)
-        if cached is not None and self._younger(cached, max_age_s):
+        if cached is not None and self._younger(cached, max_age_s) and not _stale_if_kept(cached):
             return await self._crm_mon_only(cluster, node, cached, asked)
         result = await self._full(cluster, node, asked)
         if result.view is not None or result.corosync is not None:
@@ -269,11 +280,14 @@ class Collector:
             if cluster.kind == "corosync":
                 daemons, (quorum, links) = await asyncio.gather(
                     self._daemons(cluster, target), self._corosync(cluster, target, decisive=True))
+                controller = None
             else:
+                asking: list[asyncio.Task[ControllerStatus | None]] = []
                 view, daemons, (quorum, links) = await asyncio.gather(
                     _given(known) if known is not None else self._crm_mon(cluster, target),
-                    self._daemons(cluster, target),
+                    self._daemons_then_controller(cluster, target, asking),
                     self._corosync(cluster, target, decisive=False))
+                controller = await self._without_waiting(target, asking)
         except (SshError, ParseError) as err:
             return _failed(node.name, err, started)
         finally:
@@ -287,7 +301,8 @@ class Collector:
         return NodeResult(node.name, view=view, daemons=daemons,
                           duration_s=time.perf_counter() - started, details_at=self.now(),
                           corosync=NodeCorosync(quorum.value, links.value),
-                          corosync_error=failed.error, corosync_error_kind=failed.kind)
+                          corosync_error=failed.error, corosync_error_kind=failed.kind,
+                          controller=controller)
 
     def _argvs(self, cluster: ClusterConfig, target: SshTarget,
                known: NodeView | None) -> list[tuple[str, ...]]:
@@ -295,7 +310,8 @@ class Collector:
         cmds = cluster.commands
         crm_mon = cmds.crm_mon_legacy if (cluster.name, target.node) in self._legacy else cmds.crm_mon
         first = [crm_mon] if cluster.kind != "corosync" and known is None else []
-        return [*first, _daemons_argv(cluster), cmds.quorum, cmds.links]
+        last = [controller_argv(target.node)] if self._asks_controller(cluster, target) else []
+        return [*first, _daemons_argv(cluster), cmds.quorum, cmds.links, *last]
 
     async def _ask_all(self, target: SshTarget, argvs: list[tuple[str, ...]],
                        ) -> dict[tuple[str, ...], Completed | SshError]:
@@ -362,6 +378,65 @@ class Collector:
             return _Answer(error=f"{argv[0]}: {_strip(err, target.node)}", kind=err.kind)
         return _read_tool(done, parse_text)
 
+    async def _daemons_then_controller(self, cluster: ClusterConfig, target: SshTarget,
+                                       asking: list[asyncio.Task[ControllerStatus | None]],
+                                       ) -> Daemons | None:
+        """The daemons, then crmadmin started on their read shell: a fifth command at once would
+        find none free (four per connection) and cost the node an exec session per poll."""
+        daemons = await self._daemons(cluster, target)
+        task = asyncio.ensure_future(self._controller(cluster, target))
+        self._in_flight.add(task)  # referenced until done, even when nobody waits for it
+        task.add_done_callback(self._in_flight.discard)
+        asking.append(task)
+        return daemons
+
+    async def _without_waiting(self, target: SshTarget,
+                               asking: list[asyncio.Task[ControllerStatus | None]],
+                               ) -> ControllerStatus | None:
+        """crmadmin's answer if it comes within CONTROLLER_GRACE_S of the node's other answers.
+        A busy controller answers late (up to its 1 s timeout, measured on the lab during
+        transitions), and the node's answer must not wait for it: that would delay the very
+        alerts (a node lost) that come with a transition. A late one finishes on its own."""
+        if not asking:
+            return None
+        task = asking[0]
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), CONTROLLER_GRACE_S)
+        except TimeoutError:
+            log.debug("%s: crmadmin did not answer in time; its state is unknown this poll", target.node)
+            return None
+
+    def _asks_controller(self, cluster: ClusterConfig, target: SshTarget) -> bool:
+        return cluster.kind != "corosync" and (cluster.name, target.node) not in self._no_controller
+
+    async def _controller(self, cluster: ClusterConfig, target: SshTarget) -> ControllerStatus | None:
+        """The node's controller state, or None: like the daemons it only informs (settling),
+        so no failure here fails the node. One that will not change is logged once and the node
+        is not asked again."""
+        if not self._asks_controller(cluster, target):
+            return None
+        try:
+            done = await self._exec(target, controller_argv(target.node))
+        except SshError as err:
+            if err.kind == "sudo":
+                self._give_up_controller(cluster, target, _strip(err, target.node))
+            return None
+        try:
+            return parse_controller(done.stdout)
+        except ParseError as err:
+            text = (done.stderr + done.stdout).lower()
+            if done.exit_status == _NOT_FOUND or any(m in text for m in _CONTROLLER_FOR_GOOD):
+                why = str(err) if _looks_like_xml(done.stdout) else _no_xml(done, "crmadmin")
+                self._give_up_controller(cluster, target, why)
+            else:  # its controller is down or busy: so for this poll only
+                log.debug("%s: no controller state: %s", target.node, err)
+            return None
+
+    def _give_up_controller(self, cluster: ClusterConfig, target: SshTarget, why: str) -> None:
+        self._no_controller.add((cluster.name, target.node))
+        log.warning("%s: cannot read whether Pacemaker is acting (%s); settling there uses node "
+                    "changes only", target.node, why)
+
     async def _daemons(self, cluster: ClusterConfig, target: SshTarget) -> Daemons | None:
         argv = _daemons_argv(cluster)
         try:
@@ -413,6 +488,13 @@ def _read_tool(done: Completed, parse_text: Callable[[str], T]) -> _Answer[T]:
     return _Answer(error=error or f"{tool} exited {done.exit_status}: {detail}", kind="parse")
 
 
+def controller_argv(node: str) -> tuple[str, ...]:
+    """Ask a node about its own controller: the DC answers its state (S_IDLE at rest), the others
+    S_NOT_DC, or S_PENDING / S_ELECTION ... while they join or elect. `node` is the configured
+    Pacemaker node name (bot.settings.Name), never chat input; build_command quotes it."""
+    return ("crmadmin", f"--status={node}", "--output-as=xml", CONTROLLER_TIMEOUT)
+
+
 def _daemons_argv(cluster: ClusterConfig) -> tuple[str, ...]:
     """The configured command; a corosync-only cluster that configured none asks for corosync."""
     if cluster.kind == "corosync" and "daemons" not in cluster.commands.model_fields_set:
@@ -432,7 +514,15 @@ async def _given(view: NodeView) -> NodeView:
 def _same(a: NodeResult, b: NodeResult) -> bool:
     """The same answer (the view compared by identity: the parse cache keeps it identical)."""
     return (a.view is b.view and a.daemons == b.daemons and _stable(a.corosync) == _stable(b.corosync)
-            and a.error == b.error and a.corosync_error == b.corosync_error)
+            and a.error == b.error and a.corosync_error == b.corosync_error
+            and a.controller == b.controller)
+
+
+def _stale_if_kept(result: NodeResult) -> bool:
+    """Details that must be asked again rather than kept: a daemon said inactive. Restarting
+    one (the runbook's resync restarts pcsd) changes nothing crm_mon shows, so a kept "pcsd is not
+    active" outlived its recovery by up to `detail_every` turns of the node (recorded 2026-12-02)."""
+    return result.daemons is not None and bool(result.daemons.inactive)
 
 
 def _stable(corosync: NodeCorosync | None) -> NodeCorosync | None:
@@ -465,6 +555,6 @@ def _unknown_option(done: Completed) -> bool:
                                       or "invalid option" in text)
 
 
-def _no_xml(done: Completed) -> str:
+def _no_xml(done: Completed, tool: str = "crm_mon") -> str:
     detail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[0][:200]
-    return f"crm_mon exited {done.exit_status} without XML: {detail}"
+    return f"{tool} exited {done.exit_status} without XML: {detail}"

@@ -24,11 +24,11 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot.errors import SlackError
+from bot.errors import SlackError, StoreUnavailable
 from bot.poster import Poster
 from bot.render.doc import Button, Doc, Section
 from bot.slack.client import error_code
-from bot.store import Incident, OutboxItem, Store
+from bot.store import AsyncStore, Incident, OutboxItem
 
 log = logging.getLogger(__name__)
 # Only what is wrong with this one message or its channel: skipping it must not hold up the rest.
@@ -45,7 +45,7 @@ PRUNE_EVERY = timedelta(hours=1)
 
 @dataclass
 class Deliverer:
-    store: Store
+    store: AsyncStore
     poster: Poster
     clock: Callable[[], datetime]
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,7 +63,7 @@ class Deliverer:
     async def deliver_due(self) -> int:
         """Deliver what is due, in order; stop at the first transient failure."""
         sent = 0
-        for item in self.store.due(self.clock()):
+        for item in await self.store.due(self.clock()):
             if not await self._one(item):
                 break
             sent += 1
@@ -75,21 +75,23 @@ class Deliverer:
             while True:
                 try:
                     await self.deliver_due()
-                    self.prune_if_due()
+                    await self.prune_if_due()
+                except StoreUnavailable as err:  # alerts wait in the outbox until it is back
+                    log.warning("alert delivery waits for the state database: %s", err)
                 except Exception:  # the store itself failed: alerts wait in the outbox, the loop lives on
                     log.exception("alert delivery round failed; trying again in %.0fs", idle_s)
                 await self._idle(idle_s)
         finally:
             self.stopped = True
 
-    def prune_if_due(self) -> None:
+    async def prune_if_due(self) -> None:
         """Hourly: forget what was delivered or resolved longer than `retention` ago, so the state
         database does not grow for ever on a busy cluster."""
         now = self.clock()
         if self.retention is None or (self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY):
             return
         self._pruned_at = now
-        rows, incidents = self.store.prune(before=now - self.retention)
+        rows, incidents = await self.store.prune(before=now - self.retention)
         if rows or incidents:
             log.info("pruned %d delivered alert messages and %d resolved incidents older than %s",
                      rows, incidents, self.retention)
@@ -107,29 +109,31 @@ class Deliverer:
         except SlackApiError as err:
             code = error_code(err) or ""
             if code in PERMANENT:
-                self._give_up(item, code)
+                await self._give_up(item, code)
                 return True
             if code in AUTH:
                 self._log_auth(item, code)
-            return self._retry_later(item, code or "slack error")
+            return await self._retry_later(item, code or "slack error")
         except SlackError as err:  # not Slack's own answer (a proxy's error page): Slack may be back soon
-            return self._retry_later(item, str(err))
+            return await self._retry_later(item, str(err))
+        except StoreUnavailable:  # not this message's fault: the round ends, the item stays as it was
+            raise
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            return self._retry_later(item, type(err).__name__)
+            return await self._retry_later(item, type(err).__name__)
         except Exception as err:  # a bug or a reply nobody foresaw: keep the alert, retry, never stop
-            return self._retry_later(item, f"unexpected {err!r:.200}", trace=self._first_trace(item))
+            return await self._retry_later(item, f"unexpected {err!r:.200}", trace=self._first_trace(item))
         self._traced.discard(item.id)
         self._auth_logged.clear()  # the token works again: a new rejection deserves a new error
-        self.store.mark_delivered(item.id, result, now=self.clock())
+        await self.store.mark_delivered(item.id, result, now=self.clock())
         _log_delivered(item)
         return True
 
-    def _give_up(self, item: OutboxItem, code: str) -> None:
+    async def _give_up(self, item: OutboxItem, code: str) -> None:
         log.error("alert %d dropped: Slack said %s", item.id, code)
         incident = _incident_id(item)
         if incident is not None and item.kind != "edit":
             self._dropped.setdefault(incident, code)  # the first reason is the one that lost the alert
-        self.store.mark_delivered(item.id, f"gave up: {code}", now=self.clock())
+        await self.store.mark_delivered(item.id, f"gave up: {code}", now=self.clock())
 
     def _log_auth(self, item: OutboxItem, code: str) -> None:
         """Once per code: a revoked token fails every retry, and one clear error says it all."""
@@ -145,16 +149,16 @@ class Deliverer:
         self._traced.add(item.id)
         return first
 
-    def _retry_later(self, item: OutboxItem, why: str, *, trace: bool = False) -> bool:
+    async def _retry_later(self, item: OutboxItem, why: str, *, trace: bool = False) -> bool:
         delay = min(2.0 ** min(item.attempts, MAX_DOUBLINGS), self.max_backoff_s)
         log.warning("alert %d not delivered (%s); retrying in %.0fs", item.id, why, delay, exc_info=trace)
-        self.store.mark_failed(item.id, self.clock() + timedelta(seconds=delay))
+        await self.store.mark_failed(item.id, self.clock() + timedelta(seconds=delay))
         return False
 
     async def _send(self, item: OutboxItem) -> str:
         p = item.payload
         incident_id = _incident_id(item)
-        incident = self.store.get_incident(incident_id) if incident_id is not None else None
+        incident = await self.store.get_incident(incident_id) if incident_id is not None else None
         channel = str(p.get("channel") or (incident.channel if incident else ""))
         doc = _doc(p)
         thread = incident.thread_ts if incident else _opt_str(p.get("thread"))
@@ -178,7 +182,7 @@ class Deliverer:
         """Post a top-level message; the incident's later replies and edits thread under it."""
         ts = await self.poster.post(channel, doc)
         if incident is not None:
-            self.store.update_incident(incident.id, thread_ts=ts, last_posted_at=self.clock())
+            await self.store.update_incident(incident.id, thread_ts=ts, last_posted_at=self.clock())
             self._dropped.pop(incident.id, None)
         return ts
 

@@ -13,7 +13,8 @@
     ├── SlackError             Slack API trouble that survived the retry handlers
     ├── ApprovalError          illegal approval transition, unknown or stale request
     │   └── ClusterBusy        another remediation holds the cluster's lock
-    └── NotAllowed             the user or channel may not do this
+    ├── NotAllowed             the user or channel may not do this
+    └── StoreUnavailable       the state database cannot be reached or used now (retry later)
 """
 
 from __future__ import annotations
@@ -93,3 +94,8 @@ class ClusterBusy(ApprovalError):
 
 class NotAllowed(ClusterbotError):
     pass
+
+
+class StoreUnavailable(ClusterbotError):
+    """The database is down, restarting, unreachable or locked: nothing was written; the store
+    reconnects by itself on the next call."""

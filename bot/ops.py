@@ -245,7 +245,7 @@ def audit_command(args: argparse.Namespace) -> int:
     from bot.settings import load_settings
 
     settings = load_settings(args.config)
-    if not (Path(settings.state_dir) / DB_NAME).is_file():
+    if settings.store_url is None and not (Path(settings.state_dir) / DB_NAME).is_file():
         raise ConfigError(f"no state in {settings.state_dir} (no {DB_NAME}): the bot has not run "
                           "with this state_dir; check state_dir or --config")
     store = open_store(settings)

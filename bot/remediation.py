@@ -8,11 +8,12 @@ run a command twice, or at all without the approvals. The button payload is only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -32,7 +33,7 @@ from bot.approvals import (
     fingerprint,
     new_request,
 )
-from bot.errors import ApprovalError, ClusterBusy, NotAllowed, ParseError, SshError
+from bot.errors import ApprovalError, ClusterBusy, NotAllowed, ParseError, SshError, StoreUnavailable
 from bot.metrics import Metrics
 from bot.pacemaker.health import Remedy
 from bot.pacemaker.merge import ClusterReport
@@ -59,13 +60,16 @@ from bot.render.status import fix_code, status_doc
 from bot.settings import ClusterConfig, Settings
 from bot.slack.client import error_code
 from bot.ssh import Completed
-from bot.store import Store
+from bot.store import AsyncStore
 from commands.spec import CommandSpec, Invocation, Reply
 
 log = logging.getLogger(__name__)
 Collect = Callable[[ClusterConfig], Awaitable[ClusterReport]]
 RUN_TIMEOUT_S = 120.0  # systemctl restart corosync takes ~6 s; pcs commands a few seconds
 SIMULATE_TIMEOUT_S = 30.0
+# A command that ran is recorded (FINISH frees the cluster's lock) however long the database is down,
+# up to this long; past it the next start records it as interrupted (fail_interrupted).
+FINISH_RETRY_S = 600.0
 # Exactly these argv (deploy/sudoers.d allows them as they are): the CIB goes in on stdin, so
 # no temporary file on the node and no file argument for sudoers to reason about.
 CIB_QUERY = ("cibadmin", "--query")
@@ -90,7 +94,7 @@ async def _no_groups(group: str) -> set[str]:
 @dataclass
 class Remediation:
     settings: Settings
-    store: Store
+    store: AsyncStore
     collect: Collect
     nodes: Nodes
     poster: Poster
@@ -114,13 +118,28 @@ class Remediation:
         except Refused as err:
             raise NotAllowed(f"`{spec.name}` refused: {err.message}") from err
         req = self._new(inv, cluster, p, report, await self._predict(cluster, action, p))
+        # Refused before anything is posted while the database is down: a request shown in Slack
+        # must be one the store can approve.
+        try:
+            await self.store.ping()
+        except StoreUnavailable as err:
+            raise NotAllowed(f"`{spec.name}` refused: {err}; nothing was filed, ask again shortly") from err
         # Posted before it is stored: a request nobody can see (the bot may not post in this
         # channel) must not wait in the store and the audit log for approvals that cannot come.
         ts = await self._post_request(req)
-        self.store.create_request(req)
-        self.store.set_message_ts(req.id, ts)
+        try:
+            await self.store.create_request(replace(req, message_ts=ts))
+        except StoreUnavailable:  # went down since the ping: the posted request must not look live
+            await self._withdraw(req, ts)
+            raise
         return Reply(note_doc(f":lock: request `{req.id}` posted: it runs after "
                               f"{req.required_approvals} approval(s)"), ephemeral=True, request_id=req.id)
+
+    async def _withdraw(self, req: Request, ts: str) -> None:
+        with contextlib.suppress(Exception):  # best effort: the caller is told either way
+            await self.poster.update(req.channel, ts, note_doc(
+                f":no_entry: request `{req.id}` was not filed (the state database is unavailable); "
+                "nothing will run: ask again shortly"))
 
     async def _post_request(self, req: Request) -> str:
         try:
@@ -207,16 +226,22 @@ class Remediation:
 
     async def decide(self, request_id: str, user: str, verb: str) -> str | None:
         """A click or a thread reply. Returns a line for the clicker alone, or None."""
-        req = self.store.get_request(request_id)
+        try:
+            return await self._decide(request_id, user, verb)
+        except StoreUnavailable as err:  # each store call is atomic: nothing of the click was kept
+            return f"your {verb} was not recorded ({err}); try again shortly"
+
+    async def _decide(self, request_id: str, user: str, verb: str) -> str | None:
+        req = await self.store.get_request(request_id)
         if req is None:
-            self.store.append_audit(now=self.clock(), actor=user, event=f"{verb}-unknown",
-                                    detail={"request_id": request_id[:64]})
+            await self.store.append_audit(now=self.clock(), actor=user, event=f"{verb}-unknown",
+                                          detail={"request_id": request_id[:64]})
             return "no such request (it may be from another clusterbot)"
         cluster = self._cluster(req.cluster)
         event = _decision(verb, user)
         try:
-            new = self.store.apply(req.id, event, now=self.clock(),
-                                   is_approver=await self.is_approver(cluster, user))
+            new = await self.store.apply(req.id, event, now=self.clock(),
+                                         is_approver=await self.is_approver(cluster, user))
         except Expired as err:
             await self._edit(err.request)
             return str(err)
@@ -255,7 +280,7 @@ class Remediation:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def execute(self, request_id: str) -> None:
-        req = self.store.get_request(request_id)
+        req = await self.store.get_request(request_id)
         if req is None or req.state is not State.APPROVED:
             return
         cluster = self._cluster(req.cluster)
@@ -265,7 +290,7 @@ class Remediation:
             await self._finish_refused(req, problem)
             return
         try:
-            running = self.store.apply(req.id, Start(), now=self.clock(), is_approver=False)
+            running = await self.store.apply(req.id, Start(), now=self.clock(), is_approver=False)
         except ClusterBusy as err:
             # Ended, not left APPROVED: it would otherwise run unasked at the next restart.
             await self._finish_refused(req, f"{err}; ask again once it is done")
@@ -273,13 +298,28 @@ class Remediation:
         except ApprovalError as err:  # cancelled, expired or started meanwhile
             await self._thread(req, f":no_entry: not run: {mrkdwn(str(err))}")
             return
+        except StoreUnavailable as err:  # nothing ran; the request stays approved in the store
+            await self._thread(req, f":no_entry: not run: {mrkdwn(str(err))}; ask again once it is back")
+            return
         await self._edit(running)
         result = await self._run_all(cluster, running)
-        done = self.store.apply(req.id, Finish(result), now=self.clock(), is_approver=False)
+        done = await self._finish(req, result)
         await self._edit(done)
         await self._post(done, output_doc(done, result))
         if result.ok:
             await self._verify(cluster, done)
+
+    async def _finish(self, req: Request, result: Result) -> Request:
+        """FINISH, retried while the database is down: the command ran, and that must be recorded."""
+        deadline = time.monotonic() + FINISH_RETRY_S
+        while True:
+            try:
+                return await self.store.apply(req.id, Finish(result), now=self.clock(), is_approver=False)
+            except StoreUnavailable as err:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("request %s ran; recording its outcome waits for the database: %s", req.id, err)
+                await asyncio.sleep(2.0)  # a bounded retry (deadline above), not a synchronisation
 
     async def _recheck(self, req: Request, cluster: ClusterConfig, report: ClusterReport) -> str | None:
         """The approval is bound to the state it was asked for; anything that matters moved?"""
@@ -335,7 +375,7 @@ class Remediation:
             await asyncio.sleep(1.0)  # re-poll while Pacemaker converges, bounded by the deadline
         verdict = (":white_check_mark: verified: the change took effect" if pending is None
                    else f":warning: not verified after {self.verify_timeout_s:.0f}s: {mrkdwn(pending)}")
-        self.store.append_audit(now=self.clock(), actor="clusterbot", event="verify",
+        await self.store.append_audit(now=self.clock(), actor="clusterbot", event="verify",
                                 request_id=req.id, cluster=req.cluster,
                                 detail={"verified": pending is None, "pending": pending})
         undo = f" · undo with {fix_code(req.cluster, _undo(action, req))}" if action.undo else ""
@@ -350,7 +390,7 @@ class Remediation:
 
     async def _finish_refused(self, req: Request, why: str) -> None:
         try:
-            done = self.store.apply(req.id, Refuse(why), now=self.clock(), is_approver=False)
+            done = await self.store.apply(req.id, Refuse(why), now=self.clock(), is_approver=False)
         except ApprovalError as err:  # cancelled or expired meanwhile: it ended anyway
             await self._thread(req, f":no_entry: not run: {mrkdwn(str(err))}")
             return
@@ -361,17 +401,17 @@ class Remediation:
     # -- sweeping and restart ------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        for req in self.store.expire_due(self.clock()):
+        for req in await self.store.expire_due(self.clock()):
             await self._edit(req)
 
     async def resume(self) -> None:
         """At start: expire what expired, fail what was running, re-check what was approved."""
         await self.sweep()
-        for req in self.store.fail_interrupted(self.clock()):
+        for req in await self.store.fail_interrupted(self.clock()):
             await self._edit(req)
             await self._thread(req, ":warning: clusterbot restarted while this was running; "
                                     "its outcome is unknown: check the cluster")
-        for req in self.store.approved_requests():
+        for req in await self.store.approved_requests():
             if req.expires_at <= self.clock():
                 # Approved for the cluster of then: past its window, nobody expects it to run.
                 await self._finish_refused(req, "clusterbot was down when it was to run and its "
@@ -383,6 +423,8 @@ class Remediation:
         while True:
             try:
                 await self.sweep()
+            except StoreUnavailable as err:  # expected in an outage: one line, not a traceback each time
+                log.warning("approval sweep waits for the state database: %s", err)
             except Exception:
                 log.exception("approval sweep failed")
             await asyncio.sleep(every_s)  # a periodic timer, not a synchronisation

@@ -23,7 +23,7 @@ from bot.remediation import Remediation
 from bot.services import AppServices
 from bot.settings import ClusterConfig, Settings
 from bot.ssh import SshPool
-from bot.store import Store
+from bot.store import AsyncStore, Store
 from bot.watcher import Watcher
 
 DB_NAME = "clusterbot.sqlite3"
@@ -33,14 +33,22 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def open_store(settings: Settings) -> Store:
+def store_target(settings: Settings) -> str | Path:
+    """Where the state lives: store_url's PostgreSQL, else the SQLite file in state_dir (created)."""
+    if settings.store_url is not None:
+        return settings.store_url.get_secret_value()
     directory = Path(settings.state_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        return Store.open(directory / DB_NAME)
     except OSError as exc:
         raise ConfigError(f"state_dir {directory}: {exc.strerror}; set CLUSTERBOT_STATE_DIR "
                           "to a writable directory") from exc
+    return directory / DB_NAME
+
+
+def open_store(settings: Settings) -> Store:
+    """The synchronous store, for commands that run no event loop (`clusterbot audit`)."""
+    return Store.open(store_target(settings))
 
 
 @dataclass
@@ -48,7 +56,7 @@ class Runtime:
     settings: Settings
     pool: SshPool
     collector: Collector
-    store: Store
+    store: AsyncStore
     services: AppServices
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     watcher: Watcher | None = None
@@ -57,8 +65,8 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings, stack: AsyncExitStack) -> Runtime:
         pool = await stack.enter_async_context(SshPool())
-        store = open_store(settings)
-        stack.callback(store.close)
+        store = await AsyncStore.open(store_target(settings))
+        stack.push_async_callback(store.close)
         collector = Collector(pool, settings)
         services = AppServices(settings, collector, clock=now, store=store)
         rt = cls(settings, pool, collector, store, services)

@@ -7,7 +7,6 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,15 +14,16 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.metrics import Metrics
-from bot.ops_http import ops_routes, serve_ops, sqlite_writable
+from bot.ops_http import Check, ops_routes, serve_ops, sqlite_writable
 from bot.poster import SlackPoster
-from bot.runtime import DB_NAME, Runtime
+from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack import decisions
 from bot.slack.app import BotApp, build_app
 from bot.slack.client import web_client
 from bot.slack.decisions import group_resolver
 from bot.slack.serve import HttpServer, serve_http, serve_socket
+from bot.store import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,19 @@ def _ops_deps(bot: Bot) -> dict[str, Any]:
 
     secret = settings.push_secret.get_secret_value() if settings.push_secret else None
     return {"metrics": bot.metrics, "slack_connected": slack_ok, "wake": wake, "push_secret": secret,
-            "store_writable": sqlite_writable(Path(settings.state_dir) / DB_NAME),
+            "store_writable": _store_ok(runtime.store),
             "delivery_running": delivering}
+
+
+def _store_ok(store: AsyncStore) -> Check:
+    """Readiness: SQLite's write lock can be taken now; PostgreSQL answers a round trip."""
+    if store.backend == "sqlite":
+        return sqlite_writable(store.target)
+
+    async def answers() -> bool:
+        await store.ping()
+        return True
+    return answers
 
 
 async def run_forever(settings: Settings) -> None:

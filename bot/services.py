@@ -12,7 +12,7 @@ from bot.pacemaker.merge import ClusterReport
 from bot.remediation import Remediation
 from bot.render.doc import Doc, Section
 from bot.settings import ClusterConfig, Settings
-from bot.store import AuditEntry, Store
+from bot.store import AsyncStore, AuditEntry
 from commands.spec import CommandSpec, Invocation, Reply, UsageError
 
 
@@ -37,7 +37,7 @@ class AppServices:
         return self.clock()
 
     remediation: Remediation | None = None
-    store: Store | None = None
+    store: AsyncStore | None = None
 
     async def request_approval(self, inv: Invocation, spec: CommandSpec) -> Reply:
         if self.remediation is None:
@@ -49,7 +49,7 @@ class AppServices:
             raise UsageError(None, "`/cluster audit N` shows the last N entries: N is 1 to 50 (default 10)")
         if self.store is None:
             raise NotAllowed("the audit log is not available here")
-        entries = self.store.audit_tail(n)
+        entries = await self.store.audit_tail(n)
         lines = [audit_line(e) for e in entries] or ["the audit log is empty"]
         return Reply(Doc(verdict=f":scroll: last {len(entries)} audit entries",
                          fallback="audit log", sections=(Section(None, tuple(lines)),)), ephemeral=True)

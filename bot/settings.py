@@ -182,6 +182,9 @@ class Settings(BaseSettings):
         "and a fix's effects within it go to their threads. Keep it above poll_interval_s + 3 s "
         "(on the lab, links went down 2.8 s before the membership lost the node)."))
     state_dir: Path = Path("/var/lib/clusterbot")
+    store_url: SecretStr | None = Field(None, description=(
+        "PostgreSQL for the state instead of SQLite in state_dir: `postgresql://user@host:5432/db` "
+        "(libpq URL; a password is better in ~/.pgpass or PGPASSWORD than here). Unset: SQLite."))
     alert_channel: str | None = None
     allowed_channels: tuple[str, ...] = ()
     approvers: tuple[str, ...] = ()
@@ -202,6 +205,13 @@ class Settings(BaseSettings):
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = (
         "slack_bot_token", "slack_app_token", "slack_signing_secret", "push_secret")
+
+    @field_validator("store_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset it to keep SQLite in state_dir)")
+        return value
 
     @model_validator(mode="after")
     def _unique_clusters(self) -> Settings:

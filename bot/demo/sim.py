@@ -410,7 +410,31 @@ class Simulator:
             "systemctl": self._cmd_systemctl,
             "pcs": self._cmd_pcs,
             "cibadmin": self._cmd_cibadmin,
+            "crmadmin": self._cmd_crmadmin,
         }
+
+    # ------------------------------------------------------------ crmadmin
+
+    def _cmd_crmadmin(self, node: str, argv: list[str]) -> Completed:
+        """`crmadmin --status=NODE --output-as=xml`: the controller's state. This cluster acts in
+        no time (every change is whole at once), so a DC is always at rest: S_IDLE, the others
+        S_NOT_DC. Answers as captured from the lab (tests/fixtures/crmadmin-2.1.5)."""
+        opts = _parse_opts(argv[1:], {}, {"--status": "status", "-S": "status", "--output-as": "as",
+                                          "--timeout": "timeout", "-t": "timeout"})
+        if opts is None or "status" not in opts or opts.get("as") != "xml":
+            return _unsupported(argv)
+        request = " ".join(argv)
+        if self._node(node).units["pacemaker"] != "active":
+            return _crmadmin_failed(request, 102, "Not connected",
+                                    "Could not connect to controller: Connection refused")
+        target, part = opts["status"], self._partition_of(node)
+        if part is None or target not in self._pcmk(part):
+            return _crmadmin_failed(request, 124, "Timeout occurred",
+                                    "No reply received from controller before timeout (1000ms)")
+        state = "S_IDLE" if self._dcs.get(part) == target else "S_NOT_DC"
+        crmd = _e("crmd", [("node_name", target), ("state", state), ("result", "ok")])
+        return _ok(_serialize(_e("pacemaker-result", [("api-version", API_VERSION), ("request", request)],
+                                 crmd, _e("status", [("code", 0), ("message", "OK")]))))
 
     # ------------------------------------------------------------ the CIB and crm_simulate
 
@@ -1161,6 +1185,15 @@ def _not_connected(request: str, legacy: bool) -> Completed:
                  (_El("errors", children=errors),))
     root = _e("pacemaker-result", [("api-version", API_VERSION), ("request", request)], status)
     return Completed(102, _serialize(root), "")
+
+
+def _crmadmin_failed(request: str, code: int, message: str, error: str) -> Completed:
+    """crmadmin's XML answer when it gets no state: the code is also its exit status."""
+    errors = (_El("error", text=f"error: {error}"),
+              _El("error", text=f"error: Command failed: {error.rpartition(': ')[2]}"))
+    status = _El("status", (("code", str(code)), ("message", message)), (_El("errors", children=errors),))
+    root = _e("pacemaker-result", [("api-version", API_VERSION), ("request", request)], status)
+    return Completed(code, _serialize(root), "")
 
 
 def _pcs_cleanup_args(args: Sequence[str]) -> tuple[str | None, str | None]:

@@ -20,7 +20,7 @@ from bot.corosync.model import NodeCorosync
 from bot.corosync.summary import CorosyncSummary, summarize
 from bot.pacemaker.daemons import Daemons
 from bot.pacemaker.health import Expectations, Finding, Remedy, Severity, evaluate, worst
-from bot.pacemaker.model import NodeView
+from bot.pacemaker.model import ControllerStatus, NodeView
 from bot.watch.codes import FindingCode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,6 +47,8 @@ class NodeResult:
     corosync_error: str | None = None  # one human line: why the quorum (or link) view is missing
     corosync_error_kind: str | None = None  # down (corosync not running), not_found, parse, timeout...
     details_at: datetime | None = None  # when `daemons` and `corosync` were answered
+    # Its controller's state (crmadmin), asked with the details; None: not asked or no answer.
+    controller: ControllerStatus | None = None
 
     @property
     def answered(self) -> bool:

@@ -238,6 +238,25 @@ class Status:
     errors: tuple[str, ...] = ()
 
 
+# A controller at rest: the DC waiting for something to happen, or a member that is not the DC.
+# Anything else (S_POLICY_ENGINE, S_TRANSITION_ENGINE, S_INTEGRATION, S_FINALIZE_JOIN,
+# S_ELECTION, S_PENDING, S_STARTING, ...) is Pacemaker acting: computing or running a
+# transition, integrating a joining node, electing a DC.
+CONTROLLER_AT_REST = frozenset({"S_IDLE", "S_NOT_DC"})
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerStatus:
+    """`crmadmin --status=NODE`: the state of one node's controller (its finite state machine)."""
+
+    node: str
+    state: str  # kept as Pacemaker says it: a newer Pacemaker may add states
+
+    @property
+    def at_rest(self) -> bool:
+        return self.state in CONTROLLER_AT_REST
+
+
 @dataclass(frozen=True, slots=True)
 class NodeView:
     """One node's crm_mon answer. `connected` is False when crm_mon could not reach Pacemaker."""

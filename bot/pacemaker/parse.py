@@ -18,6 +18,7 @@ from bot.errors import ParseError
 from bot.pacemaker.model import (
     Ban,
     ClusterOptions,
+    ControllerStatus,
     FailedAction,
     FenceEvent,
     Instance,
@@ -79,24 +80,40 @@ def parse(data: bytes | str, *, max_bytes: int = MAX_BYTES) -> NodeView:
     raise ParseError(f"unexpected root element <{root.tag}>: expected crm_mon XML output")
 
 
-def _load(raw: bytes, max_bytes: int) -> Element:
+def _load(raw: bytes, max_bytes: int, what: str = "crm_mon") -> Element:
     if not raw.strip():
-        raise ParseError("empty crm_mon output (is Pacemaker installed on the node?)")
+        raise ParseError(f"empty {what} output (is Pacemaker installed on the node?)")
     if len(raw) > max_bytes:
-        raise ParseError(f"crm_mon output is {len(raw)} bytes, over the {max_bytes}-byte cap")
+        raise ParseError(f"{what} output is {len(raw)} bytes, over the {max_bytes}-byte cap")
     if _DECL.search(raw):
-        raise ParseError("crm_mon output contains a DOCTYPE or ENTITY declaration: refused")
+        raise ParseError(f"{what} output contains a DOCTYPE or ENTITY declaration: refused")
     try:
         root = etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:
-        raise ParseError(f"crm_mon output is not well-formed XML: {_one_line(exc.msg)}") from exc
+        raise ParseError(f"{what} output is not well-formed XML: {_one_line(exc.msg)}") from exc
     if root is None or not isinstance(root.tag, str):
-        raise ParseError("crm_mon output has no root element")
+        raise ParseError(f"{what} output has no root element")
     return root
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
+
+
+def parse_controller(data: bytes | str) -> ControllerStatus:
+    """`crmadmin --status=NODE --output-as=xml` (Pacemaker >= 2.1) into the node's controller
+    state. ParseError (one line) for anything else, including crmadmin's own error answers
+    (controller not running, permission denied, timeout): their message is the line."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    root = _load(raw, 64 * 1024, what="crmadmin")
+    if root.tag != "pacemaker-result":
+        raise ParseError(f"unexpected root element <{root.tag}>: expected crmadmin XML output")
+    crmd = root.find("crmd")
+    if crmd is None:
+        status = _status(root.find("status"))
+        detail = status.errors[0] if status.errors else status.message or "no <crmd> element"
+        raise ParseError(f"crmadmin answered {status.code}: {_one_line(detail)}")
+    return ControllerStatus(node=_required(crmd, "node_name"), state=_required(crmd, "state"))
 
 
 # ---------------------------------------------------------------- attribute readers

@@ -20,7 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from bot.corosync.summary import LinkDown
 from bot.pacemaker.health import Expectations, Finding, eligible_nodes, everywhere_of, vips_of
 from bot.pacemaker.merge import ClusterReport
-from bot.pacemaker.model import Instance, Node, NodeView
+from bot.pacemaker.model import CONTROLLER_AT_REST, Instance, Node, NodeView, ResourceKind, Role
 from bot.watch.codes import FindingCode
 
 SNAPSHOT_VERSION = 1
@@ -141,6 +141,11 @@ class Snapshot:
     # "corosync": answered, but corosync is not running)
     kind: str = "pacemaker"  # "corosync": no Pacemaker fields; `corosync` is the view
     corosync: CorosyncState | None = None  # None: no quorum view this poll (or not collected)
+    # Pacemaker acting, as read (issue 14): resource actions in flight in the reference view
+    # (record-pending: (primitive, Starting / Stopping / Migrating / Monitoring ...)), and each
+    # answering node's controller state (crmadmin: (node, S_IDLE / S_NOT_DC / S_TRANSITION_ENGINE ...)).
+    pending: tuple[tuple[str, str], ...] = ()
+    controllers: tuple[tuple[str, str], ...] = ()
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -155,6 +160,16 @@ class Snapshot:
 
     def node(self, name: str) -> NodeState | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    @property
+    def pacemaker_acting(self) -> bool | None:
+        """Pacemaker read as acting: True while an action is pending or a controller is not at
+        rest (a transition computed or run, a node integrated, a DC elected); False when the DC's
+        controller answered S_IDLE, every other answer is at rest and nothing is pending; None
+        when that cannot be read (no DC, its crmadmin unanswered or missing: older Pacemaker)."""
+        if self.pending or any(s not in CONTROLLER_AT_REST for _, s in self.controllers):
+            return True
+        return False if self.dc is not None and (self.dc, "S_IDLE") in self.controllers else None
 
     def to_json(self) -> dict[str, Any]:
         return {"version": SNAPSHOT_VERSION, **encode(self)}
@@ -187,8 +202,24 @@ def snapshot(report: ClusterReport, expect: Expectations = Expectations()) -> Sn
         clones=clones, clone_gaps=gaps, failed=failed, blocked=blocked, unmanaged=unmanaged,
         failed_ops=_failed_ops(view), thresholds=_thresholds(view), fences=_fences(view),
         notes=_notes(report), polled=polled, unanswered=unanswered, disconnected=disconnected,
-        corosync=corosync,
+        corosync=corosync, pending=_pending(view), controllers=_controllers(report),
     )
+
+
+_IN_FLIGHT = (Role.STARTING, Role.STOPPING, Role.MIGRATING)
+
+
+def _pending(view: NodeView) -> tuple[tuple[str, str], ...]:
+    """Actions Pacemaker has started and not finished: with record-pending (the default since
+    2.1) crm_mon shows a start or stop in progress as the role Starting / Stopping, and any
+    other operation (a probe, a monitor) as pending="Monitoring"."""
+    found = {(r.id, r.pending or str(r.role)) for top in view.resources for r in top.walk()
+             if r.kind is ResourceKind.PRIMITIVE and (r.pending or r.role in _IN_FLIGHT)}
+    return tuple(sorted(found))
+
+
+def _controllers(report: ClusterReport) -> tuple[tuple[str, str], ...]:
+    return tuple((r.node, r.controller.state) for r in report.results if r.controller is not None)
 
 
 def _notes(report: ClusterReport) -> tuple[Note, ...]:

@@ -11,11 +11,11 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ApprovalError, ClusterbotError
+from bot.errors import ApprovalError, ClusterbotError, StoreUnavailable
 from bot.remediation import Remediation
 from bot.render.alerts import FIX_ACTION
 from bot.slack.replies import SLACK_TROUBLE, why
-from bot.store import Store
+from bot.store import AsyncStore
 from commands import lookup, resolve
 from commands.spec import Invocation, Source, UsageError
 
@@ -28,7 +28,7 @@ _ROW_ID_DIGITS = len(str(_ROW_ID_MAX))
 _FROM_A_PERSON = (None, "thread_broadcast")
 
 
-def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
+def register(app: AsyncApp, rem: Remediation, store: AsyncStore) -> None:
     @app.action(DECISION)
     async def on_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -54,19 +54,27 @@ def register(app: AsyncApp, rem: Remediation, store: Store) -> None:
         person = not event.get("bot_id") and event.get("subtype") in _FROM_A_PERSON
         if verb not in VERBS or not thread or not channel or not person:
             return  # ordinary conversation, a bot, or an edit/deletion (never a fresh decision)
-        req = store.find_request_by_message(str(channel), str(thread))
+        user = str(event.get("user", ""))
+        try:
+            req = await store.find_request_by_message(str(channel), str(thread))
+        except StoreUnavailable as err:  # whether this thread is a request cannot be told: say so
+            await _private(client, str(channel), user, f":no_entry: your {verb} was not recorded ({err}); "
+                           "try again shortly", thread=str(thread))
+            return
         if req is None:
             return
-        user = str(event.get("user", ""))
         said = await rem.decide(req.id, user, verb)
         if said:
             await _private(client, str(channel), user, f":no_entry: {said}", thread=str(thread))
 
 
-async def request_fix(rem: Remediation, store: Store, value: str, user: str) -> str | None:
+async def request_fix(rem: Remediation, store: AsyncStore, value: str, user: str) -> str | None:
     """The alert's button: file the incident's suggested remedy as a request by the clicker."""
     number = row_id(value)
-    incident = store.get_incident(number) if number is not None else None
+    try:
+        incident = await store.get_incident(number) if number is not None else None
+    except StoreUnavailable as err:
+        return f":no_entry: {err}; nothing was requested: try again shortly"
     remedy = incident.payload.get("remedy") if incident else None
     if incident is None or not isinstance(remedy, str):
         return ":warning: this alert has no fix to request (any more)"

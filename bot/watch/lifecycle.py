@@ -3,8 +3,8 @@
 Following up an open incident: how loud the news is, and whether its root is edited. Flapping: a
 key toggling more than `limit` times in a window is told once as a flapping incident and then stays
 quiet until it has not toggled for a whole window; these functions say when to be quiet, what to
-open or widen, and which flaps calmed. The watcher (bot/watcher.py) looks up the incidents they
-name and applies the effects in its one store transaction per poll.
+open or widen, and which flaps calmed. The poll's step (bot/watch/step.py) looks up the incidents
+they name and turns the answers into the poll's effects.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from bot.pacemaker.diff import Flapping, IncidentDraft
 from bot.pacemaker.health import Severity
-from bot.watch.records import IncidentRecord
+from bot.watch.records import IncidentRecord, Ref
 
 FLAPPING = "flapping:"  # key prefix of the incident standing for a flapping key
 
@@ -59,7 +59,7 @@ class Silence:
 class EndFlap:
     """End flapping incident `incident`: calm for `calm`."""
 
-    incident: int
+    incident: Ref
     calm: timedelta
 
 
@@ -94,9 +94,9 @@ def toggle(clock: FlapClock, draft: IncidentDraft, now: float,
     return Toggle(clock, True, Silence(tuple(sorted(silenced | known))))
 
 
-def calmed(clock: FlapClock, open_flaps: Iterable[tuple[int, str]],
+def calmed(clock: FlapClock, open_flaps: Iterable[tuple[Ref, str]],
            now: float) -> tuple[FlapClock, tuple[EndFlap, ...]]:
-    """The flapping incidents (id, key) that calmed by `now` (no toggle for a whole window), and
+    """The flapping incidents (ref, key) that calmed by `now` (no toggle for a whole window), and
     the clock due at the next one that may calm. Until one is due: nothing to look at."""
     if clock.due is None or now < clock.due:
         return clock, ()

@@ -1,4 +1,4 @@
-"""Typed records of what the watcher stores: an incident's payload and an outbox message.
+"""Typed records of what the watcher stores: an incident's payload, and how an incident is named.
 
 The store keeps an incident's payload as JSON; this is its one schema, read tolerantly (a
 damaged or older field reads as empty, never raises) and written whole, so no module spells the
@@ -13,7 +13,6 @@ from enum import StrEnum
 from typing import Any
 
 from bot.pacemaker.diff import IncidentDraft
-from bot.render.doc import Doc
 from bot.watch.events import Event
 
 
@@ -24,15 +23,15 @@ class MessageKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message for the outbox."""
+class New:
+    """An incident opened by the poll being decided: it has no id until the watcher writes it.
+    `n` counts the poll's new incidents from 1; the watcher maps each to the id the store gives."""
 
-    kind: MessageKind
-    doc: Doc
-    channel: str
-    incident: int | None = None  # whose thread (or root) it is
-    thread: str | None = None  # another thread: an approved fix's request
-    broadcast: bool = False  # a thread reply also shown in the channel
+    n: int
+
+
+# An incident as the lifecycle names it: a stored incident's id, or one the same poll opens.
+Ref = int | New
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ class IncidentRecord:
 
     @classmethod
     def new(cls, *, holds: tuple[str, ...] | list[str] = (), draft: IncidentDraft | None = None,
-            silenced: tuple[str, ...] | list[str] | None = None, host: int | None = None,
+            silenced: tuple[str, ...] | list[str] | None = None, host: Ref | None = None,
             request: str | None = None) -> IncidentRecord:
         raw: dict[str, object] = {"open": list(holds)}
         if draft is not None:
@@ -76,9 +75,10 @@ class IncidentRecord:
         return {k: v for k, v in self._mapping("shots").items() if isinstance(v, int)}
 
     @property
-    def host(self) -> int | None:
+    def host(self) -> Ref | None:
+        """A stored incident's id; a `New` one only until the watcher wrote the poll."""
         host = self.raw.get("host")
-        return host if isinstance(host, int) else None
+        return host if isinstance(host, int | New) and not isinstance(host, bool) else None
 
     @property
     def before(self) -> Mapping[str, Any] | None:

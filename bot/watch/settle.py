@@ -6,6 +6,14 @@ homes. Those are symptoms of the change already alerted, not news. A derived fin
 the cluster is acting is held; if its recovery comes within `settle_s` both are dropped, and if it
 still holds after `settle_s` it is released as news (into the incident it belongs to).
 
+Pacemaker is acting when it says so (`busy`, read from the poll: a resource action pending, a
+controller computing or running a transition, integrating a node or electing a DC), and for
+`settle_s` after what makes it act (a node leaving, joining or changing state, a membership
+change, an approved fix): those windows stay, since a rebalance after a rejoin spans several
+transitions with idle gaps between them. A held derived finding is released as soon as Pacemaker
+reads idle and none of those windows is open, and at the latest `settle_s` after it was first
+seen, acting or not: a stuck transition never hides a problem for longer than that.
+
 A link going down is held even when nothing else moves: on a power cut Corosync reports the links
 to the node down a poll or two before the membership loses it, and the node loss is the news.
 
@@ -22,11 +30,15 @@ from bot.pacemaker.snapshot import Snapshot
 from bot.watch.events import Event, EventKind
 
 _K = EventKind
-# Symptoms of Pacemaker acting: held while it acts.
+# Symptoms of Pacemaker acting: held while it acts. A node that does not answer while it leaves
+# or joins is one too: its crm_mon hangs, then answers "Could not connect to the CIB" (no
+# status) for seconds while `pcs cluster stop` stops its stack (recorded 2026-12-02).
 DERIVED = frozenset({_K.VIPS_UNBALANCED, _K.CLONE_STOPPED, _K.RESOURCE_STOPPED, _K.NODE_PENDING,
-                     _K.NODES_DISAGREE})
-# Held whenever they show: the membership says soon whether a node is gone.
-ALWAYS_HELD = frozenset({_K.LINK_DOWN})
+                     _K.NODES_DISAGREE, _K.NODE_UNREACHABLE})
+# Held whenever they show: the membership says soon whether a node is gone. A power cut's first
+# sign can be its daemons seen dead while its crm_mon still answered (recorded 2026-12-02: 3.5 s
+# before the membership lost it), and their "active again" a poll later, when crm_mon there failed.
+ALWAYS_HELD = frozenset({_K.LINK_DOWN, _K.DAEMON_INACTIVE})
 # A node changing its place in the cluster: Pacemaker acts on it for a while.
 NODE_CHANGES = frozenset({
     _K.NODE_OFFLINE, _K.NODE_ONLINE, _K.MEMBER_LOST, _K.MEMBER_BACK, _K.NODE_STANDBY, _K.NODE_UNSTANDBY,
@@ -74,26 +86,37 @@ def ring_moved(before: Snapshot | None, after: Snapshot | None) -> bool:
     return old is not None and new is not None and old != new
 
 
+def pacemaker_busy(snap: Snapshot | None) -> bool | None:
+    """Whether this poll read Pacemaker acting (see `Snapshot.pacemaker_acting`); None without a view."""
+    return snap.pacemaker_acting if snap is not None and snap.has_view else None
+
+
 def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float, *,
-           fixing: bool = False, moved: bool = False) -> tuple[Settling, tuple[Event, ...]]:
+           fixing: bool = False, moved: bool = False, busy: bool | None = None,
+           ) -> tuple[Settling, tuple[Event, ...]]:
     """One poll's events -> the state to keep and the events that are news now (in poll order,
     then whatever outlived its hold). `fixing`: an approved remediation is acting; `moved`: the
-    membership changed since the last poll (see `ring_moved`)."""
+    membership changed since the last poll (see `ring_moved`); `busy`: Pacemaker read as acting
+    (True), read idle (False) or not readable (None: only the windows above count; see
+    `Snapshot.pacemaker_acting`)."""
     events = tuple(events)
     if moved or any(e.kind in NODE_CHANGES for e in events):
         state = replace(state, changed_at=now)
     leaving = any(e.kind in LEAVES for e in events)
     if any(e.kind in JOINS for e in events) or (moved and not leaving):
         state = replace(state, joined_at=now)
-    acting = fixing or state.acting(now, settle_s)
+    windows = fixing or state.acting(now, settle_s)
+    acting = windows or busy is True
+    idle = busy is False and not windows
     held = {h.event.key: h for h in state.held}
     gone = {n for e in events if e.kind in LEAVES for n in e.nodes}
     for key in [k for k, h in held.items() if h.event.kind in ALWAYS_HELD and gone & set(h.event.nodes)]:
         del held[key]  # a link to a node that left: the node's loss is the news, not its links
     news: list[Event] = []
     for event in events:
-        if event.kind in MOVES and (event.key in held or not acting):
+        if event.kind in MOVES and (event.key in held or not windows):
             # While a node change (or a fix) acts, a move is its consequence and goes with it.
+            # Pacemaker busy explains nothing here: moving a VIP is a transition of its own.
             _hold_move(held, event, now)
         elif event.recovery and event.key in held:
             del held[event.key]  # it passed before anyone had to hear of it
@@ -101,7 +124,7 @@ def settle(state: Settling, events: Iterable[Event], now: float, settle_s: float
             held.setdefault(event.key, Held(event, now))
         else:
             news.append(event)
-    due = [h for h in held.values() if now - h.since >= settle_s]
+    due = [h for h in held.values() if now - h.since >= settle_s or (idle and h.event.kind in DERIVED)]
     for h in due:
         del held[h.event.key]
     news += [h.event for h in due]

@@ -142,4 +142,11 @@ lab_exists() {
 }
 
 now() { echo "$EPOCHREALTIME"; }
+
+# ssh_node NODE CMD...: run CMD on NODE over ssh as the bot does (its key, pinned known_hosts).
+ssh_node() {
+  ssh -i "$LAB_STATE/ssh/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$LAB_STATE/ssh/known_hosts" \
+    -o ConnectTimeout=5 "root@$(node_ip "$1")" "${@:2}"
+}
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }

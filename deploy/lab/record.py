@@ -42,7 +42,7 @@ sys.path[:0] = [str(LAB_DIR), str(REPO)]
 
 import labwait  # noqa: E402  (deploy/lab/labwait.py: the lab's condition language)
 
-from bot.collect import _VOLATILE, COROSYNC_DAEMONS, target_for  # noqa: E402
+from bot.collect import _VOLATILE, COROSYNC_DAEMONS, controller_argv, target_for  # noqa: E402
 from bot.corosync.parse import parse_cfgtool, parse_quorum  # noqa: E402
 from bot.errors import ClusterbotError  # noqa: E402
 from bot.settings import ClusterConfig, Settings, load_settings  # noqa: E402
@@ -70,13 +70,14 @@ class Probe:
     argv: tuple[str, ...]
 
 
-def probes(cluster: ClusterConfig, kind: str) -> tuple[Probe, ...]:
-    """The collector's read commands for a cluster of this kind (bot/collect.py)."""
+def probes(cluster: ClusterConfig, kind: str, node: str) -> tuple[Probe, ...]:
+    """The collector's read commands to `node` for a cluster of this kind (bot/collect.py)."""
     cmds = cluster.commands
     corosync = (Probe("quorumtool", cmds.quorum), Probe("cfgtool", cmds.links))
     if kind == "corosync":
         return (Probe("daemons", COROSYNC_DAEMONS), *corosync)
-    return (Probe("crm_mon", cmds.crm_mon), Probe("daemons", cmds.daemons), *corosync)
+    return (Probe("crm_mon", cmds.crm_mon), Probe("daemons", cmds.daemons), *corosync,
+            Probe("crmadmin", controller_argv(node)))
 
 
 def stable(cmd: str, out: str) -> str:
@@ -206,11 +207,13 @@ class Do:
 @dataclass(frozen=True)
 class Wait:
     """Until every condition holds in the answers of `node` taken after the wait began.
-    crm_mon conditions (crm_holds), or `members=K` / `links-up` on Corosync's answers."""
+    crm_mon conditions (crm_holds), or `members=K` / `links-up` on Corosync's answers.
+    `held_s`: and has held in every round for that long (an on-call who saw it)."""
 
     node: str
     conds: tuple[str, ...]
     timeout_s: float = 60.0
+    held_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,8 @@ SCENARIOS: dict[str, Scenario] = {
         "Pacemaker recovers it in place; then `pcs resource cleanup virtual_ip_1`",
         (Do("break_resource", "node1", ("nodectl.sh", "node1", "break-resource", "virtual_ip_1"),
             nodectl=True),
+         # The on-call saw the failure before the cleanup was approved: shown for 3 s at least.
+         Wait("node1", ("failures",), 30, held_s=3.0),
          Wait("node1", ("recovered:virtual_ip_1", "running:virtual_ip_1@node1", "idle"), 30),
          pcs("cleanup", "node1", "resource", "cleanup", "virtual_ip_1",
              remedy=("cleanup", ("virtual_ip_1",))),
@@ -361,12 +366,24 @@ class Recorder:
 
     # sampling
 
-    async def sample(self, node: str) -> None:
-        asks = probes(self.cluster, self.kind)
+    def samplers(self) -> list[asyncio.Task[None]]:
+        """One sampling loop per node, and one more for its crmadmin: a busy controller answers
+        in up to 1-2 s (measured), and must not hold up that node's other answers."""
+        tasks = []
+        for conf in self.cluster.nodes:
+            asks = probes(self.cluster, self.kind, conf.name)
+            controller = tuple(p for p in asks if p.cmd == "crmadmin")
+            rest = tuple(p for p in asks if p.cmd != "crmadmin")
+            tasks.append(asyncio.create_task(self.sample(conf.name, rest, counted=True)))
+            if controller:
+                tasks.append(asyncio.create_task(self.sample(conf.name, controller, counted=False)))
+        return tasks
+
+    async def sample(self, node: str, asks: tuple[Probe, ...], *, counted: bool) -> None:
         while not self._stop:
             started = time.monotonic()
             await asyncio.gather(*(self._ask(node, p) for p in asks))
-            self.rounds += 1
+            self.rounds += counted
             self._tick.set()
             await asyncio.sleep(max(0.0, started + self.interval_s - time.monotonic()))
 
@@ -413,6 +430,19 @@ class Recorder:
                          for n in nodes)
         return daemons_ok and all(self.holds(Wait(n, conds), since) for n in nodes)
 
+    def _held(self, wait: Wait, since: float) -> Callable[[], bool]:
+        """A check that the wait's conditions hold, and have in every round for `held_s`."""
+        first: list[float] = []
+
+        def check() -> bool:
+            if not self.holds(wait, since):
+                first.clear()
+                return False
+            first[:] = first or [self.now()]
+            return self.now() - first[0] >= wait.held_s
+
+        return check
+
     async def until(self, check: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while not check():
@@ -433,8 +463,9 @@ class Recorder:
         t = self.now()
         entry: dict[str, Any]
         if isinstance(step, Wait):
-            met = await self.until(lambda: self.holds(step, t), step.timeout_s)
-            entry = {"node": step.node, "action": "wait", "command": " ".join(step.conds),
+            met = await self.until(self._held(step, t), step.timeout_s)
+            held = f" held {step.held_s:g}s" if step.held_s else ""
+            entry = {"node": step.node, "action": "wait", "command": " ".join(step.conds) + held,
                      "rc": 0 if met else 1}
         else:
             rc, out = await self._do(step)
@@ -491,12 +522,14 @@ async def record(name: str, scenario: Scenario, out_dir: Path, interval_s: float
                  token_ms: int) -> Path:
     settings = load_settings(CONFIG)
     cluster = settings.clusters[0]
-    async with SshPool() as pool:
+    # A shell per probe: five at once (the collector asks crmadmin after the daemons, on their
+    # shell), so no round falls back to an exec session, which costs the node an sshd fork.
+    async with SshPool(max_shells_per_connection=5) as pool:
         prep = Recorder(pool, settings, cluster, "pacemaker", interval_s)
         vers = await versions(pool, prep)
         await _phase(prep, scenario.setup, "setup")
         rec = Recorder(pool, settings, cluster, scenario.kind, interval_s)
-        samplers = [asyncio.create_task(rec.sample(n.name)) for n in cluster.nodes]
+        samplers = rec.samplers()
         try:
             if not await rec.until(lambda: rec.settled(0.0), 60):
                 raise StepFailed("the cluster is not healthy at the start; heal the lab first")
@@ -530,7 +563,7 @@ async def record(name: str, scenario: Scenario, out_dir: Path, interval_s: float
 
 async def _phase(rec: Recorder, steps: Sequence[Step], what: str) -> None:
     """Setup or teardown: not sampled, but its steps are kept in meta.json all the same."""
-    samplers = [asyncio.create_task(rec.sample(n.name)) for n in rec.cluster.nodes] if steps else []
+    samplers = rec.samplers() if steps else []
     try:
         for step in steps:
             await rec.run(step)

@@ -31,7 +31,9 @@ def pct(samples: list[float], q: float) -> float:
 
 
 async def test_bench_alert_lag() -> None:
-    async with running_bot(poll_interval_s=1.0, flap_limit=10000) as h:
+    # Each crash is a new event: a node crashed again within flap_window_s reopens its incident
+    # in the thread (issue 14) instead of posting the root whose lag is measured here.
+    async with running_bot(poll_interval_s=1.0, flap_limit=10000, flap_window_s=1.0) as h:
         await h.watcher.wait_polls(2)
         lags = []
         for i in range(SAMPLES):

@@ -27,6 +27,7 @@ from tests.conftest import FIXTURES, PCMK
 USER = "clusterbot"
 LEGACY_XML = (PCMK.parent / "crm_mon" / "legacy-1.1.xml").read_text()
 LAB = FIXTURES / "corosync" / "lab-corosync-3"
+CRMADMIN = FIXTURES / "crmadmin-2.1.5"  # deploy/lab/capture-controller.sh
 LAB_NODES = ("node1", "node2", "node3")
 # Which lab-corosync-3 scenario shows the same corosync nodes down as a Pacemaker scenario.
 LAB_BY_DOWN = {frozenset(): "healthy", frozenset({"node3"}): "node3_down",
@@ -91,11 +92,17 @@ class FakeNode:
     server: LoopbackSshServer | None = None
     inactive: frozenset[str] = frozenset()  # units `systemctl is-active` reports inactive
     clock: Callable[[], datetime] | None = None  # quorumtool's "Date:" line; None: the capture's
+    # crmadmin: None answers "command not found" (a node without it); "capture" the lab's answer
+    # (CRMADMIN: <node>.idle.xml, or <node>.crashed.xml while its crm_mon says 102); "refused"
+    # is a sudoers file written before the bot asked crmadmin; "slow" answers once `release` is set;
+    # "old" is a crmadmin without --output-as.
+    controller: str | None = "capture"
 
     async def handle(self, command: str, username: str) -> tuple[int, str, str]:
         argv = shlex.split(command)
         if argv[:2] == ["sudo", "-n"]:
-            if self.mode == "sudo_refused" or (
+            refused = argv[2:3] == ["crmadmin"] and self.controller == "refused"
+            if self.mode == "sudo_refused" or refused or (
                     self.mode == "corosync_sudo_refused" and argv[2:3] and argv[2].startswith("corosync-")):
                 return 1, "", "sudo: a password is required\n"
             argv = argv[2:]
@@ -108,9 +115,24 @@ class FakeNode:
             return quorumtool_answer(self.scenario, self.name, self.clock() if self.clock else None)
         if argv == ["corosync-cfgtool", "-s"] and self.name in LAB_NODES:
             return cfgtool_answer(self.scenario, self.name)
+        if argv[0] == "crmadmin" and self.controller == "old":  # Pacemaker 2.0: getopt's words
+            return 64, "", "crmadmin: unrecognized option '--output-as=xml'\n"
+        if argv[0] == "crmadmin" and self.controller in ("capture", "slow"):
+            if self.controller == "slow":  # a controller too busy to answer until released
+                await self.release.wait()
+            return self._crmadmin()
         if argv[0] != "crm_mon":
             return 127, "", f"bash: {argv[0]}: command not found\n"
         return await self._crm_mon(argv)
+
+    def _crmadmin(self) -> tuple[int, str, str]:
+        down = capture_answer(self.scenario, self.as_node or self.name)[0] == 102
+        name = f"{self.name}.crashed.xml" if down else f"{self.name}.idle.xml"
+        meta = json.loads((CRMADMIN / "meta.json").read_text())
+        rc = next((o["rc"] for o in meta["outputs"] if o["file"] == name), None)
+        if rc is None:  # not captured: say so rather than make it up
+            return 127, "", f"{name} was not captured\n"
+        return rc, (CRMADMIN / name).read_text(), ""
 
     def _is_active(self, units: list[str]) -> tuple[int, str, str]:
         """Like systemctl: one state per unit asked, exit 3 when any is not active."""

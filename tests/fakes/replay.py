@@ -30,7 +30,7 @@ from bot.corosync.parse import parse_quorum
 from bot.errors import ParseError, SudoRefused, Unreachable
 from bot.settings import ClusterConfig, NodeConfig, Settings
 from bot.ssh import Completed, SshTarget
-from bot.store import Store
+from bot.store import AsyncStore
 from bot.watcher import Watcher
 from tests.fakes.sequences import cmd_of
 
@@ -92,8 +92,8 @@ class ReplayPool:
         cmd = cmd_of(shlex.join(argv))
         sample = self.seq.answer(target.node, cmd, self.clock.t) if cmd else None
         if sample is None:
-            if cmd == "daemons":  # not recorded: like a sudoers file without the unit list
-                raise SudoRefused(target.node, "daemon states were not recorded")
+            if cmd in ("daemons", "crmadmin"):  # not recorded: like a sudoers file without them
+                raise SudoRefused(target.node, f"{cmd} was not recorded")
             raise Unreachable(target.node, f"nothing recorded for {shlex.join(argv)}")
         if sample.rc is None:  # the recorder got no answer over SSH either
             raise Unreachable(target.node, sample.err or "no answer")
@@ -115,12 +115,28 @@ class Message:
     thread: str | None  # a request's thread (remediation-aware posts)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """One finding the watcher held back (settling): from when it was first seen to the poll
+    that no longer held it (released as news, or dropped because it cleared)."""
+
+    kind: str
+    key: str
+    since: float
+    until: float
+
+    @property
+    def seconds(self) -> float:
+        return self.until - self.since
+
+
 @dataclass
 class Replay:
     seq: SequenceLike
     poll_s: float
     phase: float
     messages: list[Message] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
     open_at_end: list[str] = field(default_factory=list)
     polls: int = 0
     cpu_s: float = 0.0
@@ -145,15 +161,21 @@ class Replay:
         return self.roots[0].at - shown_at
 
     def false_recoveries(self) -> list[Message]:
-        """Recoveries said while a node they name is out of the Corosync membership."""
+        """Recoveries said while a node they name is out of the Corosync membership. A node named
+        only as where something moved from ("virtual_ip_3 moved node3 → node1": the VIP serves
+        again, on node1) is not said to be back."""
         out = []
         for m in self.messages:
             if m.kind == "root" or not _says_recovered(m.verdict):
                 continue
-            absent = [n for n in self.seq.nodes if _names(m.verdict, n) and not member(self.seq, n, m.at)]
+            said = _MOVED_FROM.sub("moved →", m.verdict)
+            absent = [n for n in self.seq.nodes if _names(said, n) and not member(self.seq, n, m.at)]
             if absent:
                 out.append(m)
         return out
+
+
+_MOVED_FROM = re.compile(r"moved [^→;]*→")
 
 
 def _says_recovered(verdict: str) -> bool:
@@ -210,7 +232,7 @@ def settings_of(cluster: ClusterConfig, tmp: Path, poll_s: float, **extra: Any) 
 
 
 async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 0.0,
-                 tail_s: float | None = None, store: Store | None = None,
+                 tail_s: float | None = None, store: AsyncStore | None = None,
                  request_channel: str = "C0ALERTS", ideal: bool = False, **settings: Any) -> Replay:
     """Replay `seq` polling every `poll_s` from `phase`, then `tail_s` more of its last state."""
     # The first poll sees the cluster as it was before the scenario (the watcher was watching
@@ -222,7 +244,7 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
     if ideal:  # every poll asks every node: the best any poll interval could see
         conf = conf.model_copy(update={"poll_every_node": True, "detail_every": 1})
     own = store is None
-    store = store or Store.open(tmp / f"replay-{uuid.uuid4().hex}.db")  # one store per replay
+    store = store or AsyncStore(tmp / f"replay-{uuid.uuid4().hex}.db")  # one store per replay
     pool = ReplayPool(seq, clock)
     collector = Collector(pool=pool, settings=conf, now=clock.now)  # type: ignore[arg-type]
     watcher = Watcher(settings=conf, collect=collector.collect, store=store, clock=clock.now,
@@ -231,9 +253,10 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
     fixes = FixScript(seq, cluster, store, request_channel)
     end = seq.duration + (conf.flap_window_s + TAIL_S if tail_s is None else tail_s)
     seen = 0
+    held: dict[str, tuple[str, float]] = {}
     try:
         while clock.t <= end:
-            fixes.advance(clock.t)
+            await fixes.advance(clock.t)
             started = time.process_time()
             await watcher.poll(cluster)
             cost = time.process_time() - started
@@ -243,13 +266,29 @@ async def replay(seq: SequenceLike, tmp: Path, *, poll_s: float, phase: float = 
                 result.unhealthy_polls += 1
             result.cpu_s += cost
             result.polls += 1
-            seen = _collect_messages(store, result, clock.t + cost, seen)
+            _track_holds(watcher, cluster.name, clock.t, held, result.holds)
+            seen = await _collect_messages(store, result, clock.t + cost, seen)
             clock.t = _next_poll(clock.t, phase, poll_s)
-        result.open_at_end = [i.key for i in store.open_incidents(cluster.name)]
+        result.open_at_end = [i.key for i in await store.open_incidents(cluster.name)]
     finally:
         if own:
-            store.close()
+            await store.close()
     return result
+
+
+def _track_holds(watcher: Watcher, cluster: str, t: float, held: dict[str, tuple[str, float]],
+                 out: list[Hold]) -> None:
+    """What the watcher holds after this poll, against what it held before (its watch state)."""
+    memory = watcher._memory.get(cluster)
+    state = memory.state if memory is not None else None
+    now = {h.event.key: (str(h.event.kind), h.since - BASE.timestamp())
+           for h in (state.settling.held if state is not None else ())}
+    for key, (kind, since) in list(held.items()):
+        if key not in now:
+            out.append(Hold(kind, key, since, t))
+            del held[key]
+    for key, value in now.items():
+        held.setdefault(key, value)
 
 
 @dataclass
@@ -260,7 +299,7 @@ class FixScript:
 
     seq: SequenceLike
     cluster: ClusterConfig
-    store: Store
+    store: AsyncStore
     channel: str
     pending: list[tuple[float, str, Any]] = field(default_factory=list)
     windows: list[tuple[float, float]] = field(default_factory=list)  # approved .. finished
@@ -286,13 +325,13 @@ class FixScript:
     def acting(self, t: float, settle_s: float) -> bool:
         return any(start <= t <= end + settle_s for start, end in self.windows)
 
-    def advance(self, t: float) -> None:
+    async def advance(self, t: float) -> None:
         while self.pending and self.pending[0][0] <= t:
             at, rid, what = self.pending.pop(0)
             now = BASE + timedelta(seconds=at)
             if isinstance(what, tuple):
                 _, action, args = what
-                self.store.create_request(Request(
+                await self.store.create_request(Request(
                     id=rid, cluster=self.cluster.name, action=action, args=args,
                     node=self.cluster.nodes[0].name,
                     argv=("pcs", action, *args), requester="U0ONCALL", channel=self.channel,
@@ -300,7 +339,7 @@ class FixScript:
                     expires_at=now + timedelta(minutes=15), required_approvals=1, allow_self_approval=False,
                     message_ts=f"req-{rid}"))
             else:
-                self.store.apply(rid, what, now=now, is_approver=True)
+                await self.store.apply(rid, what, now=now, is_approver=True)
 
 
 def _next_poll(t: float, phase: float, poll_s: float) -> float:
@@ -309,8 +348,8 @@ def _next_poll(t: float, phase: float, poll_s: float) -> float:
     return phase + k * poll_s
 
 
-def _collect_messages(store: Store, result: Replay, at: float, seen: int) -> int:
-    for item in store.due(BASE + timedelta(days=365), limit=100000):
+async def _collect_messages(store: AsyncStore, result: Replay, at: float, seen: int) -> int:
+    for item in await store.due(BASE + timedelta(days=365), limit=100000):
         if item.id <= seen:
             continue
         p = item.payload

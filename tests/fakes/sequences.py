@@ -2,8 +2,10 @@
 
 A recording is `tests/fixtures/sequences/<scenario>/`: `meta.json` (what was done, when) and
 `samples.jsonl` (every node's answer to every read command the collector sends, one line each
-time an answer changed, ignoring only the clock fields). `Sequence.answer(node, cmd, t)` is
-what that node would have answered that command at t seconds into the recording.
+time an answer changed, ignoring only the clock fields). Recordings made before the collector
+asked crmadmin (issue 14) have no `crmadmin` lines: replaying them, that command has no answer.
+`Sequence.answer(node, cmd, t)` is what that node would have answered that command at t seconds
+into the recording.
 
 The format and this API are a contract shared with the replay tests: fields may be added,
 never renamed or removed.
@@ -21,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from bot.collect import COROSYNC_DAEMONS
+from bot.collect import COROSYNC_DAEMONS, controller_argv
 from bot.settings import Commands
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sequences"
@@ -163,6 +165,8 @@ def cmd_of(command_line: str) -> str | None:
         return None
     if argv[:2] == ["sudo", "-n"]:
         argv = argv[2:]
+    if len(argv) > 1 and tuple(argv) == controller_argv(argv[1].removeprefix("--status=")):
+        return "crmadmin"  # its argv names the node asked: one line per node
     return _CMDS.get(tuple(argv))
 
 

@@ -118,5 +118,5 @@ async def test_a_flap_that_calmed_down_is_resolved_in_its_thread() -> None:
                    if c.method == "chat.postMessage" and c.params.get("thread_ts") == ts]
         assert any("healthy again" in r for r in replies)
         await h.watcher.wait_polls(2)  # a second flapping key calms a few microseconds later
-        assert h.bot.runtime.store.open_incidents(h.bot.settings.clusters[0].name) == []
+        assert await h.bot.runtime.store.open_incidents(h.bot.settings.clusters[0].name) == []
         assert not h.slack.violations

@@ -32,15 +32,15 @@ async def ask(h: Harness, text: str = "cleanup prod-haproxy virtual_ip_2", user:
     # The confirmation to the requester comes after the root's ts is stored.
     await h.slack.wait_for("response_url", lambda c: "posted: it runs after" in json.dumps(c.params),
                            since=mark)
-    return h.bot.runtime.store.pending_requests()[-1]
+    return (await h.bot.runtime.store.pending_requests())[-1]
 
 
 async def settle(h: Harness) -> None:
     await h.remediation.wait_idle()
 
 
-def state(h: Harness, rid: str) -> State:
-    req = h.bot.runtime.store.get_request(rid)
+async def state(h: Harness, rid: str) -> State:
+    req = await h.bot.runtime.store.get_request(rid)
     assert req is not None
     return req.state
 
@@ -62,7 +62,7 @@ async def test_happy_path_runs_once_and_verifies() -> None:
         await h.click("clusterbot:approve", req.id, BOSS, message_ts=root.response["ts"])
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         await settle(h)
-        assert state(h, req.id) is State.SUCCEEDED
+        assert await state(h, req.id) is State.SUCCEEDED
         assert h.node_commands(CLEANUP) == [f"sudo -n {CLEANUP}"]
         # The re-check before running and each verify poll ask every node everything (a status
         # may reuse seconds-old daemon answers; a decision to run a command may not).
@@ -86,7 +86,7 @@ async def test_unauthorized_self_and_stranger_are_refused() -> None:
         await h.click("clusterbot:cancel", req.id, STRANGER)
         await ephemeral_to(h, STRANGER, "")
         await settle(h)
-        assert state(h, req.id) is State.PENDING and h.node_commands(CLEANUP) == []
+        assert await state(h, req.id) is State.PENDING and h.node_commands(CLEANUP) == []
 
 
 async def test_approval_by_user_group_membership() -> None:
@@ -99,7 +99,7 @@ async def test_approval_by_user_group_membership() -> None:
         await h.click("clusterbot:approve", req.id, ALICE)
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         await settle(h)
-        assert state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
+        assert await state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
 
 
 async def test_two_approvals_required_and_double_click() -> None:
@@ -109,11 +109,11 @@ async def test_two_approvals_required_and_double_click() -> None:
         await asyncio.gather(*(h.click("clusterbot:approve", req.id, ALICE) for _ in range(3)))
         await ephemeral_to(h, ALICE, "already approved")
         await settle(h)
-        assert state(h, req.id) is State.PENDING and h.node_commands(CLEANUP) == []
+        assert await state(h, req.id) is State.PENDING and h.node_commands(CLEANUP) == []
         await h.click("clusterbot:approve", req.id, BOB)
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         await settle(h)
-        assert state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
+        assert await state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
 
 
 async def test_approvers_racing_and_slack_retries_run_once() -> None:
@@ -144,24 +144,24 @@ async def test_deny_then_approve_is_refused() -> None:
         await h.click("clusterbot:approve", req.id, BOSS)
         await ephemeral_to(h, BOSS, "denied")
         await settle(h)
-        assert state(h, req.id) is State.DENIED and h.node_commands(CLEANUP) == []
+        assert await state(h, req.id) is State.DENIED and h.node_commands(CLEANUP) == []
 
 
 async def test_requester_cancels_and_thread_replies_decide() -> None:
     async with running_bot(cluster={"approvers": (BOSS,)}) as h:
         await h.demo.demo_command(("fail", "virtual_ip_2"))
         req = await ask(h)
-        ts = h.bot.runtime.store.get_request(req.id).message_ts
+        ts = (await h.bot.runtime.store.get_request(req.id)).message_ts
         await h.event(thread_message_event(text="approve", ts="1700000099.000100", thread_ts=ts,
                                            user_id=STRANGER, channel_id=req.channel))
         await ephemeral_to(h, STRANGER, "not an approver")
         await h.event(thread_message_event(text="cancel", ts="1700000099.000200", thread_ts=ts,
                                            user_id=USER, channel_id=req.channel))
         await h.slack.wait_for("chat.update", lambda c: "CANCELLED" in text_of(c))
-        assert state(h, req.id) is State.CANCELLED and h.node_commands(CLEANUP) == []
+        assert await state(h, req.id) is State.CANCELLED and h.node_commands(CLEANUP) == []
         # A thread reply "approve" by an approver on another request runs it.
         req2 = await ask(h)
-        ts2 = h.bot.runtime.store.get_request(req2.id).message_ts
+        ts2 = (await h.bot.runtime.store.get_request(req2.id)).message_ts
         await h.event(thread_message_event(text="Approve", ts="1700000099.000300", thread_ts=ts2,
                                            user_id=BOSS, channel_id=req2.channel))
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
@@ -177,7 +177,7 @@ async def test_expiry_with_an_injected_clock() -> None:
         await h.click("clusterbot:approve", req.id, BOSS)
         await ephemeral_to(h, BOSS, "expired")
         await h.slack.wait_for("chat.update", lambda c: "EXPIRED" in text_of(c))
-        assert state(h, req.id) is State.EXPIRED and h.node_commands(CLEANUP) == []
+        assert await state(h, req.id) is State.EXPIRED and h.node_commands(CLEANUP) == []
 
 
 FORGED = ["deadbeefdeadbeef", "", "x; rm -rf /", "../../etc/passwd", "1' OR '1'='1", "A" * 500]
@@ -193,7 +193,7 @@ async def test_forged_payloads_run_nothing() -> None:
         await h.click("clusterbot:request_fix", "99999", BOSS)
         await settle(h)
         assert h.node_commands("sudo -n pcs ") == []
-        audit = [e.event for e in h.bot.runtime.store.audit_tail(50)]
+        audit = [e.event for e in await h.bot.runtime.store.audit_tail(50)]
         assert audit.count("approve-unknown") == len(FORGED)
 
 
@@ -205,7 +205,7 @@ async def test_restart_with_a_pending_request() -> None:
         await h.click("clusterbot:approve", req.id, BOSS)
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         await h.remediation.wait_idle()
-        assert state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
+        assert await state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
 
 
 async def test_cluster_moved_between_request_and_approval() -> None:
@@ -216,7 +216,7 @@ async def test_cluster_moved_between_request_and_approval() -> None:
         await h.click("clusterbot:approve", req.id, BOSS)
         await h.slack.wait_for("chat.update", lambda c: "REFUSED" in text_of(c), timeout=20)
         await settle(h)
-        assert state(h, req.id) is State.REFUSED and h.node_commands(CLEANUP) == []
+        assert await state(h, req.id) is State.REFUSED and h.node_commands(CLEANUP) == []
 
 
 async def test_unsafe_requests_refused_up_front() -> None:
@@ -231,7 +231,7 @@ async def test_unsafe_requests_refused_up_front() -> None:
             await h.slash(text)
             call = await h.slack.wait_for("response_url", since=mark, timeout=10)
             assert needle in json.dumps(call.params) and call.params["response_type"] == "ephemeral"
-        assert h.bot.runtime.store.pending_requests() == []
+        assert await h.bot.runtime.store.pending_requests() == []
 
 
 INJECTIONS = [
@@ -251,7 +251,7 @@ async def test_injection_in_every_argument_runs_nothing(payload: str) -> None:
             status, _, _ = await h.slash(text)
             assert status == 200
         await h.watcher.wait_polls(1)
-        assert h.bot.runtime.store.pending_requests() == []
+        assert await h.bot.runtime.store.pending_requests() == []
         assert h.node_commands("sudo -n pcs ") == [] and h.node_commands("systemctl restart") == []
 
 
@@ -264,7 +264,7 @@ async def test_failing_command_is_reported() -> None:
         await h.slack.wait_for("chat.update", lambda c: "FAILED" in text_of(c), timeout=20)
         out = await h.slack.wait_for("chat.postMessage", lambda c: ":x: exited" in text_of(c))
         assert "--no-such-option" in h.node_commands("cleanup")[0] and "exited" in text_of(out)
-        assert state(h, req.id) is State.FAILED
+        assert await state(h, req.id) is State.FAILED
 
 
 async def test_lock_contention_fails_closed() -> None:
@@ -272,18 +272,18 @@ async def test_lock_contention_fails_closed() -> None:
         await h.demo.demo_command(("fail", "virtual_ip_2"))
         req = await ask(h)
         store = h.bot.runtime.store
-        assert store.try_lock("prod-haproxy", "someone-else", h.remediation.clock())
+        assert await store.try_lock("prod-haproxy", "someone-else", h.remediation.clock())
         await h.click("clusterbot:approve", req.id, BOSS)
         note = await h.slack.wait_for("chat.postMessage", lambda c: "refused before running" in text_of(c),
                                       timeout=20)
         assert "another remediation (someone-else) is running" in text_of(note)
         await settle(h)
         # Ended, not left APPROVED: a restart must not run it unasked once the lock is free.
-        assert h.node_commands(CLEANUP) == [] and state(h, req.id) is State.REFUSED
-        assert store.unlock("prod-haproxy", "someone-else")
+        assert h.node_commands(CLEANUP) == [] and await state(h, req.id) is State.REFUSED
+        assert await store.unlock("prod-haproxy", "someone-else")
         await h.restart()
         await h.remediation.wait_idle()
-        assert h.node_commands(CLEANUP) == [] and state(h, req.id) is State.REFUSED
+        assert h.node_commands(CLEANUP) == [] and await state(h, req.id) is State.REFUSED
 
 
 async def test_slack_failing_to_edit_the_request_never_strands_it() -> None:
@@ -296,8 +296,8 @@ async def test_slack_failing_to_edit_the_request_never_strands_it() -> None:
         await h.click("clusterbot:approve", req.id, BOSS)
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         await settle(h)
-        assert state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
-        assert h.bot.runtime.store.lock_holder("prod-haproxy") is None
+        assert await state(h, req.id) is State.SUCCEEDED and len(h.node_commands(CLEANUP)) == 1
+        assert await h.bot.runtime.store.lock_holder("prod-haproxy") is None
         assert not any(c.ok for c in h.slack.calls if c.method == "chat.update")
 
 
@@ -316,8 +316,8 @@ async def test_an_approval_whose_window_passed_while_the_bot_was_down_does_not_r
             await asyncio.sleep((req.expires_at - datetime.now(UTC)).total_seconds() + 0.2)
         await h.restart(down_while=approved_then_window_ends)
         await h.remediation.wait_idle()
-        assert state(h, req.id) is State.REFUSED and h.node_commands(CLEANUP) == []
-        note = h.bot.runtime.store.get_request(req.id).note
+        assert await state(h, req.id) is State.REFUSED and h.node_commands(CLEANUP) == []
+        note = (await h.bot.runtime.store.get_request(req.id)).note
         assert note is not None and "approval window has passed" in note
 
 
@@ -333,8 +333,8 @@ async def test_a_request_the_bot_cannot_post_is_not_filed() -> None:
         said = json.dumps(told.params)
         assert "not_in_channel" in said and "/invite @clusterbot" in said
         store = h.bot.runtime.store
-        assert store.pending_requests() == []
-        assert not any(e.event == "request" for e in store.audit_tail(20))
+        assert await store.pending_requests() == []
+        assert not any(e.event == "request" for e in await store.audit_tail(20))
         req = await ask(h)  # the next request, in a channel the bot is in, is filed as usual
         assert req.message_ts is not None
 
@@ -350,10 +350,10 @@ async def test_request_fix_button_on_an_alert() -> None:
         await h.slack.wait_for("chat.postMessage", lambda c: "requested by <@U0USER>" in text_of(c))
         # Stored once Slack answered the post (a request nobody can see is never filed).
         for _ in range(100):
-            if h.bot.runtime.store.pending_requests():
+            if await h.bot.runtime.store.pending_requests():
                 break
             await asyncio.sleep(0.02)
-        req = h.bot.runtime.store.pending_requests()[-1]
+        req = (await h.bot.runtime.store.pending_requests())[-1]
         assert req.action == "cleanup" and "virtual_ip_2" in req.args
 
 
@@ -364,7 +364,8 @@ async def test_audit_log_records_everything() -> None:
         await h.click("clusterbot:approve", req.id, BOSS)
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         await settle(h)
-        events = [(e.actor, e.event) for e in h.bot.runtime.store.audit_tail(20) if e.request_id == req.id]
+        audit = await h.bot.runtime.store.audit_tail(20)
+        events = [(e.actor, e.event) for e in audit if e.request_id == req.id]
         assert [e for _, e in events][:1] == ["request"] and (BOSS, "approve") in events
         assert any(e == "finish" for _, e in events)
         await h.slash("audit 5", user=BOSS)

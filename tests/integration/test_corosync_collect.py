@@ -16,7 +16,7 @@ from bot.render.json import report_json
 from bot.render.status import status_doc
 from bot.render.text import to_text
 from bot.ssh import SshPool
-from bot.store import Store
+from bot.store import AsyncStore
 from bot.watcher import Watcher
 from tests.fakes.nodes import FakeCluster, fake_cluster
 
@@ -159,23 +159,26 @@ async def test_corosync_only_unreachable_node(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- alerts
 
 
-def roots(store: Store) -> list[str]:
+async def roots(store: AsyncStore) -> list[str]:
     now = datetime(2100, 1, 1, tzinfo=UTC)
-    return [json.dumps(i.payload["doc"]) for i in store.due(now, limit=100) if i.kind == "root"]
+    return [json.dumps(i.payload["doc"]) for i in await store.due(now, limit=100) if i.kind == "root"]
 
 
 async def watch(fc: FakeCluster, tmp_path: Path, *scenarios: str) -> list[list[str]]:
     """Poll once per scenario; the root alerts that each poll added."""
     seen: list[list[str]] = []
-    with Store.open(tmp_path / "state.db") as store:
+    store = await AsyncStore.open(tmp_path / "state.db")
+    try:
         async with SshPool() as pool:
             watcher = Watcher(fc.settings, Collector(pool, fc.settings).collect, store,
                               lambda: datetime.now(UTC))
             for scenario in scenarios:
-                before = len(roots(store))
+                before = len(await roots(store))
                 fc.set_scenario(scenario)
                 await watcher.poll(fc.config)
-                seen.append(roots(store)[before:])
+                seen.append((await roots(store))[before:])
+    finally:
+        await store.close()
     return seen
 
 

@@ -8,6 +8,7 @@ alert silently queued in the outbox.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import logging
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from bot.poster import SlackPoster, TextPoster
 from bot.render.doc import Doc
 from bot.settings import Settings
 from bot.slack.client import web_client
-from bot.store import Store
+from bot.store import AsyncStore
 from tests.fakes.botharness import running_bot
 from tests.fakes.slack import FakeSlack
 
@@ -51,7 +52,7 @@ def alert(verdict: str) -> dict[str, Any]:
 @dataclass
 class Rig:
     slack: FakeSlack
-    store: Store
+    store: AsyncStore
     poster: SlackPoster
     metrics: Metrics
 
@@ -65,11 +66,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         settings = Settings(slack_bot_token=slack.bot_token, slack_api_url=slack.api_url,
                             state_dir=str(tmp_path))
         metrics = Metrics()
-        store = Store.open(tmp_path / "outbox.sqlite3")
+        store = await AsyncStore.open(tmp_path / "outbox.sqlite3")
         try:
             yield Rig(slack, store, SlackPoster(web_client(settings, session, metrics=metrics)), metrics)
         finally:
-            store.close()
+            await store.close()
 
 
 @asynccontextmanager
@@ -82,8 +83,12 @@ async def delivering(d: Deliverer) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def undelivered(store: Store) -> int:
-    return len(store.due(now() + timedelta(days=1)))
+async def undelivered(store: AsyncStore) -> int:
+    return len(await store.due(now() + timedelta(days=1)))
+
+
+async def drained(store: AsyncStore) -> bool:
+    return await undelivered(store) == 0
 
 
 # ---------------------------------------------------------------- the Slack client
@@ -114,16 +119,16 @@ async def test_a_reply_that_is_not_slacks_json_is_one_clear_slack_error(
 async def test_deliverer_outlives_a_proxy_error_page_then_delivers(tmp_path: Path) -> None:
     async with rig(tmp_path) as r:
         r.slack.set_down(True, status=502, page=ENVOY)
-        r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        await r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
         async with delivering(r.deliverer()) as task:
             first = await r.slack.wait_for("chat.postMessage", lambda c: c.status == 502)
             await r.slack.wait_for("chat.postMessage", lambda c: c.status == 502,
                                    since=r.slack.calls.index(first) + 1)  # it retried: still alive
-            assert not task.done() and undelivered(r.store) == 1
+            assert not task.done() and await undelivered(r.store) == 1
             r.slack.set_down(False)
             posted = await r.slack.wait_for("chat.postMessage", lambda c: c.ok)
             assert "node3 went OFFLINE" in str(posted.params)
-            await _until(lambda: undelivered(r.store) == 0)
+            await _until(lambda: drained(r.store))
 
 
 @dataclass
@@ -147,8 +152,8 @@ async def test_deliverer_outlives_an_unexpected_error_and_logs_its_traceback_onc
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="bot.delivery")
     async with rig(tmp_path) as r:
-        item = r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
-        r.store.enqueue("root", alert("node2 went OFFLINE"), now=now())
+        item = await r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        await r.store.enqueue("root", alert("node2 went OFFLINE"), now=now())
         async with delivering(r.deliverer(FailsFirst(r.poster, times=3))):
             await r.slack.wait_for("chat.postMessage", lambda c: c.ok and "node2" in str(c.params))
     posted = [str(c.params) for c in r.slack.calls if c.method == "chat.postMessage"]
@@ -160,12 +165,12 @@ async def test_deliverer_outlives_an_unexpected_error_and_logs_its_traceback_onc
 
 async def test_backoff_stays_bounded_after_a_very_long_outage(tmp_path: Path) -> None:
     async with rig(tmp_path) as r:
-        item = r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        item = await r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
         for _ in range(1100):  # ~18 hours of 60 s retries: 2.0 ** 1100 no longer fits a float
-            r.store.mark_failed(item, now())
+            await r.store.mark_failed(item, now())
         r.slack.fail("chat.postMessage", error="internal_error")
         assert await r.deliverer().deliver_due() == 0
-        (retry,) = r.store.due(now() + timedelta(days=1))
+        (retry,) = await r.store.due(now() + timedelta(days=1))
         assert retry.attempts == 1101 and retry.next_attempt_at <= now() + timedelta(seconds=FAST)
 
 
@@ -183,11 +188,11 @@ async def test_a_revoked_token_keeps_every_alert_queued_until_it_is_fixed(
     async with rig(tmp_path) as r, aiohttp.ClientSession() as session:
         revoked = Settings(slack_bot_token="xoxb-revoked", slack_api_url=r.slack.api_url,
                            state_dir=str(tmp_path))
-        r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
-        r.store.enqueue("root", alert("node2 went OFFLINE"), now=now())
+        await r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        await r.store.enqueue("root", alert("node2 went OFFLINE"), now=now())
         async with delivering(r.deliverer(SlackPoster(web_client(revoked, session)))):
             await _until(lambda: len(_refused(r.slack, "invalid_auth")) >= 3)  # refused, retried, ...
-        assert undelivered(r.store) == 2 and len(refusals(caplog, "invalid_auth")) == 1
+        assert await undelivered(r.store) == 2 and len(refusals(caplog, "invalid_auth")) == 1
         async with delivering(r.deliverer()):  # the token is fixed and the bot restarted
             await r.slack.wait_for("chat.postMessage", lambda c: c.ok and "node2" in str(c.params))
     posted = [str(c.params) for c in r.slack.calls if c.method == "chat.postMessage" and c.ok]
@@ -201,10 +206,10 @@ async def test_a_token_error_is_retried_and_logged_once(
     caplog.set_level(logging.WARNING, logger="bot.delivery")
     async with rig(tmp_path) as r:
         r.slack.fail("chat.postMessage", error=code, times=3)
-        item = r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        item = await r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
         async with delivering(r.deliverer()):
             posted = await r.slack.wait_for("chat.postMessage", lambda c: c.ok)
-            await _until(lambda: undelivered(r.store) == 0)
+            await _until(lambda: drained(r.store))
     assert "node3 went OFFLINE" in str(posted.params) and len(_refused(r.slack, code)) == 3
     assert len(refusals(caplog, code)) == 1  # one error for the outage, not one per retry
     assert not [rec for rec in caplog.records if f"alert {item} dropped" in rec.getMessage()]
@@ -233,42 +238,50 @@ async def test_readyz_reports_a_stopped_deliverer() -> None:
 async def _until(done: Any, timeout: float = 5.0) -> None:
     """Poll a cheap condition the code under test has no event for (the store's outbox)."""
     async with asyncio.timeout(timeout):
-        while not done():
+        while not await _now(done()):
             await asyncio.sleep(0.01)
+
+
+async def _now(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
 
 
 async def test_the_deliverer_prunes_old_history_hourly_while_it_runs(tmp_path: Path) -> None:
     clock = [datetime(2026, 3, 1, tzinfo=UTC)]
 
-    def delivered(days_ago: int) -> int:
-        item = store.enqueue("root", {"channel": "C1"}, now=clock[0] - timedelta(days=days_ago))
-        store.mark_delivered(item, "1.1", now=clock[0] - timedelta(days=days_ago))
+    async def delivered(days_ago: int) -> int:
+        item = await store.enqueue("root", {"channel": "C1"}, now=clock[0] - timedelta(days=days_ago))
+        await store.mark_delivered(item, "1.1", now=clock[0] - timedelta(days=days_ago))
         return item
 
-    def kept() -> list[int]:
-        return [r[0] for r in store._conn.execute("SELECT id FROM outbox ORDER BY id")]
+    async def kept() -> list[int]:
+        rows = await store.call(lambda db: db.connection.execute("SELECT id FROM outbox ORDER BY id").rows)
+        return [r["id"] for r in rows]
 
     async def until(wanted: list[int]) -> list[int]:
         for _ in range(200):  # bounded: the loop turns every 10 ms
-            if kept() == wanted:
+            if await kept() == wanted:
                 break
             await asyncio.sleep(0.01)
-        return kept()
+        return await kept()
 
-    with Store.open(tmp_path / "state.sqlite3") as store:
-        delivered(31)
-        recent = delivered(29)
+    store = await AsyncStore.open(tmp_path / "state.sqlite3")
+    try:
+        await delivered(31)
+        recent = await delivered(29)
         deliverer = Deliverer(store, TextPoster(io.StringIO()), lambda: clock[0],
                               retention=timedelta(days=30))
         task = asyncio.create_task(deliverer.run(idle_s=0.01))
         try:
             assert await until([recent]) == [recent]  # the first round prunes
-            late = delivered(40)  # old history appearing now waits for the next hourly prune
+            late = await delivered(40)  # old history appearing now waits for the next hourly prune
             clock[0] += timedelta(minutes=30)
             await asyncio.sleep(0.1)
-            assert kept() == [recent, late]
+            assert await kept() == [recent, late]
             clock[0] += timedelta(minutes=31)
             assert await until([recent]) == [recent]
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await store.close()

@@ -44,7 +44,7 @@ async def test_move_then_clear_on_pcs_0_11_with_pacemakers_predictions() -> None
         assert h.node_commands("cibadmin") == ["sudo -n cibadmin --query"]
         assert h.node_commands("crm_simulate") == ["sudo -n crm_simulate --xml-pipe --simulate"]
         await approve(h, req)
-        assert state(h, req.id) is State.SUCCEEDED
+        assert await state(h, req.id) is State.SUCCEEDED
         assert h.demo.sim.snapshot().vips["virtual_ip_1"] == "node3"
 
         clear = await ask(h, "clear prod-haproxy virtual_ip_1")
@@ -60,7 +60,7 @@ async def test_move_on_pcs_0_10_is_the_plain_move() -> None:
         req = await ask(h, "move prod-haproxy virtual_ip_2 node3")
         assert req.argv == ("pcs", "resource", "move", "virtual_ip_2", "node3")
         await approve(h, req)
-        assert state(h, req.id) is State.SUCCEEDED
+        assert await state(h, req.id) is State.SUCCEEDED
         assert h.demo.sim.snapshot().vips["virtual_ip_2"] == "node3"
 
 
@@ -106,7 +106,7 @@ async def test_move_without_pcs_is_refused_up_front() -> None:
         await h.slash("move prod-haproxy virtual_ip_1 node3")
         await h.slack.wait_for("response_url", lambda c: "pcs is not installed on node1" in str(c.params),
                                timeout=10)
-        assert h.bot.runtime.store.pending_requests() == []
+        assert await h.bot.runtime.store.pending_requests() == []
         assert h.node_commands("resource move") == []
 
 

@@ -18,7 +18,7 @@ from bot.collect import Collector
 from bot.demo.sshd import KeyMaterial, LoopbackSshServer
 from bot.settings import Settings
 from bot.ssh import SshPool
-from bot.store import Store
+from bot.store import AsyncStore
 from bot.watcher import Watcher
 from tests.fakes.nodes import USER, cluster_config
 from tests.fakes.replay import MENTION, Replay, VClock, replay, shown_at, start_of
@@ -129,19 +129,20 @@ async def test_a_power_cut_replayed_over_real_ssh_is_one_root_with_the_rest_in_i
         config = cluster_config("power-cut-rejoin", servers, keys, mention=MENTION)
         settings = Settings(clusters=(config,), poll_interval_s=1.0, alert_channel="C0ALERTS",
                             flap_limit=4, flap_window_s=120.0, state_dir=tmp_path)
-        store = Store.open(tmp_path / "state.db")
+        store = await AsyncStore.open(tmp_path / "state.db")
+        stack.push_async_callback(store.close)
         pool = await stack.enter_async_context(SshPool())
         watcher = Watcher(settings=settings, collect=Collector(pool, settings, now=clock.now).collect,
                           store=store, clock=clock.now, monotonic=clock.monotonic)
         while clock.t <= seq.duration + 20:
             await watcher.poll(config)
             clock.t += 1.0
-    sent = store.due(clock.now(), limit=1000)
+        sent = await store.due(clock.now(), limit=1000)
+        assert await store.open_incidents(config.name) == []
     roots = [m for m in sent if m.kind == "root"]
     said = [str(m.payload["doc"]) for m in sent]
     assert len(roots) == 1 and "node3" in str(roots[0].payload["doc"]), said
     (inc,) = {m.payload.get("incident") for m in roots}
     assert all(m.payload.get("incident") == inc for m in sent)  # the rest in its thread
     assert any(m.kind == "edit" and "resolved after" in str(m.payload["doc"]) for m in sent)
-    assert store.open_incidents(config.name) == []
     assert sum(s.commands.__len__() for s in servers.values()) > 0

@@ -140,7 +140,7 @@ async def _request(h: Harness) -> tuple[str, str, str]:
     await h.demo.demo_command(("fail", "virtual_ip_2"))
     await h.slash("cleanup prod-haproxy virtual_ip_2")
     await h.slack.wait_for("response_url", lambda c: "posted" in text_of(c), timeout=15)
-    req = h.bot.runtime.store.pending_requests()[-1]
+    req = (await h.bot.runtime.store.pending_requests())[-1]
     return req.id, req.channel, req.message_ts
 
 
@@ -158,8 +158,8 @@ async def test_approve_also_sent_to_channel_counts() -> None:
         status, _, _ = await h.event(reply)
         assert status == 200
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
-        assert h.bot.runtime.store.get_request(rid).state is not State.PENDING
-        deciders = [e.actor for e in h.bot.runtime.store.audit_tail(50)
+        assert (await h.bot.runtime.store.get_request(rid)).state is not State.PENDING
+        deciders = [e.actor for e in await h.bot.runtime.store.audit_tail(50)
                     if e.request_id == rid and e.event == "approve"]
         assert deciders == [BOSS]
         assert not [c for c in h.slack.calls if c.method == "chat.postEphemeral"

@@ -229,7 +229,7 @@ async def test_removed_from_the_group_cannot_approve_a_second_later() -> None:
         await h.click("clusterbot:approve", req.id, ALICE)
         said = await h.slack.wait_for("chat.postEphemeral", lambda c: c.params.get("user") == ALICE)
         await h.remediation.wait_idle()
-        stored = h.bot.runtime.store.get_request(req.id)
+        stored = await h.bot.runtime.store.get_request(req.id)
     assert "you are not an approver" in said.params["text"]
     assert stored is not None and stored.approvers == (BOSS,) and str(stored.state) == "pending"
     assert h.node_commands("pcs resource cleanup") == []
@@ -244,14 +244,14 @@ async def test_a_group_slack_will_not_list_refuses_with_the_reason() -> None:
         h.slack.fail("usergroups.users.list", error="missing_scope")
         await h.click("clusterbot:approve", req.id, BOSS)
         said = await h.slack.wait_for("chat.postEphemeral", lambda c: c.params.get("user") == BOSS)
-        stored = h.bot.runtime.store.get_request(req.id)
+        stored = await h.bot.runtime.store.get_request(req.id)
     assert "could not check the approver group S0ONCALL with Slack (missing_scope)" in said.params["text"]
     assert stored is not None and stored.approvers == ()
 
 
 async def pending(h: Harness) -> Any:
     for _ in range(200):
-        if requests := h.bot.runtime.store.pending_requests():
+        if requests := await h.bot.runtime.store.pending_requests():
             return requests[-1]
         await asyncio.sleep(0.02)
     raise AssertionError("no request was filed")

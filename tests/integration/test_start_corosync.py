@@ -48,7 +48,7 @@ class Rig:
     async def approve(self, request_id: str) -> State:
         assert await self.rem.decide(request_id, APPROVER, "approve") is None
         await self.rem.wait_idle()
-        req = self.rt.store.get_request(request_id)
+        req = await self.rt.store.get_request(request_id)
         assert req is not None
         return req.state
 
@@ -70,8 +70,8 @@ async def corosync_only(tmp: Path, *, proxmox: bool) -> AsyncIterator[Rig]:
             yield Rig(demo, rt, rem, out)
 
 
-def audit_verified(rig: Rig, request_id: str) -> bool:
-    entries = [e for e in rig.rt.store.audit_tail(50) if e.request_id == request_id]
+async def audit_verified(rig: Rig, request_id: str) -> bool:
+    entries = [e for e in await rig.rt.store.audit_tail(50) if e.request_id == request_id]
     return any(e.event == "verify" and e.detail.get("verified") for e in entries)
 
 
@@ -80,12 +80,12 @@ async def test_proxmox_node_gets_corosync_and_pve_cluster_started(tmp_path: Path
         rig.demo.sim.stop("node3", "corosync")
         rig.demo.sim.stop("node3", "pve-cluster")
         rid = await rig.request("start-corosync", "pve", "node3")
-        req = rig.rt.store.get_request(rid)
+        req = await rig.rt.store.get_request(rid)
         assert req is not None and req.node == "node3"
         assert "systemctl start corosync" in rig.out.getvalue()
         assert "systemctl start pve-cluster" in rig.out.getvalue()
         assert await rig.approve(rid) is State.SUCCEEDED
-        assert audit_verified(rig, rid), rig.out.getvalue()
+        assert await audit_verified(rig, rid), rig.out.getvalue()
         assert rig.sent("node3") == ["sudo -n systemctl is-enabled pve-cluster"] * 2 + [
             "sudo -n systemctl start corosync", "sudo -n systemctl start pve-cluster"]
         assert rig.demo.sim.snapshot().partitions == (("node1", "node2", "node3"),)
@@ -100,7 +100,7 @@ async def test_plain_corosync_node_gets_corosync_only(tmp_path: Path) -> None:
         rid = await rig.request("start-corosync", "pve", "node3")
         assert "pve-cluster" not in rig.out.getvalue().split("is-enabled")[0]
         assert await rig.approve(rid) is State.SUCCEEDED
-        assert audit_verified(rig, rid), rig.out.getvalue()
+        assert await audit_verified(rig, rid), rig.out.getvalue()
         assert [c for c in rig.sent("node3") if "start" in c] == ["sudo -n systemctl start corosync"]
 
 
@@ -113,7 +113,7 @@ async def test_refused_where_it_is_not_the_fix(tmp_path: Path) -> None:
             await rig.request("start", "pve", "node3")
         with pytest.raises(NotAllowed, match="`resync` is not a fix for a corosync cluster"):
             await rig.request("resync", "pve", "node3")
-        assert rig.rt.store.pending_requests() == []
+        assert await rig.rt.store.pending_requests() == []
         assert not any("start" in c for s in rig.demo.servers.values() for c in s.commands)
 
 

@@ -1,5 +1,6 @@
-"""The SQLite store on a real file: compare-and-set under concurrency, the append-only audit,
-what a restart does to requests, the outbox order, locks, watcher state and incidents."""
+"""The store on both backends (a real SQLite file, a real throwaway PostgreSQL): compare-and-set
+under concurrency, the append-only audit, what a restart does to requests, the outbox order, locks,
+watcher state and incidents, migrations."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from bot.approvals import (
 from bot.errors import ApprovalError, ClusterBusy, ConfigError
 from bot.pacemaker.health import Severity
 from bot.store import INTERRUPTED, IncidentState, Store
+from bot.store.dialect import Connection, connect, is_postgresql
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +52,42 @@ def make(id: str = "r1", *, cluster: str = "prod-haproxy", required: int = 1,
         allow_self_approval=False)
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
+Target = str | Path  # a SQLite file or a postgresql:// URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def path(request: pytest.FixtureRequest, tmp_path: Target) -> Target:
+    """Where the store lives: each test runs on both backends, a fresh database each time."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return str(request.getfixturevalue("pg_url"))  # tests/pg.py: a fresh database on a real server
+
+
+@contextmanager
+def raw(path: Target) -> Iterator[Connection]:
+    """Another connection to the same database, beside the store's (no migration, no Store)."""
+    conn = connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def driver_error(path: Target) -> type[Exception]:
+    if is_postgresql(path):
+        import psycopg
+        return psycopg.Error
+    return sqlite3.DatabaseError
+
+
+def count(conn: Connection, table: str) -> int:
+    row = conn.execute(f"SELECT count(*) AS n FROM {table}").one()
+    assert row is not None
+    return int(row["n"])
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[Store]:
+def store(path: Target) -> Iterator[Store]:
     with Store.open(path) as s:
         yield s
 
@@ -137,7 +168,7 @@ async def test_twenty_concurrent_starts_from_tasks_one_wins(store: Store) -> Non
     assert_one_start(store, outcomes)
 
 
-def test_twenty_starts_from_four_threads_with_own_connections_one_wins(store: Store, path: Path) -> None:
+def test_twenty_starts_from_four_threads_with_own_connections_one_wins(store: Store, path: Target) -> None:
     approved(store)
     barrier = threading.Barrier(4)
 
@@ -152,7 +183,7 @@ def test_twenty_starts_from_four_threads_with_own_connections_one_wins(store: St
     assert_one_start(store, outcomes)
 
 
-async def test_starts_from_threads_via_asyncio(store: Store, path: Path) -> None:
+async def test_starts_from_threads_via_asyncio(store: Store, path: Target) -> None:
     approved(store)
 
     def start() -> Request | BaseException:
@@ -181,7 +212,7 @@ def assert_one_start(store: Store, outcomes: list[Request | BaseException]) -> N
     assert holder is not None and holder.request_id == "r1"
 
 
-def interleave(monkeypatch: pytest.MonkeyPatch, path: Path, event: Event) -> None:
+def interleave(monkeypatch: pytest.MonkeyPatch, path: Target, event: Event) -> None:
     """Make the next transition lose its compare-and-set: another connection writes first."""
     calls = 0
 
@@ -196,7 +227,7 @@ def interleave(monkeypatch: pytest.MonkeyPatch, path: Path, event: Event) -> Non
     monkeypatch.setattr(bot.store, "transition", racing)
 
 
-def test_lost_cas_retries_on_the_fresh_row(store: Store, path: Path,
+def test_lost_cas_retries_on_the_fresh_row(store: Store, path: Target,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     store.create_request(make(required=2))
     interleave(monkeypatch, path, Approve("U3"))
@@ -205,7 +236,7 @@ def test_lost_cas_retries_on_the_fresh_row(store: Store, path: Path,
     assert (after.state, after.approvers, after.version) == (State.APPROVED, ("U3", "U2"), 3)
 
 
-def test_lost_cas_on_start_refuses_the_second(store: Store, path: Path,
+def test_lost_cas_on_start_refuses_the_second(store: Store, path: Target,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     approved(store)
     interleave(monkeypatch, path, Start())
@@ -217,13 +248,17 @@ def test_lost_cas_on_start_refuses_the_second(store: Store, path: Path,
 # ---------------------------------------------------------------- audit
 
 
-def test_audit_is_append_only(store: Store, path: Path) -> None:
+def test_audit_is_append_only(store: Store, path: Target) -> None:
     store.append_audit(now=T0, actor="U9", event="forged_payload", detail={"why": "bad signature"})
-    with closing(sqlite3.connect(path)) as raw:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            raw.execute("UPDATE audit SET actor = 'U1'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            raw.execute("DELETE FROM audit")
+    # Written past the store, by another connection: the database itself refuses.
+    with raw(path) as other:
+        with pytest.raises(driver_error(path), match="audit is append-only"):
+            other.execute("UPDATE audit SET actor = 'U1'")
+        with pytest.raises(driver_error(path), match="audit is append-only"):
+            other.execute("DELETE FROM audit")
+        if is_postgresql(path):
+            with pytest.raises(driver_error(path), match="audit is append-only"):
+                other.execute("TRUNCATE audit")
     assert [e.actor for e in store.audit_all()] == ["U9"]
 
 
@@ -239,7 +274,7 @@ def test_audit_all_pages_through_everything(store: Store, monkeypatch: pytest.Mo
 # ---------------------------------------------------------------- restart
 
 
-def test_restart_resumes_pending_expires_due_and_fails_running(path: Path) -> None:
+def test_restart_resumes_pending_expires_due_and_fails_running(path: Target) -> None:
     with Store.open(path) as s:
         s.create_request(make("waiting", ttl_s=3600))
         s.create_request(make("stale", ttl_s=60))
@@ -304,7 +339,7 @@ def test_break_stale_locks(store: Store) -> None:
 # ---------------------------------------------------------------- outbox
 
 
-def test_outbox_order_survives_restart_and_retries_block_later_items(path: Path) -> None:
+def test_outbox_order_survives_restart_and_retries_block_later_items(path: Target) -> None:
     with Store.open(path) as s:
         ids = [s.enqueue("post", {"channel": "C1", "text": f"m{i}"}, now=T0) for i in range(5)]
         first = s.due(T0, limit=10)
@@ -321,7 +356,7 @@ def test_outbox_order_survives_restart_and_retries_block_later_items(path: Path)
         assert [i.payload["text"] for i in s.due(T0 + timedelta(minutes=1), limit=10)] == ["m2", "m3", "m4"]
 
 
-def test_prune_forgets_old_deliveries_and_resolved_incidents_but_not_the_audit(path: Path) -> None:
+def test_prune_forgets_old_deliveries_and_resolved_incidents_but_not_the_audit(path: Target) -> None:
     old, recent = T0, T0 + timedelta(days=40)
     with Store.open(path) as s:
         def incident(key: str, at: datetime) -> int:
@@ -347,7 +382,7 @@ def test_prune_forgets_old_deliveries_and_resolved_incidents_but_not_the_audit(p
 # ---------------------------------------------------------------- watch state and incidents
 
 
-def test_watch_state_round_trip(path: Path) -> None:
+def test_watch_state_round_trip(path: Target) -> None:
     with Store.open(path) as s:
         assert s.load_watch_state("prod-haproxy") is None
         s.save_watch_state("prod-haproxy", '{"dc": "node1"}')
@@ -389,30 +424,33 @@ def _watch_writes(s: Store, n: int) -> None:
     s.append_audit(now=T0, actor="U1", event="probe")  # a method with its own transaction joins too
 
 
-def test_a_transaction_writes_all_or_nothing(store: Store, path: Path) -> None:
-    with pytest.raises(sqlite3.OperationalError), store.transaction():
+def test_a_transaction_writes_all_or_nothing(store: Store, path: Target) -> None:
+    with pytest.raises(OSError), store.transaction():
         _watch_writes(store, 1)
-        raise sqlite3.OperationalError("database or disk is full")
-    with closing(sqlite3.connect(path)) as raw:
-        counts = [raw.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                  for t in ("watch_state", "incidents", "outbox", "audit")]
+        raise OSError("database or disk is full")
+    with raw(path) as other:
+        counts = [count(other, t) for t in ("watch_state", "incidents", "outbox", "audit")]
     assert counts == [0, 0, 0, 0]
     with store.transaction():
         _watch_writes(store, 2)
         with store.transaction():  # nested: joins, the outer one commits
             store.enqueue("reply", {"n": 2}, now=T0)
-        with closing(sqlite3.connect(path)) as raw:  # nothing is visible before the commit
-            assert raw.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+        with raw(path) as other:  # nothing is visible before the commit
+            assert count(other, "outbox") == 0
     assert store.load_watch_state("prod-haproxy") == '{"poll": 2}'
     assert [i.key for i in store.open_incidents("prod-haproxy")] == ["node:node2"]
     assert [item.kind for item in store.due(SOON)] == ["root", "reply"]
 
 
-def test_a_transaction_waits_for_another_writer_then_fails_whole(store: Store, path: Path) -> None:
-    store._conn.execute("PRAGMA busy_timeout = 50")  # the test need not wait the full 2 s
-    with closing(sqlite3.connect(path, isolation_level=None)) as other:
-        other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError, match="locked"), store.transaction():
+def test_a_transaction_waits_for_another_writer_then_fails_whole(store: Store, path: Target) -> None:
+    pg = is_postgresql(path)
+    # The test need not wait the full 2 s.
+    store.connection.execute("SET lock_timeout = 50" if pg else "PRAGMA busy_timeout = 50")
+    with raw(path) as other:
+        other.execute("BEGIN" if pg else "BEGIN IMMEDIATE")
+        if pg:
+            other.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")
+        with pytest.raises(driver_error(path), match="lock"), store.transaction():
             _watch_writes(store, 1)
         other.execute("ROLLBACK")
     assert store.load_watch_state("prod-haproxy") is None and store.due(SOON) == []
@@ -445,15 +483,23 @@ def test_memory_database() -> None:
         assert s.get_request("r1") == make()
 
 
-def test_newer_schema_is_refused(path: Path) -> None:
+def test_newer_schema_is_refused(path: Target) -> None:
     Store.open(path).close()
-    with closing(sqlite3.connect(path)) as raw:
-        raw.execute("PRAGMA user_version = 99")
+    with raw(path) as other:
+        other.set_schema_version(99)
     with pytest.raises(ConfigError, match="schema version 99 is newer"):
         Store.open(path)
 
 
-def test_reopen_keeps_schema_and_wal(path: Path) -> None:
+def test_reopen_keeps_schema(path: Target) -> None:
+    Store.open(path).close()
+    with Store.open(path) as s, raw(path) as other:
+        assert other.schema_version() == bot.store.SCHEMA_VERSION
+        s.create_request(make())
+
+
+def test_sqlite_file_is_wal(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
     Store.open(path).close()
     with Store.open(path) as s, closing(sqlite3.connect(path)) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -472,3 +518,83 @@ def test_every_audited_step_is_one_info_log_line_with_its_fields(
     assert all(r.levelno == logging.INFO for r in lines)
     assert [(r.__dict__["request_id"], r.__dict__["cluster"], r.__dict__["actor"]) for r in lines] == [
         ("r1", "prod-haproxy", "U1"), ("r1", "prod-haproxy", "U2")]
+
+
+# ---------------------------------------------------------------- migrations
+
+V1_FILE = Path(__file__).parents[1] / "fixtures" / "store" / "state-v1.sqlite3"
+
+
+def test_a_schema_v1_sqlite_file_upgrades_in_place(tmp_path: Path) -> None:
+    # Written by the store of schema version 1 (clusterbot before leadership): a finished
+    # remediation, a pending one, an incident with its delivered root and a queued reply.
+    path = tmp_path / "clusterbot.sqlite3"
+    path.write_bytes(V1_FILE.read_bytes())
+    with closing(sqlite3.connect(path)) as before:
+        assert before.execute("PRAGMA user_version").fetchone()[0] == 1
+    with Store.open(path) as s:
+        done, waiting = s.get_request("r1"), s.get_request("r2")
+        assert done is not None and done.state is State.SUCCEEDED and done.message_ts == "1714598400.000100"
+        assert waiting is not None and waiting.state is State.PENDING
+        assert [e.event for e in s.audit_all()] == ["request", "request", "approve", "start", "finish"]
+        [inc] = s.open_incidents("prod-haproxy")
+        assert (inc.thread_ts, inc.payload) == ("1714598400.000200", {"nodes": ["node3"]})
+        [queued] = s.due(T0)
+        assert (queued.kind, queued.epoch) == ("reply", None)
+        assert s.load_watch_state("prod-haproxy") == '{"dc": "node1"}'
+        assert s.leadership().epoch == 0
+        epoch = s.take_leadership("host-a", T0)
+        assert s.claim_send(queued.id, epoch)
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            s.connection.execute("DELETE FROM audit")
+    with closing(sqlite3.connect(path)) as after:
+        assert after.execute("PRAGMA user_version").fetchone()[0] == bot.store.SCHEMA_VERSION == 2
+
+
+def test_migrations_upgrade_a_v1_database_on_both_backends(path: Target,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as m:  # a clusterbot that knew only version 1
+        m.setattr(bot.store, "_MIGRATIONS", bot.store._MIGRATIONS[:1])
+        m.setattr(bot.store, "SCHEMA_VERSION", 1)
+        with Store.open(path) as old:
+            old.create_request(make())
+            item = old.enqueue("root", {"text": "m0"}, now=T0)
+    with Store.open(path) as s, raw(path) as other:
+        assert other.schema_version() == 2
+        assert s.get_request("r1") == make()
+        assert [(i.id, i.epoch) for i in s.due(T0)] == [(item, None)]
+        assert s.take_leadership("host-a", T0) == 1
+
+
+# ---------------------------------------------------------------- leadership
+
+
+def test_take_leadership_increments_and_fences_older_epochs(store: Store) -> None:
+    assert store.leadership().epoch == 0
+    item = store.enqueue("root", {"text": "m0"}, now=T0)
+    first = store.take_leadership("host-a", T0)
+    assert store.claim_send(item, first)
+    second = store.take_leadership("host-b", SOON)
+    assert (first, second) == (1, 2)
+    lead = store.leadership()
+    assert (lead.epoch, lead.holder, lead.since) == (2, "host-b", SOON)
+    assert not store.claim_send(item, first)  # deposed: the old leader must not send
+    assert store.claim_send(item, second)  # the new one may re-claim what the old one claimed
+    assert store.due(T0)[0].epoch == second
+    store.mark_delivered(item, "1.1", now=SOON)
+    assert not store.claim_send(item, second)  # delivered: nothing to send
+    assert not store.claim_send(item + 99, second)
+
+
+def test_concurrent_takeovers_get_distinct_epochs(store: Store, path: Target) -> None:
+    barrier = threading.Barrier(4)
+
+    def take(n: int) -> list[int]:
+        with Store.open(path) as mine:
+            barrier.wait()
+            return [mine.take_leadership(f"host-{n}", T0) for _ in range(5)]
+
+    with ThreadPoolExecutor(4) as pool:
+        epochs = sorted(e for batch in pool.map(take, range(4)) for e in batch)
+    assert epochs == list(range(1, 21))
+    assert store.leadership().epoch == 20

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.collect import COROSYNC_DAEMONS
+from bot.collect import COROSYNC_DAEMONS, controller_argv
 from bot.remedies import _NAME, Argv, Refused, Target, expand
 from bot.settings import Commands
 from commands import REGISTRY
@@ -72,6 +72,13 @@ DENIED: tuple[Argv, ...] = (
     ("systemctl", "start", "pacemaker"), ("systemctl", "start", "corosync.service"),
     ("systemctl", "is-active", "pcsd"), ("systemctl", "edit", "corosync"),
     ("pcs", "node", "standby", "n" * 64),  # one longer than a name may be
+    # crmadmin: only a node's state, never its other commands (-K kill, -E election, ...)
+    ("crmadmin",), ("crmadmin", "--status=node1"), ("crmadmin", "-S", "node1"),
+    ("crmadmin", "--status=node1", "--output-as=xml"), ("crmadmin", "-D"), ("crmadmin", "-K", "node1"),
+    ("crmadmin", "--status=node1", "--output-as=xml", "--timeout=1s", "--output-to=/etc/passwd"),
+    ("crmadmin", "--status=node1", "--output-as=text", "--timeout=1s"),
+    ("crmadmin", "--status=_n", "--output-as=xml", "--timeout=1s"),  # not a configurable node name
+    ("crmadmin", "--status=" + "n" * 64, "--output-as=xml", "--timeout=1s"),
 )
 
 # Names the bot never sends, in every name position: shell metacharacters, options, paths, empty.
@@ -96,6 +103,7 @@ def catalogue(resources: Iterable[str | None], nodes: Iterable[str | None]) -> s
 def allowed_lines() -> set[Argv]:
     defaults = Commands()
     reads = {getattr(defaults, name) for name in Commands.model_fields} | {COROSYNC_DAEMONS}
+    reads |= {controller_argv(n) for n in NODES}
     return reads | catalogue((None, *RESOURCES), (None, *NODES)) | set(UPCOMING)
 
 
@@ -110,6 +118,7 @@ def denied_lines() -> set[Argv]:
     extra = {line for argv in allowed for line in with_options(argv)}
     bad = catalogue(BAD_NAMES, NODES[:1]) | catalogue(RESOURCES[:1], BAD_NAMES)
     bad |= {("pcs", "resource", "move-with-constraint", b, NODES[0]) for b in BAD_NAMES}
+    bad |= {controller_argv(b) for b in BAD_NAMES}
     return (set(DENIED) | extra | bad) - allowed  # `cleanup vip` + "node=n" is legitimately allowed
 
 

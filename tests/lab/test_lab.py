@@ -130,7 +130,7 @@ async def test_crash_one_node_is_one_incident_naming_the_vip_move(tmp_path: Path
         assert "node3 went OFFLINE" in root.text
         assert root.text.endswith("incident node:node3")  # warning, or critical if it saw the VIP stopped
         assert "`/cluster start lab node3`" in root.text
-        assert [i.key for i in rt.store.open_incidents("lab")] == ["node:node3"]
+        assert [i.key for i in await rt.store.open_incidents("lab")] == ["node:node3"]
     # Also when a poll lands between Pacemaker's stop and start: the start then says "moved".
     assert f"virtual_ip_3 moved node3 → {survivor}" in incident, incident
 

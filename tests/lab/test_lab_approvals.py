@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bot.approvals import State
 from bot.runtime import running
+from bot.store import AsyncStore
 from commands import lookup
 from commands.spec import Invocation, Source
 from tests.lab import labkit
@@ -16,8 +17,8 @@ from tests.lab.labkit import CLONE, anodectl, finding, report_until
 ASKER, APPROVER = "U0ASKER", "U0APPROVER"
 
 
-def audit_verified(store: object, request_id: str) -> bool:
-    entries = [e for e in store.audit_tail(100) if e.request_id == request_id]  # type: ignore[attr-defined]
+async def audit_verified(store: AsyncStore, request_id: str) -> bool:
+    entries = [e for e in await store.audit_tail(100) if e.request_id == request_id]
     return any(e.event == "verify" and e.detail.get("verified") for e in entries)
 
 
@@ -37,9 +38,9 @@ async def approve_and_run(tmp_path: Path, words: tuple[str, ...]) -> tuple[State
         assert await rem.decide(reply.request_id, ASKER, "approve") is not None  # not their own
         assert await rem.decide(reply.request_id, APPROVER, "approve") is None
         await rem.wait_idle()
-        req = rt.store.get_request(reply.request_id)
+        req = await rt.store.get_request(reply.request_id)
         assert req is not None
-        return req.state, audit_verified(rt.store, req.id), "\n".join(p.text for p in poster.posts)
+        return req.state, await audit_verified(rt.store, req.id), "\n".join(p.text for p in poster.posts)
 
 
 async def test_cleanup_through_the_approval_flow(tmp_path: Path, collector, cluster) -> None:  # type: ignore[no-untyped-def]

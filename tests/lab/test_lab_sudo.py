@@ -16,6 +16,7 @@ import pytest
 
 from bot.collect import Ask, Collector
 from bot.errors import SudoRefused
+from bot.pacemaker.snapshot import snapshot
 from bot.settings import ClusterConfig
 from tests import sudokit
 from tests.integration.buildkit import sh
@@ -80,7 +81,9 @@ async def test_everything_the_bot_reads_goes_through_sudo(collector: Collector,
         assert result.ok and result.error is None, (result.node, result.error)
         assert result.daemons is not None and result.daemons.states == DAEMONS_UP, result.node
         assert result.corosync is not None and result.corosync_error is None, result.corosync_error
+        assert result.controller is not None, result.node  # crmadmin: is Pacemaker acting?
     assert report.healthy and labkit.vips_home(report)
+    assert snapshot(report, as_bot.expectations).pacemaker_acting is False
     # The control: the same user without sudo gets no answer from Pacemaker.
     plain = await collector.collect(as_bot.model_copy(update={"sudo": False}), ask=Ask.ALL)
     assert not any(r.ok for r in plain.results)

@@ -96,10 +96,10 @@ async def test_start_corosync_through_the_approval_flow(tmp_path: Path, collecto
         assert reply.request_id is not None
         assert await rem.decide(reply.request_id, APPROVER, "approve") is None
         await rem.wait_idle()
-        req = rt.store.get_request(reply.request_id)
+        req = await rt.store.get_request(reply.request_id)
         assert req is not None
         thread = "\n".join(p.text for p in poster.posts)
-        assert req.state is State.SUCCEEDED and audit_verified(rt.store, req.id), thread
+        assert req.state is State.SUCCEEDED and await audit_verified(rt.store, req.id), thread
     # The lab has no pve-cluster unit: only corosync was started, never pcs.
     assert req.argv == ("systemctl", "start", "corosync"), req.argv
     after = await collector.collect(pve)

@@ -53,18 +53,18 @@ def ev(kind: EventKind, subject: str, *, nodes: tuple[str, ...] = (), before: st
 
 
 def test_a_power_cut_shows_its_links_down_before_the_membership_loss_and_never_up_while_gone() -> None:
-    # power_cut_rejoin: node1's cfgtool says node3 disconnected at 5.0 s, its quorum view loses
-    # node3 at 7.8 s, node3 is back at 10.75 s.
-    early = events_between("power_cut_rejoin", 3.0, 6.0)
+    # power_cut_rejoin (the 2026-12-02 13:52 take): node1's cfgtool says node3 disconnected at
+    # 6.31 s, its quorum view loses node3 at 9.58 s, node3 is back at 13.60 s.
+    early = events_between("power_cut_rejoin", 3.0, 7.0)
     assert {e.kind for e in early} >= {K.LINK_DOWN}
     assert K.MEMBER_LOST not in {e.kind for e in early}
-    gone = events_between("power_cut_rejoin", 6.0, 9.0)
+    gone = events_between("power_cut_rejoin", 7.0, 10.0)
     assert K.MEMBER_LOST in {e.kind for e in gone}
     assert K.LINK_UP not in {e.kind for e in gone}  # was: "link 0 node1↔node3 is up again" (false)
 
 
 def test_a_node_that_left_and_rejoined_between_two_polls_is_seen_by_its_ring_id() -> None:
-    events = events_between("power_cut_rejoin", 3.0, 11.5)
+    events = events_between("power_cut_rejoin", 3.0, 14.5)
     bounced = [e for e in events if e.kind is K.NODE_BOUNCED]
     assert [e.subject for e in bounced] == ["node3"] and bounced[0].group == "node:node3"
 

@@ -7,6 +7,7 @@ real SQLite store and a fake clock; the outbox rows are what Slack would get, in
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -17,13 +18,15 @@ from typing import Any
 import pytest
 
 from bot.collect import Ask
+from bot.errors import StoreUnavailable
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.model import FenceEvent, NodeView
 from bot.pacemaker.snapshot import snapshot
 from bot.settings import ClusterConfig, Settings
-from bot.store import Incident, IncidentState, Store
+from bot.store import AsyncStore, Incident, IncidentState, Store
 from bot.watcher import Watcher
+from tests.fakes.stores import SyncView
 from tests.unit.test_diff import PROD, report, with_node
 
 MENTION = "<!subteam^S0ONCALL>"
@@ -53,13 +56,13 @@ class Clock:
 @dataclass
 class Bot:
     watcher: Watcher
-    store: Store
+    store: SyncView  # what the watcher wrote, read through its own store
     clock: Clock
 
     def see(self, *reports: ClusterReport) -> None:
         for r in reports:
             self.clock.tick()
-            self.watcher.observe(CLUSTER, r)
+            asyncio.run(self.watcher.observe(CLUSTER, r))
 
     def outbox(self) -> list[tuple[str, int | None, str]]:
         """(kind, incident id, verdict) of every queued message, in order."""
@@ -98,12 +101,13 @@ def _verdict(payload: Mapping[str, Any]) -> str:
     return str(payload["doc"]["verdict"])
 
 
-def make(store: Store | None = None, clock: Clock | None = None) -> Bot:
+def make(target: str | Path = ":memory:", clock: Clock | None = None,
+         opener: Callable[[str | Path], Store] = Store.open) -> Bot:
     clock = clock or Clock()
-    store = store or Store.open(":memory:")
+    store = AsyncStore(target, opener)
     watcher = Watcher(settings=Settings(clusters=(CLUSTER,)), collect=_no_collect, store=store,
                       clock=clock.now, monotonic=clock.monotonic)
-    return Bot(watcher, store, clock)
+    return Bot(watcher, SyncView(store), clock)
 
 
 async def _no_collect(cluster: ClusterConfig, *, ask: Ask) -> ClusterReport:
@@ -278,7 +282,7 @@ def test_a_flap_that_calmed_down_stopped_is_alerted_and_the_flap_ends_pointing_a
     assert len([t for t in bot.channel() if "virtual_ip_2 STOPPED" in t]) == 3
 
 
-async def test_a_flap_that_calmed_down_stopped_is_alerted_while_the_report_stays_the_same() -> None:
+def test_a_flap_that_calmed_down_stopped_is_alerted_while_the_report_stays_the_same() -> None:
     bot = make()
     flap_then_stay_down(bot)
     same = report("a_healthy", vip2_stopped)
@@ -289,7 +293,7 @@ async def test_a_flap_that_calmed_down_stopped_is_alerted_while_the_report_stays
     bot.watcher.collect = collect
     for _ in range(int(WINDOW_S // 5) + 1):
         bot.clock.tick()
-        await bot.watcher.poll(CLUSTER)
+        asyncio.run(bot.watcher.poll(CLUSTER))
     assert bot.open("flapping:vip:virtual_ip_2") is None
     vip = bot.open("vip:virtual_ip_2")
     assert vip is not None and vip.severity is Severity.CRITICAL
@@ -297,10 +301,10 @@ async def test_a_flap_that_calmed_down_stopped_is_alerted_while_the_report_stays
 
 def test_a_flap_left_open_by_a_restart_ends_after_one_calm_window(tmp_path: Path) -> None:
     clock = Clock()
-    bot = make(Store.open(tmp_path / "state.db"), clock)
+    bot = make(tmp_path / "state.db", clock)
     flap_then_stay_down(bot)
     bot.store.close()
-    bot = make(Store.open(tmp_path / "state.db"), clock)  # the flap's toggles were in memory only
+    bot = make(tmp_path / "state.db", clock)  # the flap's toggles were in memory only
     bot.see(*[report("a_healthy", vip2_stopped)] * (int(WINDOW_S // 5) + 1))
     assert bot.open("flapping:vip:virtual_ip_2") is None
     assert bot.open("vip:virtual_ip_2") is not None
@@ -321,68 +325,67 @@ class FailingStore(Store):
         return super().enqueue(kind, payload, now=now)
 
 
-def failing_store(path: Path) -> FailingStore:
-    plain = Store.open(path)
-    return FailingStore(plain._conn)
+def failing(path: Path, clock: Clock | None = None) -> tuple[Bot, FailingStore]:
+    """A bot whose store fails when told to: the FailingStore its AsyncStore writes through."""
+    bot = make(path, clock, opener=lambda target: FailingStore(Store.open(target).connection))
+    store = bot.store.store.blocking(lambda db: db)
+    assert isinstance(store, FailingStore)
+    return bot, store
 
 
 def test_a_store_error_mid_poll_leaves_no_trace_and_the_next_poll_alerts(tmp_path: Path) -> None:
-    store = failing_store(tmp_path / "state.db")
-    bot = make(store)
+    bot, store = failing(tmp_path / "state.db")
     bot.see(report("a_healthy"))
-    healthy = store.load_watch_state(CLUSTER.name)
+    healthy = bot.store.load_watch_state(CLUSTER.name)
     store.failures = 1
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreUnavailable, match="disk is full"):
         bot.see(report("c_node3_crashed"))
-    assert store.load_watch_state(CLUSTER.name) == healthy
-    assert store.open_incidents(CLUSTER.name) == [] and bot.outbox() == []
+    assert bot.store.load_watch_state(CLUSTER.name) == healthy
+    assert bot.store.open_incidents(CLUSTER.name) == [] and bot.outbox() == []
     bot.see(report("c_node3_crashed"))
     assert bot.channel() == [":large_yellow_circle: *prod-haproxy*: node3 went OFFLINE; "
                              "virtual_ip_3 moved node3 → node1"]
     assert bot.open("node:node3") is not None
 
 
-async def test_a_store_error_in_a_poll_is_news_again_while_the_report_stays_the_same(tmp_path: Path) -> None:
+def test_a_store_error_in_a_poll_is_news_again_while_the_report_stays_the_same(tmp_path: Path) -> None:
     # The collector hands back the very same report object while nothing changes: the report
     # whose writes failed must not count as seen, or its change would never be alerted.
-    store = failing_store(tmp_path / "state.db")
-    bot = make(store)
+    bot, store = failing(tmp_path / "state.db")
     current = report("a_healthy")
 
     async def collect(cluster: ClusterConfig, *, ask: Ask) -> ClusterReport:
         return current
 
     bot.watcher.collect = collect
-    await bot.watcher.poll(CLUSTER)
+    asyncio.run(bot.watcher.poll(CLUSTER))
     current = report("a_healthy", vip2_stopped)
     store.failures = 1
-    with pytest.raises(sqlite3.OperationalError):
-        await bot.watcher.poll(CLUSTER)
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(bot.watcher.poll(CLUSTER))
     bot.clock.tick()
-    await bot.watcher.poll(CLUSTER)
+    asyncio.run(bot.watcher.poll(CLUSTER))
     vip = bot.open("vip:virtual_ip_2")
     assert vip is not None and vip.severity is Severity.CRITICAL
 
 
 def test_a_store_error_then_a_restart_still_alerts(tmp_path: Path) -> None:
-    store = failing_store(tmp_path / "state.db")
     clock = Clock()
-    bot = make(store, clock)
+    bot, store = failing(tmp_path / "state.db", clock)
     bot.see(report("a_healthy"))
     store.failures = 1
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreUnavailable):
         bot.see(report("c_node3_crashed"))
-    store.close()
-    bot = make(Store.open(tmp_path / "state.db"), clock)
+    bot.store.close()
+    bot = make(tmp_path / "state.db", clock)
     bot.see(report("c_node3_crashed"))
     assert bot.open("node:node3") is not None and len(bot.channel()) == 1
 
 
 def test_a_first_sight_that_failed_is_first_sight_again(tmp_path: Path) -> None:
-    store = failing_store(tmp_path / "state.db")
-    bot = make(store)
+    bot, store = failing(tmp_path / "state.db")
     store.failures = 1
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreUnavailable):
         bot.see(report("c_node3_crashed"))
     bot.see(report("c_node3_crashed"))
     (alert,) = bot.channel()
@@ -391,12 +394,13 @@ def test_a_first_sight_that_failed_is_first_sight_again(tmp_path: Path) -> None:
 
 def test_another_writer_holding_the_lock_delays_the_alert_but_does_not_lose_it(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    bot = make(Store.open(path))
-    bot.store._conn.execute("PRAGMA busy_timeout = 50")  # the test need not wait the full 2 s
+    bot = make(path)
+    # The test need not wait the full 2 s.
+    bot.store.store.blocking(lambda db: db.connection.execute("PRAGMA busy_timeout = 50"))
     bot.see(report("a_healthy"))
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # e.g. the CLI, writing
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
+    with pytest.raises(StoreUnavailable, match="locked"):
         bot.see(report("c_node3_crashed"))
     other.execute("ROLLBACK")
     other.close()

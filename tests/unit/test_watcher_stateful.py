@@ -45,10 +45,11 @@ from bot.pacemaker.merge import ClusterReport
 from bot.pacemaker.model import FenceEvent, NodeView
 from bot.pacemaker.snapshot import Snapshot, snapshot
 from bot.settings import ClusterConfig, Settings
-from bot.store import Incident, Store
+from bot.store import AsyncStore, Incident, Store
 from bot.watcher import FLAPPING, INITIAL_KEY, Watcher
 from tests.fakes.replay import ReplayPool, VClock
 from tests.fakes.sequences import load, names
+from tests.fakes.stores import SyncView
 from tests.unit.test_diff import pacemaker_down_everywhere, report, with_node
 from tests.unit.test_watcher_incidents import CLUSTER, MENTION, Clock, clone_down_on, compose, vip2_stopped
 
@@ -217,7 +218,7 @@ class WatcherMachine(RuleBasedStateMachine):
         self.settling: set[str] = set()  # conditions the settling core holds back after this poll
         self.log: list[str] = []
         self.decoded: tuple[str | None, WatchState | None, frozenset[str]] = (None, None, frozenset())
-        self.store = Store.open(db)
+        self.store = SyncView(AsyncStore(db))
         self.watcher = self._watcher()
 
     def _watcher(self) -> Watcher:
@@ -225,7 +226,7 @@ class WatcherMachine(RuleBasedStateMachine):
             assert self.current is not None
             return self.current
 
-        return Watcher(settings=SETTINGS, collect=collect, store=self.store, clock=self.clock.now,
+        return Watcher(settings=SETTINGS, collect=collect, store=self.store.store, clock=self.clock.now,
                        monotonic=self.clock.monotonic)
 
     def teardown(self) -> None:
@@ -241,9 +242,12 @@ class WatcherMachine(RuleBasedStateMachine):
         the next poll reads only its own."""
         now = self.clock.now()
         items = self.store.due(now, limit=10_000)
-        with self.store.transaction():
-            for item in items:
-                self.store.mark_delivered(item.id, "ts", now=now)
+
+        def mark(db: Store) -> None:
+            with db.transaction():
+                for item in items:
+                    db.mark_delivered(item.id, "ts", now=now)
+        self.store.store.blocking(mark)
         out = []
         for item in items:
             inc, doc = item.payload.get("incident"), item.payload["doc"]
@@ -464,7 +468,7 @@ class WatcherMachine(RuleBasedStateMachine):
         if any(i.key.startswith(FLAPPING) for i in self.open_incidents()):
             self.exercised.add("restart with a flap open")
         self.store.close()
-        self.store = Store.open(self.db)
+        self.store = SyncView(AsyncStore(self.db))
         self.watcher = self._watcher()
         self.known = None  # a new watcher has polled nothing: the same report object is news to it
 
@@ -561,12 +565,15 @@ def test_fencing_alone_never_makes_a_key_flap(base: str, fences: list[str]) -> N
     """Fence history changing poll after poll (new fencings, retries, successes) on an otherwise
     unchanged cluster opens no flapping incident: one-shots toggle nothing."""
     clock = Clock()
-    with Store.open(":memory:") as store:
-        w = Watcher(settings=SETTINGS, collect=lambda *a, **k: None, store=store, clock=clock.now,
+    store = SyncView(AsyncStore(":memory:"))
+    try:
+        w = Watcher(settings=SETTINGS, collect=lambda *a, **k: None, store=store.store, clock=clock.now,
                     monotonic=clock.monotonic)
         for spec in [(base, (), ())] + [(base, (f,), ()) for f in fences]:
             clock.tick(5.0)
-            w.observe(CLUSTER, build(spec))
+            asyncio.run(w.observe(CLUSTER, build(spec)))
         assert not [i for i in store.open_incidents(NAME) if i.key.startswith(FLAPPING)]
         queued = store.due(clock.now(), limit=10_000)
         assert not [m for m in queued if "is flapping" in str(m.payload)]
+    finally:
+        store.close()

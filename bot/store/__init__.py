@@ -1,13 +1,16 @@
-"""SQLite persistence: approval requests and their append-only audit, watcher state, incidents,
-the Slack outbox and per-cluster remediation locks. One WAL file; every method is one short
-synchronous transaction, called directly from the event loop (see Store's docstring); `transaction()`
-groups several calls into one."""
+"""Persistence: approval requests and their append-only audit, watcher state, incidents, the Slack
+outbox, per-cluster remediation locks and the leadership epoch. Two backends with one schema and
+one set of migrations: SQLite (a local WAL file, the default) and PostgreSQL (`store_url`); the
+differences live in bot/store/dialect.py.
+
+`Store` is synchronous: every method is one short transaction, and `transaction()` groups several
+calls into one. The bot never calls it on the event loop: `AsyncStore` (bot/store/aio.py) runs it
+on a thread of its own, and the CLI and tests may use it directly."""
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,49 +33,65 @@ from bot.approvals import (
 )
 from bot.errors import ApprovalError, ClusterBusy, ConfigError
 from bot.pacemaker.health import Severity
+from bot.store.dialect import Connection, Row, Rows, connect
+
+__all__ = ["AsyncStore", "AuditEntry", "Incident", "IncidentState", "Leadership", "Lock", "OutboxItem",
+           "Store"]
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_S = 2.0  # a writer waits this long for another connection's write to finish
 AUDIT_PAGE = 500  # rows per read while streaming the whole audit log
 INTERRUPTED = "bot restarted while running; outcome unknown, check the cluster"
 
-# One tuple of statements per schema version: _MIGRATIONS[i] upgrades user_version i to i+1.
-# Statements, not scripts: executescript() would commit the migration's transaction half way.
-_SCHEMA_V1 = (
-    """CREATE TABLE requests (
-        id TEXT PRIMARY KEY, cluster TEXT NOT NULL, action TEXT NOT NULL, args TEXT NOT NULL,
-        node TEXT NOT NULL, argv TEXT NOT NULL, requester TEXT NOT NULL, channel TEXT NOT NULL,
-        reason TEXT NOT NULL, prediction TEXT, fingerprint TEXT NOT NULL,
-        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, required_approvals INTEGER NOT NULL,
-        allow_self_approval INTEGER NOT NULL, approvers TEXT NOT NULL, state TEXT NOT NULL,
-        decided_by TEXT, message_ts TEXT, result TEXT, note TEXT, version INTEGER NOT NULL)""",
-    "CREATE INDEX requests_by_state ON requests (state, expires_at)",
-    """CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, request_id TEXT, cluster TEXT,
-        actor TEXT NOT NULL, event TEXT NOT NULL, state_from TEXT, state_to TEXT,
-        fingerprint TEXT, detail TEXT NOT NULL DEFAULT '{}')""",
-    # Guards against our own bugs, not against someone holding the file: they can DROP TABLE.
-    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
-    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
-    "CREATE TABLE watch_state (cluster TEXT PRIMARY KEY, state TEXT NOT NULL)",
-    """CREATE TABLE incidents (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, cluster TEXT NOT NULL, key TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('open', 'resolved')), severity INTEGER NOT NULL,
-        title TEXT NOT NULL, channel TEXT, thread_ts TEXT, opened_at TEXT NOT NULL,
-        resolved_at TEXT, last_posted_at TEXT, payload TEXT NOT NULL DEFAULT '{}')""",
-    "CREATE UNIQUE INDEX incidents_one_open ON incidents (cluster, key) WHERE state = 'open'",
-    """CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, kind TEXT NOT NULL,
-        payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,
-        delivered_at TEXT, result TEXT)""",
-    "CREATE INDEX outbox_undelivered ON outbox (id) WHERE delivered_at IS NULL",
-    """CREATE TABLE locks (
-        cluster TEXT PRIMARY KEY, request_id TEXT NOT NULL, locked_at TEXT NOT NULL)""",
-)
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1,)
+# One function per schema version: _MIGRATIONS[i](dialect) upgrades version i to i+1, with the
+# same tables on both backends. Statements, not scripts: a script would commit the migration's
+# transaction half way (SQLite's executescript does).
+
+
+def _schema_v1(d: Connection) -> tuple[str, ...]:
+    return (
+        """CREATE TABLE requests (
+            id TEXT PRIMARY KEY, cluster TEXT NOT NULL, action TEXT NOT NULL, args TEXT NOT NULL,
+            node TEXT NOT NULL, argv TEXT NOT NULL, requester TEXT NOT NULL, channel TEXT NOT NULL,
+            reason TEXT NOT NULL, prediction TEXT, fingerprint TEXT NOT NULL,
+            created_at TEXT NOT NULL, expires_at TEXT NOT NULL, required_approvals INTEGER NOT NULL,
+            allow_self_approval INTEGER NOT NULL, approvers TEXT NOT NULL, state TEXT NOT NULL,
+            decided_by TEXT, message_ts TEXT, result TEXT, note TEXT, version INTEGER NOT NULL)""",
+        "CREATE INDEX requests_by_state ON requests (state, expires_at)",
+        f"""CREATE TABLE audit (
+            id {d.serial}, at TEXT NOT NULL, request_id TEXT, cluster TEXT,
+            actor TEXT NOT NULL, event TEXT NOT NULL, state_from TEXT, state_to TEXT,
+            fingerprint TEXT, detail TEXT NOT NULL DEFAULT '{{}}')""",
+        *d.append_only("audit"),
+        "CREATE TABLE watch_state (cluster TEXT PRIMARY KEY, state TEXT NOT NULL)",
+        f"""CREATE TABLE incidents (
+            id {d.serial}, cluster TEXT NOT NULL, key TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'resolved')), severity INTEGER NOT NULL,
+            title TEXT NOT NULL, channel TEXT, thread_ts TEXT, opened_at TEXT NOT NULL,
+            resolved_at TEXT, last_posted_at TEXT, payload TEXT NOT NULL DEFAULT '{{}}')""",
+        "CREATE UNIQUE INDEX incidents_one_open ON incidents (cluster, key) WHERE state = 'open'",
+        f"""CREATE TABLE outbox (
+            id {d.serial}, created_at TEXT NOT NULL, kind TEXT NOT NULL,
+            payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,
+            delivered_at TEXT, result TEXT)""",
+        "CREATE INDEX outbox_undelivered ON outbox (id) WHERE delivered_at IS NULL",
+        """CREATE TABLE locks (
+            cluster TEXT PRIMARY KEY, request_id TEXT NOT NULL, locked_at TEXT NOT NULL)""",
+    )
+
+
+def _schema_v2(d: Connection) -> tuple[str, ...]:
+    """Leadership: one row whose epoch every takeover increments; an outbox row remembers the
+    epoch that claimed it for sending (see take_leadership and claim_send)."""
+    return (
+        """CREATE TABLE leadership (
+            id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL, holder TEXT, since TEXT)""",
+        "INSERT INTO leadership (id, epoch) VALUES (1, 0)",
+        "ALTER TABLE outbox ADD COLUMN epoch INTEGER",
+    )
+
+
+_MIGRATIONS = (_schema_v1, _schema_v2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -131,6 +150,14 @@ class OutboxItem:
     next_attempt_at: datetime
     delivered_at: datetime | None
     result: str | None
+    epoch: int | None = None  # the leader epoch that last claimed it for sending
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    epoch: int  # 0: nobody ever led
+    holder: str | None
+    since: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,34 +171,43 @@ class Lock:
 
 
 class Store:
-    """The bot's one SQLite connection.
+    """One connection to the state database, SQLite or PostgreSQL.
 
-    Concurrency: methods are synchronous and each is one short transaction on a local WAL file,
-    so the bot calls them straight from the event loop. Nothing awaits inside a method, so the
-    loop itself serialises the bot's own calls; the version compare-and-set in `apply`, BEGIN
-    IMMEDIATE and the busy timeout cover other connections (the CLI, tests, a stray second bot).
-    sqlite3's check_same_thread stays on: a thread that wants the store opens its own.
+    Concurrency: each method is one short transaction (or joins the caller's `transaction()`).
+    Within a process, AsyncStore serialises calls on one thread; across connections (a second
+    replica, the CLI, tests) the compare-and-sets are single guarded UPDATEs or INSERT ... ON
+    CONFLICT, so of two racing writers exactly one wins on both backends: SQLite serialises writers
+    (BEGIN IMMEDIATE, busy timeout), PostgreSQL row locks make the loser re-check its WHERE.
+    A connection belongs to the thread that opened it (sqlite3's check_same_thread stays on).
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    def open(cls, target: str | Path) -> Store:
+        """A SQLite file (or ":memory:") or a postgresql:// URL; migrates it to SCHEMA_VERSION."""
+        conn = connect(target)
         try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")  # no-op for :memory:
-            # FULL: a committed START survives a power cut, so it can never look un-started.
-            conn.execute("PRAGMA synchronous = FULL")
-            _migrate(conn, str(path))
-        except BaseException:
+            _migrate(conn, _where(target))
+        except BaseException as exc:
+            down = conn.unavailable(exc) if isinstance(exc, Exception) else None
             conn.close()
+            if down is not None:  # e.g. the server went away mid-migration: our one-line error
+                raise down from exc
             raise
         return cls(conn)
 
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
     def close(self) -> None:
         self._conn.close()
+
+    def ping(self) -> None:
+        """One round trip: raises when the database does not answer (readiness checks)."""
+        self._x("SELECT 1")
 
     def __enter__(self) -> Store:
         return self
@@ -190,28 +226,37 @@ class Store:
         with self._write():
             yield
 
+    def _x(self, sql: str, params: tuple[object, ...] = ()) -> Rows:
+        return self._conn.execute(sql, params)
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Store]:
         if self._conn.in_transaction:  # inside transaction(): the outermost one commits
             # A savepoint: a call that fails undoes its own writes (a refused START stays
             # APPROVED) even when its caller handles the error and the outer transaction commits.
-            self._conn.execute("SAVEPOINT joined")
+            self._x("SAVEPOINT joined")
             try:
-                yield self._conn
+                yield self
             except BaseException:
-                self._conn.execute("ROLLBACK TO joined")
-                self._conn.execute("RELEASE joined")
+                self._rollback("ROLLBACK TO SAVEPOINT joined", "RELEASE SAVEPOINT joined")
                 raise
-            self._conn.execute("RELEASE joined")
+            self._x("RELEASE SAVEPOINT joined")
             return
-        # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading.
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._x(self._conn.begin_write)
         try:
-            yield self._conn
+            yield self
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        self._x("COMMIT")
+
+    def _rollback(self, *statements: str) -> None:
+        # On a connection that just died there is nothing to roll back (the server already did);
+        # the error being handled is the one worth raising.
+        if self._conn.broken:
+            return
+        for statement in statements:
+            self._x(statement)
 
     # ------------------------------------------------------------ requests
 
@@ -220,25 +265,25 @@ class Store:
             raise ValueError(f"a new request must be pending with no approvals, not {req.state}")
         row = _request_row(req)
         with self._write() as c:
-            c.execute(f"INSERT INTO requests ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            c._x(f"INSERT INTO requests ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                       tuple(row.values()))
             _insert_audit(c, at=req.created_at, request_id=req.id, cluster=req.cluster,
                           actor=req.requester, event="request", state_to=req.state,
                           fingerprint=req.fingerprint, detail=_asked(req))
 
     def get_request(self, request_id: str) -> Request | None:
-        row = self._conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        row = self._x("SELECT * FROM requests WHERE id = ?", (request_id,)).one()
         return None if row is None else _request_from(row)
 
     def find_request_by_message(self, channel: str, ts: str) -> Request | None:
         """The request whose root message is (channel, ts): thread replies decide through it."""
-        row = self._conn.execute("SELECT * FROM requests WHERE channel = ? AND message_ts = ?",
-                                 (channel, ts)).fetchone()
+        row = self._x("SELECT * FROM requests WHERE channel = ? AND message_ts = ?",
+                                 (channel, ts)).one()
         return None if row is None else _request_from(row)
 
     def set_message_ts(self, request_id: str, ts: str) -> None:
         """Not a transition, so no version bump: `apply` never writes message_ts."""
-        self._conn.execute("UPDATE requests SET message_ts = ? WHERE id = ?", (ts, request_id))
+        self._x("UPDATE requests SET message_ts = ? WHERE id = ?", (ts, request_id))
 
     def apply(self, request_id: str, event: Event, *, now: datetime, is_approver: bool) -> Request:
         """Load, transition, and write back only if nobody else wrote in between.
@@ -269,7 +314,7 @@ class Store:
     def _commit(self, old: Request, new: Request, event: Event, now: datetime, *,
                 also: Mapping[str, object] | None = None) -> bool:
         with self._write() as c:
-            changed = c.execute(
+            changed = c._x(
                 "UPDATE requests SET state = ?, approvers = ?, decided_by = ?, result = ?, note = ?,"
                 " version = ? WHERE id = ? AND version = ?",
                 (new.state, json.dumps(new.approvers), new.decided_by, _result_json(new.result),
@@ -307,25 +352,25 @@ class Store:
         """Approved remediations of `cluster` acting now (approved, running) or that ended at or
         after `since`, each with when it ended (None: still acting). The watcher routes their
         effects to their thread instead of alerting them as news."""
-        rows = self._conn.execute(
+        rows = self._x(
             "SELECT r.*, (SELECT MAX(a.at) FROM audit a WHERE a.request_id = r.id AND a.state_to = r.state)"
             " AS ended FROM requests r WHERE r.cluster = ? AND (r.state IN (?, ?) OR (r.state IN (?, ?)"
             " AND EXISTS (SELECT 1 FROM audit a WHERE a.request_id = r.id AND a.state_to = r.state"
             " AND a.at >= ?))) ORDER BY r.created_at, r.id",
-            (cluster, State.APPROVED, State.RUNNING, State.SUCCEEDED, State.FAILED, _ts(since)))
+            (cluster, State.APPROVED, State.RUNNING, State.SUCCEEDED, State.FAILED, _ts(since))).rows
         return [(_request_from(r), None if r["state"] in (State.APPROVED, State.RUNNING) else _dt(r["ended"]))
                 for r in rows]
 
     def _requests_in(self, state: State) -> list[Request]:
-        rows = self._conn.execute(
-            "SELECT * FROM requests WHERE state = ? ORDER BY created_at, id", (state,))
+        rows = self._x(
+            "SELECT * FROM requests WHERE state = ? ORDER BY created_at, id", (state,)).rows
         return [_request_from(r) for r in rows]
 
     def expire_due(self, now: datetime) -> list[Request]:
         """EXPIRE every PENDING request whose time is up (the sweeper, and at startup)."""
-        rows = self._conn.execute(
+        rows = self._x(
             "SELECT id FROM requests WHERE state = ? AND expires_at <= ? ORDER BY expires_at",
-            (State.PENDING, _ts(now))).fetchall()
+            (State.PENDING, _ts(now))).rows
         return self._apply_each([r["id"] for r in rows], Expire(), now)
 
     def fail_interrupted(self, now: datetime) -> list[Request]:
@@ -356,15 +401,15 @@ class Store:
 
     def audit_tail(self, n: int) -> list[AuditEntry]:
         """The last `n` entries, oldest first."""
-        rows = self._conn.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (n,)).fetchall()
+        rows = self._x("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (n,)).rows
         return [_audit_from(r) for r in reversed(rows)]
 
     def audit_all(self) -> Iterator[AuditEntry]:
         # Paged by id so a long export never holds one read snapshot open (and the WAL growing).
         last = 0
         while True:
-            rows = self._conn.execute("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?",
-                                      (last, AUDIT_PAGE)).fetchall()
+            rows = self._x("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+                                      (last, AUDIT_PAGE)).rows
             if not rows:
                 return
             yield from (_audit_from(r) for r in rows)
@@ -374,13 +419,13 @@ class Store:
 
     def save_watch_state(self, cluster: str, json_str: str) -> None:
         json.loads(json_str)  # refuse to store what load_watch_state's caller could not read
-        self._conn.execute(
+        self._x(
             "INSERT INTO watch_state (cluster, state) VALUES (?, ?)"
             " ON CONFLICT (cluster) DO UPDATE SET state = excluded.state", (cluster, json_str))
 
     def load_watch_state(self, cluster: str) -> str | None:
-        row = self._conn.execute("SELECT state FROM watch_state WHERE cluster = ?",
-                                 (cluster,)).fetchone()
+        row = self._x("SELECT state FROM watch_state WHERE cluster = ?",
+                                 (cluster,)).one()
         return None if row is None else str(row["state"])
 
     # ------------------------------------------------------------ incidents
@@ -389,7 +434,7 @@ class Store:
                       channel: str | None, now: datetime,
                       payload: Mapping[str, object] | None = None) -> Incident:
         """At most one open incident per (cluster, key): opening it again returns the open one."""
-        self._conn.execute(
+        self._x(
             "INSERT INTO incidents (cluster, key, state, severity, title, channel, opened_at, payload)"
             " VALUES (?, ?, 'open', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (cluster, key, int(severity), title, channel, _ts(now), json.dumps(payload or {})))
@@ -398,18 +443,18 @@ class Store:
         return found
 
     def find_open_incident(self, cluster: str, key: str) -> Incident | None:
-        row = self._conn.execute(
+        row = self._x(
             "SELECT * FROM incidents WHERE cluster = ? AND key = ? AND state = 'open'",
-            (cluster, key)).fetchone()
+            (cluster, key)).one()
         return None if row is None else _incident_from(row)
 
     def open_incidents(self, cluster: str) -> list[Incident]:
-        rows = self._conn.execute(
-            "SELECT * FROM incidents WHERE cluster = ? AND state = 'open' ORDER BY id", (cluster,))
+        rows = self._x(
+            "SELECT * FROM incidents WHERE cluster = ? AND state = 'open' ORDER BY id", (cluster,)).rows
         return [_incident_from(r) for r in rows]
 
     def get_incident(self, incident_id: int) -> Incident | None:
-        row = self._conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        row = self._x("SELECT * FROM incidents WHERE id = ?", (incident_id,)).one()
         return None if row is None else _incident_from(row)
 
     def update_incident(self, incident_id: int, *, severity: Severity | None = None,
@@ -425,11 +470,11 @@ class Store:
         given = {k: v for k, v in changes.items() if v is not None}
         if given:  # column names come from the dict above, never from the caller
             sets = ", ".join(f"{k} = ?" for k in given)
-            self._conn.execute(f"UPDATE incidents SET {sets} WHERE id = ?", (*given.values(), incident_id))
+            self._x(f"UPDATE incidents SET {sets} WHERE id = ?", (*given.values(), incident_id))
         return self._incident(incident_id)
 
     def resolve_incident(self, incident_id: int, *, now: datetime) -> Incident:
-        self._conn.execute(
+        self._x(
             "UPDATE incidents SET state = 'resolved', resolved_at = ? WHERE id = ? AND state = 'open'",
             (_ts(now), incident_id))
         return self._incident(incident_id)
@@ -437,21 +482,21 @@ class Store:
     def recent_incident(self, cluster: str, key: str, since: datetime) -> Incident | None:
         """The latest incident with this key resolved at or after `since` (the watcher reopens
         it, or threads a recovery tail into it, instead of posting a new root)."""
-        row = self._conn.execute(
+        row = self._x(
             "SELECT * FROM incidents WHERE cluster = ? AND key = ? AND state = 'resolved'"
-            " AND resolved_at >= ? ORDER BY id DESC LIMIT 1", (cluster, key, _ts(since))).fetchone()
+            " AND resolved_at >= ? ORDER BY id DESC LIMIT 1", (cluster, key, _ts(since))).one()
         return None if row is None else _incident_from(row)
 
     def recent_incidents(self, cluster: str, since: datetime) -> list[Incident]:
         """Incidents open now or resolved at or after `since`, oldest first."""
-        rows = self._conn.execute(
+        rows = self._x(
             "SELECT * FROM incidents WHERE cluster = ? AND (state = 'open' OR resolved_at >= ?)"
-            " ORDER BY id", (cluster, _ts(since)))
+            " ORDER BY id", (cluster, _ts(since))).rows
         return [_incident_from(r) for r in rows]
 
     def reopen_incident(self, incident_id: int) -> Incident:
         """A resolved incident is open again (its key must have no other open incident)."""
-        self._conn.execute(
+        self._x(
             "UPDATE incidents SET state = 'open', resolved_at = NULL WHERE id = ? AND state = 'resolved'",
             (incident_id,))
         return self._incident(incident_id)
@@ -465,10 +510,9 @@ class Store:
     # ------------------------------------------------------------ outbox
 
     def enqueue(self, kind: str, payload: Mapping[str, object], *, now: datetime) -> int:
-        cur = self._conn.execute(
-            "INSERT INTO outbox (created_at, kind, payload, next_attempt_at) VALUES (?, ?, ?, ?)",
-            (_ts(now), kind, json.dumps(payload), _ts(now)))
-        return _rowid(cur)
+        return _new_id(self._x(
+            "INSERT INTO outbox (created_at, kind, payload, next_attempt_at) VALUES (?, ?, ?, ?)"
+            " RETURNING id", (_ts(now), kind, json.dumps(payload), _ts(now))))
 
     def due(self, now: datetime, limit: int = 20) -> list[OutboxItem]:
         """Undelivered items in id order, stopping at the first one still waiting for its retry.
@@ -476,8 +520,8 @@ class Store:
         Strict order: a later message never overtakes an earlier one (a reply never precedes its
         thread's root). The poster gives up on a permanent error with mark_delivered.
         """
-        rows = self._conn.execute(
-            "SELECT * FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?", (limit,))
+        rows = self._x(
+            "SELECT * FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?", (limit,)).rows
         items = []
         for item in map(_outbox_from, rows):
             if item.next_attempt_at > now:
@@ -487,12 +531,49 @@ class Store:
 
     def mark_delivered(self, item_id: int, result: str, *, now: datetime) -> None:
         """`result`: what the caller needs later (the message ts), or why it gave up."""
-        self._conn.execute("UPDATE outbox SET delivered_at = ?, result = ?, attempts = attempts + 1"
+        self._x("UPDATE outbox SET delivered_at = ?, result = ?, attempts = attempts + 1"
                            " WHERE id = ?", (_ts(now), result, item_id))
 
     def mark_failed(self, item_id: int, next_attempt_at: datetime) -> None:
-        self._conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
+        self._x("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
                            (_ts(next_attempt_at), item_id))
+
+    # ------------------------------------------------------------ leadership
+
+    def take_leadership(self, holder: str, now: datetime) -> int:
+        """Become the leader: increment the epoch atomically and return the new one.
+
+        Call it only once the replica holds the leadership lock (advisory lock, file lock): the
+        epoch does not decide who leads, it fences. Every earlier epoch is deposed the moment this
+        commits, so a replica that lost the lock without noticing fails `claim_send` from then on.
+        """
+        with self._write() as c:
+            row = c._x("UPDATE leadership SET epoch = epoch + 1, holder = ?, since = ? WHERE id = 1"
+                       " RETURNING epoch", (holder, _ts(now))).one()
+        assert row is not None  # the row is created by the migration and never deleted
+        return int(row["epoch"])
+
+    def leadership(self) -> Leadership:
+        row = self._x("SELECT epoch, holder, since FROM leadership WHERE id = 1").one()
+        assert row is not None
+        return Leadership(int(row["epoch"]), row["holder"], _opt_dt(row["since"]))
+
+    def claim_send(self, item_id: int, epoch: int) -> bool:
+        """Mark outbox item `item_id` as being sent by `epoch`, only if `epoch` still leads.
+
+        True: send it now (and mark_delivered after). False: do not send: a newer epoch took over
+        (this replica is deposed), or the item is delivered already or gone. The leadership row is
+        read FOR SHARE (PostgreSQL; SQLite's write lock does the same), so a concurrent
+        take_leadership commits either before the check (False) or after this claim; a takeover
+        after the claim can still see the item undelivered and send it again: at most that one
+        message is duplicated. An item claimed by a deposed epoch may be claimed again.
+        """
+        with self._write() as c:
+            row = c._x(f"SELECT epoch FROM leadership WHERE id = 1{self._conn.for_share}").one()
+            if row is None or int(row["epoch"]) != epoch:
+                return False
+            return c._x("UPDATE outbox SET epoch = ? WHERE id = ? AND delivered_at IS NULL",
+                        (epoch, item_id)).rowcount == 1
 
     # ------------------------------------------------------------ retention
 
@@ -504,12 +585,12 @@ class Store:
         """
         cutoff = _ts(before)
         with self._write() as c:
-            rows = c.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+            rows = c._x("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
                              (cutoff,)).rowcount
-            incidents = c.execute(
+            waited_for = self._conn.json_int("payload", "incident")
+            incidents = c._x(
                 "DELETE FROM incidents WHERE state = 'resolved' AND resolved_at < ? AND id NOT IN ("
-                " SELECT json_extract(payload, '$.incident') FROM outbox"
-                " WHERE delivered_at IS NULL AND json_extract(payload, '$.incident') IS NOT NULL)",
+                f" SELECT {waited_for} FROM outbox WHERE delivered_at IS NULL AND {waited_for} IS NOT NULL)",
                 (cutoff,)).rowcount
         return rows, incidents
 
@@ -517,31 +598,27 @@ class Store:
 
     def try_lock(self, cluster: str, request_id: str, now: datetime) -> bool:
         """Take the cluster's remediation lock; False if anyone (even this request) holds it."""
-        try:
-            self._conn.execute("INSERT OR FAIL INTO locks (cluster, request_id, locked_at)"
-                               " VALUES (?, ?, ?)", (cluster, request_id, _ts(now)))
-        except sqlite3.IntegrityError:
-            return False
-        return True
+        return self._x("INSERT INTO locks (cluster, request_id, locked_at) VALUES (?, ?, ?)"
+                       " ON CONFLICT DO NOTHING", (cluster, request_id, _ts(now))).rowcount == 1
 
     def unlock(self, cluster: str, request_id: str) -> bool:
         """Release the lock if `request_id` holds it; another holder's lock is never touched."""
-        cur = self._conn.execute("DELETE FROM locks WHERE cluster = ? AND request_id = ?",
+        cur = self._x("DELETE FROM locks WHERE cluster = ? AND request_id = ?",
                                  (cluster, request_id))
         return cur.rowcount > 0
 
     def lock_holder(self, cluster: str) -> Lock | None:
-        row = self._conn.execute("SELECT * FROM locks WHERE cluster = ?", (cluster,)).fetchone()
+        row = self._x("SELECT * FROM locks WHERE cluster = ?", (cluster,)).one()
         return None if row is None else Lock(row["cluster"], row["request_id"], _dt(row["locked_at"]))
 
     def break_stale_locks(self, now: datetime, older_than_s: float) -> list[Lock]:
         """Remove locks taken more than `older_than_s` ago, auditing each one."""
         cutoff = _ts(now - timedelta(seconds=older_than_s))
         with self._write() as c:
-            rows = c.execute("SELECT * FROM locks WHERE locked_at <= ?", (cutoff,)).fetchall()
+            rows = c._x("SELECT * FROM locks WHERE locked_at <= ?", (cutoff,)).rows
             broken = [Lock(r["cluster"], r["request_id"], _dt(r["locked_at"])) for r in rows]
             for lock in broken:
-                c.execute("DELETE FROM locks WHERE cluster = ?", (lock.cluster,))
+                c._x("DELETE FROM locks WHERE cluster = ?", (lock.cluster,))
                 _insert_audit(c, at=now, request_id=lock.request_id, cluster=lock.cluster,
                               actor=SYSTEM_ACTOR, event="lock_broken",
                               detail={"locked_at": _ts(lock.locked_at), "older_than_s": older_than_s})
@@ -551,36 +628,54 @@ class Store:
 # ---------------------------------------------------------------- helpers
 
 
-def _migrate(conn: sqlite3.Connection, where: str) -> None:
-    conn.execute("BEGIN IMMEDIATE")  # two processes opening a new file must not both migrate
+def _migrate(conn: Connection, where: str) -> None:
+    # The write transaction (and on PostgreSQL an advisory lock): two processes opening a new
+    # database must not both migrate. DDL is transactional on both: a failed upgrade leaves none.
+    conn.execute(conn.begin_write)
     try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.lock_for_migration()
+        version = conn.schema_version()
         if version > SCHEMA_VERSION:
             raise ConfigError(f"{where}: schema version {version} is newer than this clusterbot's "
                               f"{SCHEMA_VERSION}")
-        for statements in _MIGRATIONS[version:]:
-            for statement in statements:
+        for upgrade in _MIGRATIONS[version:]:
+            for statement in upgrade(conn):
                 conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        if version != SCHEMA_VERSION:
+            if version:  # a new database is created, not upgraded: nothing to tell
+                log.info("%s: schema upgraded from version %d to %d", where, version, SCHEMA_VERSION)
+            conn.set_schema_version(SCHEMA_VERSION)
     except BaseException:
-        conn.execute("ROLLBACK")
+        if not conn.broken:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
 
-def _lock_effects(c: sqlite3.Connection, old: Request, new: Request, now: datetime) -> None:
+def _where(target: str | Path) -> str:
+    """The database named in messages, without a URL's password."""
+    if isinstance(target, str) and "://" in target:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(target)
+        return f"{url.scheme}://{url.hostname or ''}{f':{url.port}' if url.port else ''}{url.path}"
+    return str(target)
+
+
+def _lock_effects(c: Store, old: Request, new: Request, now: datetime) -> None:
     """START takes the cluster lock in the same transaction; leaving APPROVED or RUNNING frees it."""
     if new.state is State.RUNNING:
-        c.execute("INSERT OR IGNORE INTO locks (cluster, request_id, locked_at) VALUES (?, ?, ?)",
-                  (new.cluster, new.id, _ts(now)))
-        holder = c.execute("SELECT request_id FROM locks WHERE cluster = ?", (new.cluster,)).fetchone()
+        c._x("INSERT INTO locks (cluster, request_id, locked_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+             (new.cluster, new.id, _ts(now)))
+        holder = c._x("SELECT request_id FROM locks WHERE cluster = ?", (new.cluster,)).one()
+        assert holder is not None  # inserted above, or held by another request
         if holder["request_id"] != new.id:  # rolls the START back: fail closed
             raise ClusterBusy(f"another remediation ({holder['request_id']}) is running on {new.cluster}")
     elif old.state in (State.APPROVED, State.RUNNING) and new.state.terminal:
-        c.execute("DELETE FROM locks WHERE cluster = ? AND request_id = ?", (new.cluster, new.id))
+        c._x("DELETE FROM locks WHERE cluster = ? AND request_id = ?", (new.cluster, new.id))
 
 
-def _insert_audit(c: sqlite3.Connection, *, at: datetime, actor: str, event: str,
+def _insert_audit(c: Store, *, at: datetime, actor: str, event: str,
                   request_id: str | None = None, cluster: str | None = None,
                   state_from: str | None = None, state_to: str | None = None,
                   fingerprint: str | None = None, detail: Mapping[str, object]) -> int:
@@ -588,12 +683,11 @@ def _insert_audit(c: sqlite3.Connection, *, at: datetime, actor: str, event: str
     log.info("audit: %s%s by %s%s", event, f" {request_id}" if request_id else "", actor,
              f" ({state_from or 'new'} -> {state_to})" if state_to else "",
              extra={"event": str(event), "request_id": request_id, "cluster": cluster, "actor": actor})
-    cur = c.execute(
+    return _new_id(c._x(
         "INSERT INTO audit (at, request_id, cluster, actor, event, state_from, state_to, fingerprint,"
-        " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (_ts(at), request_id, cluster, actor, str(event), state_from, state_to, fingerprint,
-         json.dumps(detail, sort_keys=True)))
-    return _rowid(cur)
+         json.dumps(detail, sort_keys=True))))
 
 
 def _asked(req: Request) -> dict[str, object]:
@@ -628,7 +722,7 @@ def _request_row(r: Request) -> dict[str, object]:
     }
 
 
-def _request_from(row: sqlite3.Row) -> Request:
+def _request_from(row: Row) -> Request:
     return Request(
         id=row["id"], cluster=row["cluster"], action=row["action"], args=_strs(row["args"]),
         node=row["node"], argv=_strs(row["argv"]), requester=row["requester"],
@@ -656,7 +750,7 @@ def _result_from(text: str | None) -> Result | None:
                   duration_s=d["duration_s"])
 
 
-def _audit_from(row: sqlite3.Row) -> AuditEntry:
+def _audit_from(row: Row) -> AuditEntry:
     return AuditEntry(
         id=row["id"], at=_dt(row["at"]), request_id=row["request_id"], cluster=row["cluster"],
         actor=row["actor"], event=row["event"], state_from=row["state_from"],
@@ -664,7 +758,7 @@ def _audit_from(row: sqlite3.Row) -> AuditEntry:
     )
 
 
-def _incident_from(row: sqlite3.Row) -> Incident:
+def _incident_from(row: Row) -> Incident:
     return Incident(
         id=row["id"], cluster=row["cluster"], key=row["key"], state=IncidentState(row["state"]),
         severity=Severity(row["severity"]), title=row["title"], channel=row["channel"],
@@ -674,12 +768,12 @@ def _incident_from(row: sqlite3.Row) -> Incident:
     )
 
 
-def _outbox_from(row: sqlite3.Row) -> OutboxItem:
+def _outbox_from(row: Row) -> OutboxItem:
     return OutboxItem(
         id=row["id"], created_at=_dt(row["created_at"]), kind=row["kind"],
         payload=json.loads(row["payload"]), attempts=row["attempts"],
         next_attempt_at=_dt(row["next_attempt_at"]), delivered_at=_opt_dt(row["delivered_at"]),
-        result=row["result"],
+        result=row["result"], epoch=row["epoch"],
     )
 
 
@@ -687,9 +781,10 @@ def _strs(text: str) -> tuple[str, ...]:
     return tuple(str(s) for s in json.loads(text))
 
 
-def _rowid(cur: sqlite3.Cursor) -> int:
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+def _new_id(inserted: Rows) -> int:
+    row = inserted.one()
+    assert row is not None
+    return int(row["id"])
 
 
 def _ts(at: datetime) -> str:
@@ -706,3 +801,5 @@ def _dt(text: str) -> datetime:
 def _opt_dt(text: str | None) -> datetime | None:
     return None if text is None else _dt(text)
 
+
+from bot.store.aio import AsyncStore  # noqa: E402  (it builds on Store, defined above)
