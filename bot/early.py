@@ -42,6 +42,16 @@ DAEMONS: Argv = ("systemctl", "is-active", "corosync", "pacemaker", "pcsd")
 COROSYNC_DAEMONS: Argv = ("systemctl", "is-active", "corosync")
 QUORUM: Argv = ("corosync-quorumtool", "-s")
 LINKS: Argv = ("corosync-cfgtool", "-s")
+# crmadmin's own bound: the local controller answers in ~15 ms; one that does not within 1 s must
+# not hold up the node's answer (issue 14: whether Pacemaker is acting is read, not decisive).
+CONTROLLER_TIMEOUT = "--timeout=1s"
+
+
+def controller_argv(node: str) -> Argv:
+    """Ask a node about its own controller: the DC answers its state (S_IDLE at rest), the others
+    S_NOT_DC, or S_PENDING / S_ELECTION ... while they join or elect. `node` is the configured
+    Pacemaker node name (bot.settings.Name), never chat input; build_command quotes it."""
+    return ("crmadmin", f"--status={node}", "--output-as=xml", CONTROLLER_TIMEOUT)
 
 
 def config_file(path: Path | str | None) -> Path | None:
@@ -96,19 +106,21 @@ def _cluster_nodes(cluster: dict[str, object], timeout: float) -> list[NodeGuess
     sudo = cluster.get("sudo", DEFAULT_SUDO)
     if not isinstance(sudo, bool):
         return []
-    reads = _reads(cluster.get("kind", "pacemaker")) if "commands" not in cluster else ()
+    kind = cluster.get("kind", "pacemaker") if "commands" not in cluster else None
     nodes = cluster.get("nodes")
     if not isinstance(nodes, list):
         return []
     # A bare host string means Pacemaker node name = host, as in the settings.
     tables = [{"name": n, "host": n} if isinstance(n, str) else dict(n) for n in nodes]
-    return [NodeGuess(str(n.get("name")), str(n["host"]), int(n.get("port", DEFAULT_SSH_PORT)),
-                      user, Path(key), known, timeout, sudo, reads) for n in tables]
+    return [NodeGuess(str(n["name"]), str(n["host"]), int(n.get("port", DEFAULT_SSH_PORT)),
+                      user, Path(key), known, timeout, sudo, _reads(kind, str(n["name"])))
+            for n in tables]
 
 
-def _reads(kind: object) -> tuple[Argv, ...]:
+def _reads(kind: object, node: str) -> tuple[Argv, ...]:
+    """What bot.collect asks a cold node of a cluster of this kind with the built-in commands."""
     if kind == "pacemaker":
-        return (CRM_MON, DAEMONS, QUORUM, LINKS)
+        return (CRM_MON, DAEMONS, QUORUM, LINKS, controller_argv(node))
     return (COROSYNC_DAEMONS, QUORUM, LINKS) if kind == "corosync" else ()
 
 
