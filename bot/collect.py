@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 
 from bot.corosync.model import LinkStatus, NodeCorosync, QuorumStatus
 from bot.corosync.parse import parse_cfgtool, parse_quorum
+from bot.early import COROSYNC_DAEMONS, controller_argv
 from bot.errors import ParseError, SshError
 from bot.pacemaker.daemons import Daemons, parse_is_active
 from bot.pacemaker.merge import ClusterReport, NodeResult, merge
@@ -36,16 +37,11 @@ from bot.ssh import Completed, SshPool, SshTarget
 
 log = logging.getLogger(__name__)
 _NOT_FOUND = 127
-# A corosync-only cluster has no pacemaker or pcsd to ask about, unless the config names units.
-COROSYNC_DAEMONS = ("systemctl", "is-active", "corosync")
 # What the Corosync tools print (stderr, exit 1) when corosync is not running on the node.
 _COROSYNC_DOWN = ("Cannot initialize CMAP service", "Cannot initialize QUORUM service",
                   "Cannot initialise CFG service", "Could not initialize corosync")
 T = TypeVar("T")
 KEEPALIVE_S = 30.0
-# crmadmin's own bound: the local controller answers in ~15 ms; one that does not within 1 s must
-# not hold up the node's answer (issue 14: whether Pacemaker is acting is read, not decisive).
-CONTROLLER_TIMEOUT = "--timeout=1s"
 CONTROLLER_GRACE_S = 0.1  # how much longer than its other commands a node's answer may take for it
 # crmadmin answers that will not change by asking again: not installed, an option this version
 # lacks (no --output-as before 2.1), or no right to ask the controller (not root, not haclient).
@@ -487,13 +483,6 @@ def _read_tool(done: Completed, parse_text: Callable[[str], T]) -> _Answer[T]:
         return _Answer(error=f"{tool} not found", kind="not_found")
     detail = (done.stderr.strip() or "no output").splitlines()[0][:200]
     return _Answer(error=error or f"{tool} exited {done.exit_status}: {detail}", kind="parse")
-
-
-def controller_argv(node: str) -> tuple[str, ...]:
-    """Ask a node about its own controller: the DC answers its state (S_IDLE at rest), the others
-    S_NOT_DC, or S_PENDING / S_ELECTION ... while they join or elect. `node` is the configured
-    Pacemaker node name (bot.settings.Name), never chat input; build_command quotes it."""
-    return ("crmadmin", f"--status={node}", "--output-as=xml", CONTROLLER_TIMEOUT)
 
 
 def _daemons_argv(cluster: ClusterConfig) -> tuple[str, ...]:

@@ -17,8 +17,8 @@ from bot.cli import EXIT_OK, EXIT_UNHEALTHY, whole_number
 from bot.errors import ConfigError
 
 if TYPE_CHECKING:
-    from bot.early import EarlySockets
-    from bot.pacemaker.merge import ClusterReport, NodeResult
+    from bot.early import EarlySockets, NodeGuess
+    from bot.pacemaker.merge import NodeResult
     from bot.settings import ClusterConfig, Settings
     from bot.ssh import SshPool
 
@@ -65,33 +65,52 @@ def _load(*modules: str) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    """A cold start (cron, a monitoring check) does its waiting while it imports: the TCP
+    connects start from the config file's own node list, the SSH handshakes and read shells as
+    soon as asyncssh is loaded, and pydantic imports and validates the settings in a thread
+    meanwhile. Only a connection whose parameters the validated settings confirm is used."""
     import asyncio
 
-    from bot.early import connect_early
+    from bot.early import connect_early, guess_nodes
 
-    _load("bot.settings")
-    from bot.settings import load_settings
+    guessed = guess_nodes(args.config, args.clusters)
+    early = connect_early(((g.host, g.port) for g in guessed),
+                          max((g.connect_timeout_s for g in guessed), default=1))
+    _load("bot.ssh")
+    return asyncio.run(_status(args, guessed, early))
 
-    settings = load_settings(args.config, need_clusters=True)
-    clusters = pick_clusters(settings, args.clusters)
-    # The nodes' sshds accept and start up while asyncssh and the core are still importing.
-    early = connect_early(((n.host, n.port) for c in clusters for n in c.nodes), settings.connect_timeout_s)
-    _load("bot.collect", "bot.render.json")
+
+async def _status(args: argparse.Namespace, guessed: list[NodeGuess], early: EarlySockets) -> int:
+    import asyncio
+
+    from bot.ssh import SshPool, SshTarget, connect_ahead
+
+    ahead = connect_ahead(((SshTarget(node=g.name, host=g.host, port=g.port, user=g.user,
+                                      client_keys=(g.key,), known_hosts=g.known_hosts, sudo=g.sudo,
+                                      connect_timeout_s=g.connect_timeout_s), g.reads)
+                           for g in guessed), early)
+    async with SshPool(early=early, ahead=ahead) as pool:
+        settings, clusters = await asyncio.to_thread(_validated, args)
+        from bot.collect import Collector
+
+        reports = await Collector(pool, settings).collect_many(clusters)
     from bot.cli import format_reports
 
-    reports = asyncio.run(_collect(settings, clusters, early))
     print(format_reports(reports, args.format, lambda n: settings.cluster(n).expectations))  # type: ignore[union-attr]
     reached = all(r.has_view and not r.unreachable for r in reports)
     return EXIT_OK if reached and all(r.healthy for r in reports) else EXIT_UNHEALTHY
 
 
-async def _collect(settings: Settings, clusters: list[ClusterConfig],
-                   early: EarlySockets) -> list[ClusterReport]:
-    from bot.collect import Collector
-    from bot.ssh import SshPool
+def _validated(args: argparse.Namespace) -> tuple[Settings, list[ClusterConfig]]:
+    """The settings and the clusters asked for, with what collecting and rendering them
+    imports (run in a thread while the connections open)."""
+    _load("bot.settings")
+    from bot.settings import load_settings
 
-    async with SshPool(early=early) as pool:
-        return await Collector(pool, settings).collect_many(clusters)
+    settings = load_settings(args.config, need_clusters=True)
+    clusters = pick_clusters(settings, args.clusters)
+    _load("bot.collect", "bot.render.json")
+    return settings, clusters
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,32 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+
+def _no_plugins(*_: object) -> Iterable[object]:
+    return ()
+
+
+def _without_pydantic_plugins() -> None:
+    """Load pydantic without its plugin loader: looking plugins up imports importlib.metadata
+    and reads every installed package's entry points when the first model is built, ~9 ms
+    (4%) of a cold `clusterbot status`'s imports (measured), for plugins (pydantic's own
+    extension point: observability hooks) that clusterbot does not use. As if
+    PYDANTIC_DISABLE_PLUGINS=__all__, without the import. Only while pydantic is not loaded
+    yet (a process that already uses pydantic keeps its plugins)."""
+    if "pydantic" not in sys.modules:
+        loader = types.ModuleType("pydantic.plugin._loader")
+        loader.get_plugins = _no_plugins  # type: ignore[attr-defined]
+        sys.modules.setdefault(loader.__name__, loader)
+
+
+_without_pydantic_plugins()
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -31,6 +52,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.early import (
+    CRM_MON,
+    DAEMONS,
+    DEFAULT_CONFIG,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_KNOWN_HOSTS,
+    DEFAULT_SSH_PORT,
+    DEFAULT_SSH_USER,
+    DEFAULT_SUDO,
+    LINKS,
+    QUORUM,
+    config_file,
+)
 from bot.errors import ConfigError
 from bot.pacemaker.health import Expectations
 
@@ -49,30 +83,30 @@ class _Strict(BaseModel):
 class NodeConfig(_Strict):
     name: Name  # the Pacemaker node name
     host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:\[\]-]+$")
-    port: int = Field(22, ge=1, le=65535)
+    port: int = Field(DEFAULT_SSH_PORT, ge=1, le=65535)
 
 
 class Commands(_Strict):
     """The read commands run on every node. Remediation templates live with their commands."""
 
-    crm_mon: Argv = ("crm_mon", "--one-shot", "--inactive", "--output-as=xml")
+    crm_mon: Argv = CRM_MON
     crm_mon_legacy: Argv = ("crm_mon", "-1", "-r", "-X")
-    daemons: Argv = ("systemctl", "is-active", "corosync", "pacemaker", "pcsd")
+    daemons: Argv = DAEMONS
     version: Argv = ("pacemakerd", "--version")
     # Corosync's own view, asked of every node. Proxmox VE: ("pvecm", "status") prints the same
     # quorum/membership text (hex node ids, IP addresses) and is what its admins know.
-    quorum: Argv = ("corosync-quorumtool", "-s")
-    links: Argv = ("corosync-cfgtool", "-s")
+    quorum: Argv = QUORUM
+    links: Argv = LINKS
 
 
 class ClusterConfig(_Strict):
     name: Name
     kind: Literal["pacemaker", "corosync"] = "pacemaker"
     nodes: tuple[NodeConfig, ...] = Field(min_length=1)
-    ssh_user: Name = "clusterbot"
+    ssh_user: Name = DEFAULT_SSH_USER
     ssh_key: Path | None = None
-    known_hosts: Path = Path("/etc/clusterbot/known_hosts")
-    sudo: bool = True
+    known_hosts: Path = DEFAULT_KNOWN_HOSTS
+    sudo: bool = DEFAULT_SUDO
     vips: tuple[Name, ...] = ()
     everywhere: tuple[Name, ...] = ()
     alert_channel: str | None = None
@@ -107,7 +141,6 @@ class ClusterConfig(_Strict):
 
 
 _CONFIG_FILE: Path | None = None
-DEFAULT_CONFIG = Path("/etc/clusterbot/clusterbot.toml")  # what deploy/clusterbot.service passes
 DEFAULT_ALERT_CHANNEL = "alerts"  # where alerts go when neither the cluster nor the top level names one
 
 
@@ -121,7 +154,7 @@ class Settings(BaseSettings):
     )
 
     clusters: tuple[ClusterConfig, ...] = ()
-    connect_timeout_s: float = Field(5.0, gt=0, le=120)
+    connect_timeout_s: float = Field(DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=120)
     command_timeout_s: float = Field(15.0, gt=0, le=600)
     max_concurrency: int = Field(64, ge=1, le=1024)  # SSH sessions in flight across clusters
     poll_interval_s: float = Field(5.0, ge=0.2, le=3600)
@@ -227,8 +260,7 @@ def load_settings(path: Path | str | None = None, *, need_clusters: bool = False
     """
     global _CONFIG_FILE
 
-    chosen = path or os.environ.get("CLUSTERBOT_CONFIG")
-    file = Path(chosen) if chosen else DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    file = config_file(path)
     if file is not None and not file.is_file():
         named_by = "" if path else " (named by $CLUSTERBOT_CONFIG)"
         raise ConfigError(f"config file {file}{named_by} does not exist")

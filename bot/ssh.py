@@ -35,7 +35,7 @@ import socket
 import sys
 import sysconfig
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,10 +103,12 @@ from bot.errors import (
 )
 from bot.shell import RemoteShell, ShellLost
 
-__all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command"]
+__all__ = ["Completed", "PoolStats", "SshPool", "SshTarget", "build_command", "connect_ahead"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Connection = tuple[str, int, str, tuple[Path, ...], Path, float]
+Answer = asyncio.Future[tuple[int, bytes, bytes]]  # a framed command's (status, stdout, stderr)
 
 # What `sudo -n` prints (exit status 1) when it will not run the command without a prompt.
 # Anchored to line starts so a command's own stderr is unlikely to be mistaken for sudo's.
@@ -145,6 +147,13 @@ class SshTarget:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def connection(self) -> Connection:
+        """Everything a connection is opened with (keepalives are set on it afterwards): a
+        connection opened ahead for a guessed target serves only a target equal in all of it."""
+        return (self.host, self.port, self.user, self.client_keys, self.known_hosts,
+                self.connect_timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +220,9 @@ class _Slot:
     last_error: type[SshError] | None = None
     last_reason: str = ""
     idle_shells: list[tuple[asyncssh.SSHClientConnection, RemoteShell]] = field(default_factory=list)
+    # The read shell opened with the connection ahead of time (connect_ahead), not used yet,
+    # maybe with commands already sent down it: the first read_all takes it.
+    fresh_shell: _Opened | None = None
     shells: int = 0  # open read shells, idle or busy; each holds one of `sessions`
     # The connection on which a read shell could not be started: reads on it use exec. A new
     # connection tries again (the failure may have been a slow handshake, or a changed node).
@@ -237,6 +249,7 @@ class SshPool:
         max_shells_per_connection: int = 4,
         clock: Callable[[], float] = time.monotonic,
         early: EarlySockets | None = None,
+        ahead: Ahead | None = None,
     ) -> None:
         # Why a session cap: OpenSSH's MaxSessions defaults to 10 per connection, and going
         # over it makes sshd refuse channels rather than queue them. Read shells hold one
@@ -254,6 +267,9 @@ class SshPool:
         # TCP connections a cold start opened before asyncssh was loaded (bot.early): each
         # node's first connect takes its socket, later ones connect as usual.
         self._early: EarlySockets = early if early is not None else {}
+        # Connections a cold start opened from its guess of the config (connect_ahead): the
+        # first connect of a target with exactly the same connection parameters takes one.
+        self._ahead: Ahead = ahead if ahead is not None else {}
 
     @property
     def stats(self) -> PoolStats:
@@ -274,10 +290,15 @@ class SshPool:
         self._closed = True
         close_unused(self._early)
         for slot in self._slots.values():
+            if (fresh := slot.fresh_shell) is not None and fresh.shell is not None:
+                _abandon(fresh.answers)
+                fresh.shell.close()
+            slot.fresh_shell = None
             for _, shell in slot.idle_shells:
                 shell.close()
             slot.idle_shells.clear()
-        conns = [conn for slot in self._slots.values() if (conn := slot.conn) is not None]
+        conns = await _unused(self._ahead)
+        conns += [conn for slot in self._slots.values() if (conn := slot.conn) is not None]
         for slot in self._slots.values():
             slot.conn = None
         for conn in conns:
@@ -324,7 +345,10 @@ class SshPool:
         nothing over concurrent `read`s."""
         slot = self._slots.get(target.key)
         conn = slot.live() if slot is not None else None
-        return slot is not None and conn is not None and (slot.shells > 0 or slot.no_shell_on is conn)
+        if slot is None or conn is None:
+            return False
+        used = slot.shells - (slot.fresh_shell is not None)
+        return used > 0 or slot.no_shell_on is conn
 
     async def read_all(self, target: SshTarget, argvs: Sequence[Sequence[str]], *,
                        timeout_s: float) -> list[Completed | SshError]:
@@ -343,12 +367,15 @@ class SshPool:
         except SshError as err:
             return [err] * len(args)
         slot = self._slot(target)
+        fresh = self._take_fresh(slot, conn, commands)
+        if fresh is not None:
+            return await self._pipelined(target, slot, conn, *fresh, args, commands, timeout_s)
         if slot.shells or not self._max_shells or len(args) < 2:
             return await self._each(target, args, timeout_s)
         shell = await self._take_shell(target, slot, conn, timeout_s)
         if shell is None:
             return await self._each(target, args, timeout_s)
-        return await self._pipelined(target, slot, conn, shell, args, commands, timeout_s)
+        return await self._pipelined(target, slot, conn, shell, None, args, commands, timeout_s)
 
     async def _each(self, target: SshTarget, args: list[tuple[str, ...]],
                     timeout_s: float) -> list[Completed | SshError]:
@@ -360,15 +387,16 @@ class SshPool:
         return list(await asyncio.gather(*(one(a) for a in args)))
 
     async def _pipelined(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
-                         shell: RemoteShell, args: list[tuple[str, ...]], commands: list[str],
-                         timeout_s: float) -> list[Completed | SshError]:
-        """The commands written at once to one shell; each answer must come within timeout_s
-        of the one before. After a timeout or a lost shell, the rest are asked again one by one
-        (as `read`: another shell, or exec sessions); they only read, so asking twice is safe."""
+                         shell: RemoteShell, sent: list[Answer] | None, args: list[tuple[str, ...]],
+                         commands: list[str], timeout_s: float) -> list[Completed | SshError]:
+        """The commands written at once to one shell (`sent`: already written, these are their
+        answers); each answer must come within timeout_s of the one before. After a timeout or
+        a lost shell, the rest are asked again one by one (as `read`: another shell, or exec
+        sessions); they only read, so asking twice is safe."""
         out: list[Completed | SshError] = []
-        answers: list[asyncio.Future[tuple[int, bytes, bytes]]] = []
+        answers: list[Answer] = []
         try:
-            answers = shell.send(*commands)
+            answers = sent if sent is not None else shell.send(*commands)
             for argv, answer in zip(args, answers, strict=True):
                 started = time.perf_counter()
                 try:
@@ -529,6 +557,8 @@ class SshPool:
     async def _take_shell(self, target: SshTarget, slot: _Slot, conn: asyncssh.SSHClientConnection,
                           timeout_s: float) -> RemoteShell | None:
         """An idle shell on this connection, a new one if there is room, else None."""
+        if (fresh := self._take_fresh(slot, conn, [])) is not None:
+            return fresh[0]
         while slot.idle_shells:
             owner, shell = slot.idle_shells.pop()
             if owner is conn and shell.alive:
@@ -556,6 +586,21 @@ class SshPool:
             raise
         self._stats.shells_opened += 1
         return shell
+
+    def _take_fresh(self, slot: _Slot, conn: asyncssh.SSHClientConnection, commands: list[str],
+                    ) -> tuple[RemoteShell, list[Answer] | None] | None:
+        """The shell opened ahead with this connection, if it is alive and what was sent down it
+        ahead (if anything) is exactly `commands`: with those commands' answers to come (None:
+        nothing was sent). A shell with other commands outstanding is closed, their answers
+        unread: they were asked for a guess the settings did not confirm."""
+        fresh, slot.fresh_shell = slot.fresh_shell, None
+        if fresh is None or fresh.shell is None:
+            return None
+        if fresh.conn is conn and fresh.shell.alive and fresh.sent in ((), tuple(commands)):
+            return fresh.shell, list(fresh.answers) if fresh.sent else None
+        _abandon(fresh.answers)
+        self._drop_shell(slot, fresh.shell)
+        return None
 
     def _drop_shell(self, slot: _Slot, shell: RemoteShell) -> None:
         shell.close()
@@ -601,8 +646,12 @@ class SshPool:
         if slot.conn is not None:
             log.info("%s: connection to %s was closed; reconnecting", target.node, target.address)
         replacing = slot.ever_connected
+        ahead = self._ahead.pop(target.connection, None)
         try:
-            conn = await _connect(target, self._early.pop((target.host, target.port), None))
+            if ahead is not None:
+                conn = await self._adopt(target, slot, ahead)
+            else:
+                conn = await _connect(target, self._early.pop((target.host, target.port), None))
         except SshError as err:
             self._record_failure(target, slot, err)
             raise
@@ -615,6 +664,20 @@ class SshPool:
         slot.failures, slot.last_error = 0, None
         self._stats.connections_opened += 1
         self._stats.reconnects += replacing
+        return conn
+
+    async def _adopt(self, target: SshTarget, slot: _Slot,
+                     ahead: asyncio.Task[_Opened]) -> asyncssh.SSHClientConnection:
+        """The connection opened ahead for this very target (its errors are the connect's),
+        with its read shell kept for the first read_all."""
+        opened = await ahead
+        conn = opened.conn
+        conn.set_keepalive(target.keepalive_interval_s, target.keepalive_count_max)
+        if opened.shell is not None:
+            await slot.sessions.acquire()
+            slot.shells += 1
+            slot.fresh_shell = opened
+            self._stats.shells_opened += 1
         return conn
 
     def _record_failure(self, target: SshTarget, slot: _Slot, err: SshError) -> None:
@@ -674,7 +737,7 @@ def _lost_mid_command(argv: tuple[str, ...], exc: BaseException | None) -> str:
     return f"connection lost while `{argv[0]}` was running; it may or may not have run{why}"
 
 
-def _abandon(answers: Sequence[asyncio.Future[tuple[int, bytes, bytes]]]) -> None:
+def _abandon(answers: Sequence[Answer]) -> None:
     """Answers nobody will wait for (their shell was dropped): no "never retrieved" noise."""
     for answer in answers:
         if not answer.done():
@@ -740,6 +803,59 @@ async def _connect(target: SshTarget,
         )
     except (asyncssh.Error, OSError) as exc:
         raise _connect_error(target, known, exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    conn: asyncssh.SSHClientConnection
+    shell: RemoteShell | None  # None: the node gave no read shell (the pool tries again)
+    sent: tuple[str, ...] = ()  # command lines written down the shell ahead
+    answers: tuple[Answer, ...] = ()  # theirs, in order
+
+
+Ahead = dict[Connection, "asyncio.Task[_Opened]"]
+
+
+def connect_ahead(targets: Iterable[tuple[SshTarget, Sequence[Sequence[str]]]],
+                  early: EarlySockets) -> Ahead:
+    """Start each target's connection and its first read shell now, on the running loop (the
+    pool's), and write the given read commands down that shell: a cold status does this from
+    its guess of the config while the settings are still importing and validating
+    (bot.early). A target's TCP connect comes from `early` when it is there. Only read
+    commands may be given: if the settings then ask anything else, they are never read."""
+    ahead: Ahead = {}
+    for target, reads in targets:
+        if target.connection not in ahead:
+            sock = early.pop((target.host, target.port), None)
+            ahead[target.connection] = asyncio.create_task(_open_ahead(target, reads, sock))
+    return ahead
+
+
+async def _open_ahead(target: SshTarget, reads: Sequence[Sequence[str]],
+                      early: Future[socket.socket] | None) -> _Opened:
+    sent = tuple(build_command(argv, target.sudo) for argv in reads)
+    conn = await _connect(target, early)
+    try:
+        shell = await RemoteShell.open(conn, target.connect_timeout_s)
+        return _Opened(conn, shell, sent, tuple(shell.send(*sent)) if sent else ())
+    except ShellLost:
+        return _Opened(conn, None)  # the pool tries a shell again, and says so if it fails
+    except BaseException:
+        conn.close()
+        raise
+
+
+async def _unused(ahead: Ahead) -> list[asyncssh.SSHClientConnection]:
+    """Stop what was opened ahead and never taken; the connections that had opened, to close."""
+    tasks = list(ahead.values())
+    ahead.clear()
+    for task in tasks:
+        task.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    opened = [d for d in done if isinstance(d, _Opened)]
+    for each in opened:
+        _abandon(each.answers)
+    return [each.conn for each in opened]
 
 
 async def _early_socket(early: Future[socket.socket], timeout_s: float) -> socket.socket:

@@ -35,7 +35,9 @@ def owner(draft: IncidentDraft, *, nodes: Sequence[str], members: Collection[str
         return absorbing  # without quorum every stop, election and node state is its consequence
     owned = [k.removeprefix(NODE) for k in incidents if k.startswith(NODE)]
     if draft.cause[0].kind is EventKind.NODE_BOUNCED and owned and key.removeprefix(NODE) not in owned:
-        return f"{NODE}{owned[-1]}"  # which node bounced is a guess; a node's open incident is not
+        # Which node bounced is a guess; a node's incident open or just ended (its rejoin's tail)
+        # is not. The guessed node's own incident, if it opens later, leaves the bounce there.
+        return f"{NODE}{owned[-1]}"
     if key.startswith(NODE):
         return key
     involved = _involved(draft, nodes)

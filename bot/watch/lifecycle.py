@@ -9,7 +9,7 @@ they name and turns the answers into the poll's effects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -134,11 +134,17 @@ class FollowUp:
 
 
 def follow_up(record: IncidentRecord, severity: Severity, draft: IncidentDraft, *,
-              reopened: bool = False, loud: bool = False) -> FollowUp:
+              reopened: bool = False, loud: bool = False, held_elsewhere: Collection[str] = ()) -> FollowUp:
     """A thread reply notifies nobody: news that must not hide there (worse than the incident, a
     CRITICAL one-shot new to it, what a flap left) is said in the channel too. A one-shot that
-    repeats (a fence device failing retry after retry) is loud only once: the retries count."""
+    repeats (a fence device failing retry after retry) is loud only once: the retries count.
+
+    `held_elsewhere`: the conditions other open incidents hold. The news is told here all the same,
+    but a condition is held once: the incident that took it first (a bounce guessed to be another
+    node's, every node bounced at once) keeps it, and hears its recovery."""
     news = record.with_news(draft)
+    if held_elsewhere:
+        news = news.with_open([k for k in news.open if k in record.open or k not in held_elsewhere])
     times = max((news.shots[e.series] for e in draft.events if e.one_shot), default=1)
     worse, seen = draft.severity > severity, record.shots
     loud = loud or worse or any(e.one_shot and e.severity is Severity.CRITICAL and e.series not in seen

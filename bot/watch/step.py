@@ -253,9 +253,16 @@ class _Poll:
                                  record=current.record if record is None else record))
 
     def _reopen(self, inc: IncidentView) -> IncidentView:
+        """The incident open again, holding nothing yet: it ended when nothing it held was wrong any
+        more, the cluster healthy, even what it still listed then (a bounce, a member loss: nothing
+        diffs their end). Kept, that would come back as a second hold of a condition another
+        incident took since, and be closed and told twice."""
         self.effects.append(ReopenIncident(inc.ref))
         current = self._incidents[inc.ref]
-        return self._put(replace(current, open=True, resolved_at=None)) if not current.open else current
+        if current.open:
+            return current
+        current = self._put(replace(current, open=True, resolved_at=None))
+        return self._update(current, record=current.record.with_open([])) if current.record.open else current
 
     def _end(self, inc: IncidentView) -> IncidentView:
         self.effects.append(ResolveIncident(inc.ref, self.now))
@@ -402,7 +409,9 @@ class _Poll:
         """More news about an open incident: a reply in its thread, and in the channel too when
         `lifecycle.follow_up` says it must not hide there (worse, a new CRITICAL one-shot)."""
         name = self.rules.cluster
-        news = follow_up(found.record, found.severity, draft, reopened=reopened, loud=loud)
+        elsewhere = {k for i in self._open() if i.ref != found.ref for k in i.record.open}
+        news = follow_up(found.record, found.severity, draft, reopened=reopened, loud=loud,
+                         held_elsewhere=elsewhere)
         inc = self._update(found, record=news.record)
         self._post(MessageKind.REPLY, inc, followup_doc(name, draft, times=news.times),
                    broadcast=news.broadcast)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.nodes import FakeCluster, fake_cluster
 
 
@@ -103,3 +105,19 @@ async def test_check_config_connect_on_old_pacemaker_uses_the_legacy_crm_mon(tmp
         rc, out, err = await clusterbot("check-config", "--connect", "--config", str(cfg))
     assert rc == 0, out + err
     assert "OK  prod-haproxy/node3: reachable, host key OK, Pacemaker 2.1.5, sudo OK, crm_mon OK" in out
+
+
+async def test_status_connects_as_the_validated_settings_say_not_as_the_file_guessed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold status connects ahead from the file alone (bot.early) and runs the read commands
+    there; the environment then overrides the user. The connections made for the file's user
+    (which the nodes accept) must not answer: the nodes refuse the validated user."""
+    async with fake_cluster(tmp_path) as fc:
+        cfg = write_config(fc, tmp_path / "c.toml")
+        cluster = fc.config.model_dump(mode="json") | {"ssh_user": "someone-else"}
+        monkeypatch.setenv("CLUSTERBOT_CLUSTERS", json.dumps([cluster]))
+        rc, out, err = await clusterbot("status", "--config", str(cfg), "--format", "json")
+    assert rc == 1, out + err
+    views = json.loads(out)["views"]
+    assert [v["ok"] for v in views] == [False] * 3
+    assert all("someone-else@" in v["error"] and "refused our key" in v["error"] for v in views), views

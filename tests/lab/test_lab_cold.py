@@ -2,21 +2,28 @@
 checks run it (a new process, new SSH connections), next to the manual `ssh node1 pcs status`.
 
 The test prints both times (the issue asks the lab tests to); the bench takes medians side by
-side: pytest -m "lab and bench" -s tests/lab/test_lab_cold.py
+side, and prints issue 17's other two figures with them (`clusterbot --help`, warm status):
+pytest -m "lab and bench" -s tests/lab/test_lab_cold.py
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
+from bot.runtime import running
 from bot.settings import ClusterConfig
+from tests.bench.test_cli_bench import EXE, HELP_TARGET_S, timed
 from tests.lab import labkit
+from tests.lab.test_lab_bench import RATIO_TARGET as WARM_RATIO_TARGET
+from tests.lab.test_lab_bench import timed_answers
 
 RUNS = 5
 RATIO_TARGET = 0.5
+WARM_RUNS = 20
 
 
 def checked_cold_status() -> tuple[float, float]:
@@ -39,14 +46,19 @@ def test_cold_status_next_to_pcs_status(cluster: ClusterConfig) -> None:
 
 
 @pytest.mark.bench
-def test_bench_cold_status_vs_pcs_status(cluster: ClusterConfig) -> None:
-    status, cpu, pcs = [], [], []
-    for _ in range(RUNS):  # interleaved, so both see the same machine load
+async def test_bench_cold_status_vs_pcs_status(cluster: ClusterConfig, tmp_path: Path) -> None:
+    status, cpu, pcs, help_ = [], [], [], []
+    for _ in range(RUNS):  # interleaved, so all see the same machine load
         wall, used = checked_cold_status()
         status.append(wall)
         cpu.append(used)
         pcs.append(labkit.fresh_ssh(cluster, "pcs", "status"))
+        help_.append(timed([str(EXE), "--help"])[0])
+    async with running(labkit.settings(tmp_path / "state")) as rt:
+        await timed_answers(rt, cluster, 1)  # connects
+        warm = await timed_answers(rt, cluster, WARM_RUNS)
     ratio = statistics.median(status) / statistics.median(pcs)
+    warm_ratio = statistics.median(warm) / statistics.median(pcs)
     print(f"\nBENCH lab cold `clusterbot status lab --format json`: median "
           f"{statistics.median(status) * 1000:.0f} ms (min {min(status) * 1000:.0f}, max "
           f"{max(status) * 1000:.0f}, n={RUNS}), CPU median {statistics.median(cpu) * 1000:.0f} ms; "
@@ -54,3 +66,9 @@ def test_bench_cold_status_vs_pcs_status(cluster: ClusterConfig) -> None:
           f"{statistics.median(pcs) * 1000:.0f} ms (min {min(pcs) * 1000:.0f}, max "
           f"{max(pcs) * 1000:.0f}); ratio {ratio:.2f} (target <= {RATIO_TARGET}: "
           f"{'met' if ratio <= RATIO_TARGET else 'MISSED'})")
+    print(f"BENCH `clusterbot --help` median {statistics.median(help_) * 1000:.0f} ms wall (target < "
+          f"{HELP_TARGET_S * 1000:.0f}: {'met' if statistics.median(help_) < HELP_TARGET_S else 'MISSED'}); "
+          f"warm status (running bot, 3 views) median {statistics.median(warm) * 1000:.1f} ms "
+          f"(n={WARM_RUNS}) "
+          f"= {warm_ratio:.3f} of the same pcs status median (target <= {WARM_RATIO_TARGET}: "
+          f"{'met' if warm_ratio <= WARM_RATIO_TARGET else 'MISSED'})")

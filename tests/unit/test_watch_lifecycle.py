@@ -117,6 +117,15 @@ def test_news_no_worse_than_the_incident_is_a_quiet_reply_that_counts_its_condit
     assert news.record.open == ["vip_stopped:vip1", "x"]
 
 
+def test_news_leaves_a_condition_another_incident_holds_with_it_but_keeps_its_own() -> None:
+    holding = IncidentRecord.new(holds=("vip_stopped:vip1",))
+    assert follow_up(holding, Severity.CRITICAL, vip_down("vip1"),
+                     held_elsewhere={"vip_stopped:vip1"}).record.open == ["vip_stopped:vip1"]
+    news = follow_up(IncidentRecord.new(holds=("x",)), Severity.CRITICAL, vip_down("vip2"),
+                     held_elsewhere={"vip_stopped:vip2"})
+    assert news.record.open == ["x"] and news.times == 1  # told all the same
+
+
 def test_worse_news_edits_the_root_and_is_said_in_the_channel() -> None:
     news = follow_up(IncidentRecord.new(), Severity.WARNING, vip_down())  # vip_down is CRITICAL
     assert news.escalate and news.loud and not news.broadcast

@@ -26,6 +26,7 @@ from bot.watch.fixes import Fix
 from bot.watch.records import IncidentRecord, MessageKind, New, Ref
 from bot.watch.step import INITIAL_KEY, Decide, Known, Memory, Rules, Step, needed, observe, unchanged
 from tests.unit.test_diff import NODES, PROD, report
+from tests.unit.test_watch_core import at
 from tests.unit.test_watcher_incidents import MENTION, vip2_stopped
 
 E = TypeVar("E", bound=Effect)
@@ -158,6 +159,58 @@ def test_the_same_cause_after_the_flap_window_is_a_new_incident() -> None:
     done = book.poll(STOPPED, after=WINDOW + 10)
     assert of(done, ReopenIncident) == []
     assert [o.key for o in of(done, OpenIncident)] == [VIP2]
+
+
+def test_a_reopened_incident_holds_only_its_new_news_not_what_it_held_when_the_cluster_healed() -> None:
+    """Found by the state machine (issue 14): node2 bounced, its incident ended with the cluster
+    healthy while still listing the bounce (nothing diffs a bounce's end); node2 bounced again in
+    node3's recovery tail (node3's incident took it: which node bounced is a guess); then node2
+    went OFFLINE and its incident, reopened, held the old bounce too: one condition, two incidents."""
+    book = Book()
+    book.poll(HEALTHY)
+    for t, after in ((50.0, 5), (55.0, 5), (60.0, 5)):  # one of node2's bounces, then healthy
+        book.poll(at("flapping_node", t), after=after)
+    node2 = next(i for i in book.incidents.values() if i.key == "node:node2")
+    assert not node2.open and node2.record.open == ["node_bounced:node2"]
+    for t, after in ((9.5, 5), (10.5, 1), (14.5, 1)):  # node3 lost, back
+        book.poll(at("power_cut_rejoin", t), after=after)
+    for t in (17.25, 22.25):  # node2 bounces in node3's recovery tail
+        book.poll(at("flapping_node", t))
+    assert book.open("node:node3") is not None
+    done = book.poll(at("flapping_node", 32.25))  # node2 OFFLINE: its incident again
+    assert ReopenIncident(node2.ref) in done.effects
+    assert held_twice(book) == {}
+    reopened = book.open("node:node2")
+    assert reopened is not None and reopened.record.open == ["member_lost:node2", "node_offline:node2"]
+
+
+def held_twice(book: Book) -> dict[str, list[str]]:
+    """The conditions more than one open incident holds, and by whom."""
+    holders: dict[str, list[str]] = {}
+    for inc in book.incidents.values():
+        for cond in inc.record.open if inc.open else ():
+            holders.setdefault(cond, []).append(inc.key)
+    return {cond: keys for cond, keys in holders.items() if len(keys) > 1}
+
+
+def test_news_told_in_a_nodes_incident_leaves_a_condition_another_incident_holds_there() -> None:
+    """Every node bounced in one poll (one incident, node1's, holds the three bounces); node2's own
+    incident, opened since, hears of node2's next bounce, but node1's keeps holding it: a condition
+    held twice would be closed and told twice. Stretches of the real recordings, as the state
+    machine strings them together."""
+    book = Book()
+    book.poll(HEALTHY)
+    book.poll(at("monitor_failure_cleanup", 14.5), after=12)
+    book.poll(at("quorum_loss", 14.0), after=12)
+    node1 = book.open("node:node1")
+    assert node1 is not None and "node_bounced:node2" in node1.record.open
+    book.poll(at("maintenance", 6.0))
+    done = book.poll(at("standby_unstandby", 7.25))
+    node2 = book.open("node:node2")
+    assert node2 is not None and "node_standby:node2" in node2.record.open
+    told = [p for p in of(done, Post) if p.incident == node2.ref]
+    assert told and "rejoined between two polls" in str(told[0].doc)
+    assert held_twice(book) == {}
 
 
 # ---------------------------------------------------------------- first sight, settling tail
