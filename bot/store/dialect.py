@@ -181,6 +181,10 @@ class PgConnection(Connection):
                 application_name="clusterbot",
                 # A dead server or a cut network shows within ~25 s even with no statement running.
                 keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                # Keepalives stay silent while a sent query is unacknowledged (a black-holed
+                # network): without this bound that call, and the store thread behind it, would
+                # wait for the kernel's retransmissions (~15 min) while approvals queue up.
+                tcp_user_timeout=PG_STATEMENT_TIMEOUT_S * 1000,
                 options=f"-c statement_timeout={PG_STATEMENT_TIMEOUT_S * 1000:d}"
                         f" -c lock_timeout={int(BUSY_TIMEOUT_S * 1000):d} -c timezone=UTC")
         except psycopg.OperationalError as exc:
