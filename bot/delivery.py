@@ -41,6 +41,10 @@ AUTH = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revok
 MAX_BACKOFF_S = 60.0
 MAX_DOUBLINGS = 30  # caps the exponent: 2.0 ** attempts overflows a float after ~1000 failed attempts
 PRUNE_EVERY = timedelta(hours=1)
+# On a message whose previous sender (a replica that failed over) died between Slack's answer and
+# recording it: the on-call must know the copy above is the same alert, and that it stays as it is.
+REPEATED = (":repeat: Sent again after the bot failed over mid-send: if the same message is just "
+            "before this one, that copy is a duplicate and will not be updated.")
 
 
 # Asked before every send with the outbox item's id: False means another replica leads now (a
@@ -123,6 +127,9 @@ class Deliverer:
         if self.claim is not None and not await self.claim(item.id):
             log.warning("alert %d not sent: this replica no longer leads", item.id)
             return False
+        if item.epoch is not None:
+            log.warning("alert %d was being sent when its sender stopped; sending it again, marked as "
+                        "possibly repeated", item.id)
         try:
             result = await self._send(item)
         except SlackApiError as err:
@@ -180,6 +187,8 @@ class Deliverer:
         incident = await self.store.get_incident(incident_id) if incident_id is not None else None
         channel = str(p.get("channel") or (incident.channel if incident else ""))
         doc = _doc(p)
+        if item.epoch is not None and item.kind != "edit":  # an edit repeated changes nothing
+            doc = replace(doc, context=(*doc.context, REPEATED))
         thread = incident.thread_ts if incident else _opt_str(p.get("thread"))
         if item.kind == "edit":
             if thread is None:

@@ -150,7 +150,9 @@ class OutboxItem:
     next_attempt_at: datetime
     delivered_at: datetime | None
     result: str | None
-    epoch: int | None = None  # the leader epoch that last claimed it for sending
+    # The leader epoch that claimed it for sending and never recorded the outcome (a failed send
+    # clears it): set on an undelivered item, that sender died mid-send and Slack may have it.
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +537,8 @@ class Store:
                            " WHERE id = ?", (_ts(now), result, item_id))
 
     def mark_failed(self, item_id: int, next_attempt_at: datetime) -> None:
-        self._x("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
+        # The send is known to have failed, so its claim no longer leaves it in doubt (OutboxItem.epoch).
+        self._x("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, epoch = NULL WHERE id = ?",
                            (_ts(next_attempt_at), item_id))
 
     # ------------------------------------------------------------ leadership

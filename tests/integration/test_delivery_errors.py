@@ -285,3 +285,30 @@ async def test_the_deliverer_prunes_old_history_hourly_while_it_runs(tmp_path: P
             await asyncio.gather(task, return_exceptions=True)
     finally:
         await store.close()
+
+
+async def test_an_alert_whose_sender_died_mid_send_is_sent_again_marked_as_possibly_repeated(
+        tmp_path: Path) -> None:
+    """A leader that was killed between Slack's answer and recording it leaves its claim on the row:
+    the next leader must send it (never lose it) and tell the reader the copy above is the same."""
+    async with rig(tmp_path) as r:
+        epoch = await r.store.take_leadership("a", now())
+        died = await r.store.enqueue("root", alert("node3 went OFFLINE"), now=now())
+        assert await r.store.claim_send(died, epoch)  # ... and the replica was killed here
+        failed = await r.store.enqueue("root", alert("node2 went OFFLINE"), now=now())
+        assert await r.store.claim_send(failed, epoch)
+        await r.store.mark_failed(failed, now())  # Slack refused it: nobody has it, not in doubt
+        epoch = await r.store.take_leadership("b", now())
+
+        async def claim(item_id: int) -> bool:
+            return await r.store.claim_send(item_id, epoch)
+
+        deliverer = r.deliverer()
+        deliverer.claim = claim
+        async with delivering(deliverer):
+            await _until(lambda: drained(r.store))
+        posts = {str(c.params["text"]): str(c.params.get("blocks")) for c in r.slack.calls
+                 if c.method == "chat.postMessage" and c.ok}
+        assert set(posts) == {"node3 went OFFLINE", "node2 went OFFLINE"}
+        assert "Sent again after the bot failed over" in posts["node3 went OFFLINE"]
+        assert "Sent again" not in posts["node2 went OFFLINE"]
