@@ -180,6 +180,7 @@ class Ack:
     payload: JsonDict | None
     elapsed: float  # seconds from sending the envelope to receiving the ack
     raw: JsonDict
+    connection: int  # the number of the connection the ack came back on
 
     @property
     def late(self) -> bool:
@@ -516,6 +517,7 @@ class FakeSlack:
         self._hooks: dict[str, _Hook] = {}
         self._tickets: set[str] = set()
         self._connection_numbers = itertools.count(1)
+        self._sends = itertools.count()  # spreads envelopes over the open connections
         self._trigger_numbers = itertools.count(1)
         # One condition for every state change; waiters re-check their own predicate.
         self._changed = asyncio.Condition()
@@ -676,6 +678,14 @@ class FakeSlack:
         """The newest open Socket Mode connection, waiting for one if there is none."""
         return await self._wait_until(self._open_connection, timeout, "a Socket Mode connection")
 
+    async def socket_connections(self, count: int, timeout: float = 5.0) -> list[SocketConnection]:
+        """The open Socket Mode connections, oldest first, once there are at least ``count``."""
+        def probe() -> list[SocketConnection] | None:
+            open_connections = self._open_connections()
+            return open_connections if len(open_connections) >= count else None
+
+        return await self._wait_until(probe, timeout, f"{count} open Socket Mode connections")
+
     async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> Ack:
         return await self._wait_until(
             lambda: self.acks.get(envelope_id), timeout, f"the ack of envelope {envelope_id}"
@@ -707,9 +717,17 @@ class FakeSlack:
         retry_attempt: int = 0,
         retry_reason: str = "",
         timeout: float = 5.0,
+        connection: SocketConnection | None = None,
     ) -> str:
-        """Send an envelope to the connected client; returns its envelope_id."""
-        connection = await self.socket_connected(timeout)
+        """Send an envelope; returns its envelope_id.
+
+        Like Slack, which spreads an app's events across its open connections (one per replica),
+        each envelope goes to the next open connection in turn, unless ``connection`` names one.
+        """
+        if connection is None:
+            await self.socket_connected(timeout)
+            open_connections = self._open_connections()
+            connection = open_connections[next(self._sends) % len(open_connections)]
         if accepts_response_payload is None:
             accepts_response_payload = _accepts_response_payload(type, payload)
         envelope_id = str(uuid.uuid4())
@@ -752,8 +770,11 @@ class FakeSlack:
                 await connection.closed.wait()
 
     def _open_connection(self) -> SocketConnection | None:
-        open_connections = [connection for connection in self.connections if connection.open]
+        open_connections = self._open_connections()
         return open_connections[-1] if open_connections else None
+
+    def _open_connections(self) -> list[SocketConnection]:
+        return [connection for connection in self.connections if connection.open]
 
     # ------------------------------------------------------------------ HTTP handlers
 
@@ -1000,7 +1021,7 @@ class FakeSlack:
             await self._notify()
             async for frame in ws:
                 if frame.type == WSMsgType.TEXT:
-                    await self._on_socket_text(frame.data)
+                    await self._on_socket_text(frame.data, connection.number)
         finally:
             connection.closed.set()
             await self._notify()
@@ -1019,7 +1040,7 @@ class FakeSlack:
             "connection_info": {"app_id": APP_ID},
         }
 
-    async def _on_socket_text(self, data: str) -> None:
+    async def _on_socket_text(self, data: str, connection: int) -> None:
         try:
             message = json.loads(data)
         except json.JSONDecodeError:
@@ -1032,7 +1053,7 @@ class FakeSlack:
         self._check_ack_payload(message)
         sent = next((e for e in self.envelopes if e.envelope_id == envelope_id), None)
         elapsed = time.monotonic() - sent.sent_at if sent is not None else 0.0
-        ack = Ack(envelope_id, message.get("payload"), elapsed, message)
+        ack = Ack(envelope_id, message.get("payload"), elapsed, message, connection)
         self.acks.setdefault(envelope_id, ack)  # Slack honours the first ack only
         await self._notify()
 

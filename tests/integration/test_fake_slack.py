@@ -408,6 +408,34 @@ async def test_socket_mode_client_reconnects_after_disconnect(
     assert [call.method for call in slack.calls] == ["apps.connections.open"] * 2
 
 
+
+async def test_socket_mode_envelopes_spread_across_the_open_connections(slack: FakeSlack) -> None:
+    """Like Slack with one connection per replica: each gets its share, and an ack comes back
+    on the connection that carried the envelope; a closed connection gets nothing more."""
+    recorders = [_Recorder(), _Recorder()]
+    clients = [SocketModeClient(app_token=APP_TOKEN, web_client=AsyncWebClient(base_url=slack.api_url))
+               for _ in recorders]
+    try:
+        for client, recorder in zip(clients, recorders, strict=True):
+            client.socket_mode_request_listeners.append(recorder)
+            await client.connect()
+        first, second = await slack.socket_connections(2)
+        spread = [await slack.wait_ack(await slack.socket_send(
+            "events_api", app_mention_event(text="hi", ts=f"1.{i}"))) for i in range(4)]
+        assert [ack.connection for ack in spread] == [first.number, second.number] * 2
+        assert [len(r.requests) for r in recorders] == [2, 2]
+        aimed = await slack.wait_ack(await slack.socket_send(
+            "events_api", app_mention_event(text="hi", ts="2.0"), connection=first))
+        await clients[1].close()
+        await asyncio.wait_for(second.closed.wait(), 5)
+        left = await slack.wait_ack(await slack.socket_send("events_api", app_mention_event(
+            text="hi", ts="3.0")))
+        assert (aimed.connection, left.connection) == (first.number, first.number)
+    finally:
+        for client in clients:
+            await client.close()
+
+
 # --------------------------------------------------------------------------- Bolt end to end
 
 
