@@ -17,12 +17,6 @@ NODECTL=$LAB_DIR/nodectl.sh
 RECORDS=$(mktemp)
 trap 'rm -f "$RECORDS"' EXIT
 
-ssh_node() {
-  ssh -i "$LAB_STATE/ssh/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
-    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$LAB_STATE/ssh/known_hosts" \
-    -o ConnectTimeout=5 "root@$(node_ip "$1")" "${@:2}"
-}
-
 # capture SCENARIO NODE KIND FILE-EXTENSION COMMAND...
 capture() {
   local scenario=$1 node=$2 kind=$3 ext=$4 rc=0 t err

@@ -26,12 +26,6 @@ CFGTOOL=(corosync-cfgtool -s)
 DAEMONS=(systemctl is-active corosync pacemaker pcsd)
 DAEMONS_COROSYNC=(systemctl is-active corosync)
 
-ssh_node() {
-  ssh -i "$LAB_STATE/ssh/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
-    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$LAB_STATE/ssh/known_hosts" \
-    -o ConnectTimeout=5 "root@$(node_ip "$1")" "${@:2}"
-}
-
 # capture SCENARIO NODE KIND COMMAND...   (KIND is the file name after "<node>.")
 capture() {
   local scenario=$1 node=$2 kind=$3 rc=0 t err
