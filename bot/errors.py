@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ClusterbotError(Exception):
     """Base class: `str(err)` is a one-line message fit for a user."""
@@ -99,3 +101,10 @@ class NotAllowed(ClusterbotError):
 class StoreUnavailable(ClusterbotError):
     """The database is down, restarting, unreachable or locked: nothing was written; the store
     reconnects by itself on the next call."""
+
+
+def first_line(exc: BaseException, most: int = 200) -> str:
+    """A driver's or library's exception as one line for our messages: its first line, spaces
+    collapsed, bounded (a database error can carry a whole query and its context)."""
+    text = re.sub(r"\s+", " ", str(exc).strip().split("\n")[0]) or type(exc).__name__
+    return text[:most]

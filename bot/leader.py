@@ -47,7 +47,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.errors import ClusterbotError
+from bot.errors import ClusterbotError, first_line
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -208,7 +208,7 @@ class PgAdvisoryLock:
             row = await cur.fetchone()
         except psycopg.Error as exc:
             await self.release()
-            raise LeadershipError(f"leader lock: {_one_line(exc)}") from exc
+            raise LeadershipError(f"leader lock: {first_line(exc)}") from exc
         return bool(row and row[0])
 
     async def confirm(self) -> bool:
@@ -225,7 +225,7 @@ class PgAdvisoryLock:
                 "AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 2)", PG_LOCK_KEY)
             row = await cur.fetchone()
         except psycopg.Error as exc:
-            raise LeadershipError(f"leader lock: {_one_line(exc)}") from exc
+            raise LeadershipError(f"leader lock: {first_line(exc)}") from exc
         return bool(row and row[0])
 
     async def release(self) -> None:
@@ -241,9 +241,6 @@ class PgAdvisoryLock:
             async with asyncio.timeout(self.timing.timeout_s):
                 await conn.close()
 
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # ---------------------------------------------------------------- the role
@@ -347,7 +344,7 @@ class Leadership:
             held = check.result()
         except Exception as exc:
             self._reached(False, exc)
-            return f"the lock could not be confirmed: {_one_line(exc)}"
+            return f"the lock could not be confirmed: {first_line(exc)}"
         self._reached(True)
         return None if held else "the lock is no longer held"
 
@@ -401,7 +398,7 @@ class Leadership:
         elif not ok and not self._complained:
             self._complained = True
             log.warning("leader lock: the database does not answer (%s); retrying every %gs",
-                        _one_line(exc) if exc else "timed out", self.timing.retry_s)
+                        first_line(exc) if exc else "timed out", self.timing.retry_s)
 
     def status(self) -> dict[str, object]:
         """For /readyz."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.cli import EXIT_OK, EXIT_UNHEALTHY, whole_number
-from bot.errors import ConfigError
+from bot.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from bot.early import EarlySockets, NodeGuess
@@ -213,7 +213,7 @@ def check_state(settings: Settings) -> tuple[bool, str]:
         try:
             where, found = _pg_version(settings.store_url.get_secret_value())
         except Exception as exc:  # psycopg's errors: the server, the network, the URL, the password
-            return False, f"PostgreSQL: {_first_line(exc)}"
+            return False, f"PostgreSQL: {first_line(exc)}"
     else:
         path = Path(settings.state_dir) / DB_NAME
         where = f"SQLite {path}"
@@ -231,12 +231,9 @@ def check_state(settings: Settings) -> tuple[bool, str]:
     try:
         leads = state_leader(settings)
     except Exception as exc:  # the lock's database went away since: say so, the rest is checked
-        leads = f"who leads is unknown: {_first_line(exc)}"
+        leads = f"who leads is unknown: {first_line(exc)}"
     return True, f"{where}: schema version {version}{upgrade}; {leads}"
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _pg_version(url: str) -> tuple[str, int | None]:

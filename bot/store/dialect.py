@@ -11,7 +11,6 @@ BEGIN/COMMIT/SAVEPOINT decide every transaction on both. Rows come back as dicts
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.errors import ConfigError, StoreUnavailable
+from bot.errors import ConfigError, StoreUnavailable, first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -153,7 +152,7 @@ class SqliteConnection(Connection):
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable | None:
         if isinstance(exc, sqlite3.OperationalError):  # locked past the busy timeout, disk I/O, full
-            return StoreUnavailable(f"the state database is unavailable: {_first_line(exc)}")
+            return StoreUnavailable(f"the state database is unavailable: {first_line(exc)}")
         return None
 
     @property
@@ -188,9 +187,9 @@ class PgConnection(Connection):
                 options=f"-c statement_timeout={PG_STATEMENT_TIMEOUT_S * 1000:d}"
                         f" -c lock_timeout={int(BUSY_TIMEOUT_S * 1000):d} -c timezone=UTC")
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
         except psycopg.ProgrammingError as exc:  # a malformed URL
-            raise ConfigError(f"store_url: {_first_line(exc)}") from exc
+            raise ConfigError(f"store_url: {first_line(exc)}") from exc
         return cls(conn)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Rows:
@@ -239,7 +238,7 @@ class PgConnection(Connection):
 
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or self.broken:
             # Server gone, restarting, a cut network, a lock or statement timeout.
-            return StoreUnavailable(f"the state database is unavailable: {_first_line(exc)}")
+            return StoreUnavailable(f"the state database is unavailable: {first_line(exc)}")
         return None
 
     @property
@@ -257,7 +256,3 @@ def _pg_params(sql: str) -> str:
 def _dict_row(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
     return {d[0]: v for d, v in zip(cur.description, row, strict=True)}
 
-
-def _first_line(exc: BaseException) -> str:
-    text = re.sub(r"\s+", " ", str(exc).strip().split("\n")[0]) or type(exc).__name__
-    return text[:200]
