@@ -180,8 +180,22 @@ def _vips(b: Snapshot, a: Snapshot) -> Iterable[Event]:
             yield _event(_K.VIP_STARTED, Severity.INFO, vip, f"{vip} started on {_words(now)}", group,
                          after=_words(now), nodes=now)
         else:
-            yield _event(_K.VIP_MOVED, Severity.INFO, vip, f"{vip} moved {_words(old)} → {_words(now)}",
-                         group, before=_words(old), after=_words(now), nodes=(*old, *now))
+            yield _event(_K.VIP_MOVED, Severity.INFO, vip, _placement(vip, old, now), group,
+                         before=_words(old), after=_words(now), nodes=(*old, *now))
+
+
+def _placement(vip: str, old: tuple[str, ...], now: tuple[str, ...]) -> str:
+    """A VIP's new place. On a rejoin Pacemaker's probe can find it up on two nodes for a moment
+    (the returning node still had the address): "moved node1 → node1 node3" would misread that."""
+    if len(now) > 1:
+        return f"{vip} is active on {_both(now)} at once (was on {_both(old)})"
+    if len(old) > 1:
+        return f"{vip} is active only on {now[0]} again (was on {_both(old)} at once)"
+    return f"{vip} moved {old[0]} → {now[0]}"
+
+
+def _both(nodes: tuple[str, ...]) -> str:
+    return " and ".join(nodes) if len(nodes) <= 2 else ", ".join(nodes[:-1]) + f" and {nodes[-1]}"
 
 
 def _clones(b: Snapshot, a: Snapshot) -> Iterable[Event]:

@@ -638,3 +638,21 @@ def test_every_event_of_any_sequence_lands_in_exactly_one_titled_draft(names: li
         assert sorted(grouped) == sorted(id(e) for e in events)
         assert all(d.cause and d.title for d in drafts)
         assert [d.severity for d in drafts] == sorted((d.severity for d in drafts), reverse=True)
+
+
+def test_a_vip_seen_on_two_nodes_at_once_is_said_so_not_moved_to_a_list() -> None:
+    """Seen on the lab: on node3's rejoin Pacemaker's probe found virtual_ip_3 up on node1 and
+    node3 for a second; the alert read "virtual_ip_3 moved node1 → node1 node3"."""
+    healthy = snapshot(report("a_healthy"))
+    on = dict(healthy.vips)
+    assert on["virtual_ip_3"] == ("node3",)
+
+    def vip3_on(*nodes: str) -> Snapshot:
+        return replace(healthy, vips=tuple((v, nodes if v == "virtual_ip_3" else n) for v, n in healthy.vips))
+
+    moved, both = vip3_on("node1"), vip3_on("node1", "node3")
+    said = [e.message for e in (*diff(moved, both), *diff(both, healthy))
+            if e.kind is EventKind.VIP_MOVED]
+    assert said == ["virtual_ip_3 is active on node1 and node3 at once (was on node1)",
+                    "virtual_ip_3 is active only on node3 again (was on node1 and node3 at once)"]
+    assert [e.message for e in diff(healthy, moved)] == ["virtual_ip_3 moved node3 → node1"]
