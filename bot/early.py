@@ -113,14 +113,15 @@ def _cluster_nodes(cluster: dict[str, object], timeout: float) -> list[NodeGuess
     # A bare host string means Pacemaker node name = host, as in the settings.
     tables = [{"name": n, "host": n} if isinstance(n, str) else dict(n) for n in nodes]
     return [NodeGuess(str(n["name"]), str(n["host"]), int(n.get("port", DEFAULT_SSH_PORT)),
-                      user, Path(key), known, timeout, sudo, _reads(kind, str(n["name"])))
+                      user, Path(key), known, timeout, sudo, _reads(kind))
             for n in tables]
 
 
-def _reads(kind: object, node: str) -> tuple[Argv, ...]:
-    """What bot.collect asks a cold node of a cluster of this kind with the built-in commands."""
+def _reads(kind: object) -> tuple[Argv, ...]:
+    """What bot.collect asks a cold node of a cluster of this kind with the built-in commands,
+    for a one-shot status (which asks no controller state: nothing in a status shows it)."""
     if kind == "pacemaker":
-        return (CRM_MON, DAEMONS, QUORUM, LINKS, controller_argv(node))
+        return (CRM_MON, DAEMONS, QUORUM, LINKS)
     return (COROSYNC_DAEMONS, QUORUM, LINKS) if kind == "corosync" else ()
 
 

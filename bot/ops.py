@@ -93,7 +93,7 @@ async def _status(args: argparse.Namespace, guessed: list[NodeGuess], early: Ear
         settings, clusters = await asyncio.to_thread(_validated, args)
         from bot.collect import Collector
 
-        reports = await Collector(pool, settings).collect_many(clusters)
+        reports = await Collector(pool, settings, controller=False).collect_many(clusters)
     from bot.cli import format_reports
 
     print(format_reports(reports, args.format, lambda n: settings.cluster(n).expectations))  # type: ignore[union-attr]

@@ -121,3 +121,18 @@ async def test_status_connects_as_the_validated_settings_say_not_as_the_file_gue
     views = json.loads(out)["views"]
     assert [v["ok"] for v in views] == [False] * 3
     assert all("someone-else@" in v["error"] and "refused our key" in v["error"] for v in views), views
+
+
+async def test_a_one_shot_status_asks_no_controller_state(tmp_path: Path) -> None:
+    """`clusterbot status` asks each node four questions down one read shell: crmadmin's
+    controller state informs only the watcher's settling and nothing a status shows, so a cron
+    job or monitoring check does not make every node's controller answer it."""
+    async with fake_cluster(tmp_path) as fc:
+        cfg = write_config(fc, tmp_path / "c.toml")
+        rc, out, err = await clusterbot("status", "--config", str(cfg), "--format", "json")
+        asked = [sorted(c.split()[2] for c in server.commands) for server in fc.servers()]
+        sessions = [(server.connections_accepted, server.shells) for server in fc.servers()]
+    assert rc == 0, err
+    assert asked == [["corosync-cfgtool", "corosync-quorumtool", "crm_mon", "systemctl"]] * 3
+    assert sessions == [(1, 1)] * 3
+    assert all(v["ok"] for v in json.loads(out)["views"])

@@ -108,7 +108,7 @@ def test_the_reads_sent_ahead_are_what_a_cold_collector_asks(tmp_path: Path, clu
     settings = load_settings(path)
     (conf,) = settings.clusters
     target = target_for(conf, conf.nodes[0], settings)
-    collector = Collector(SshPool(), settings)
+    collector = Collector(SshPool(), settings, controller=False)  # as `clusterbot status` asks
     assert [build_command(a, guess.sudo) for a in guess.reads] == \
            [build_command(a, target.sudo) for a in collector._argvs(conf, target, None)]
 
