@@ -7,6 +7,7 @@ exitreason, a node's SSH error): each is escaped here, where it becomes mrkdwn. 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from bot.pacemaker.diff import IncidentDraft
@@ -92,24 +93,27 @@ def escalation_doc(cluster: str, draft: IncidentDraft, *, incident_key: str, inc
 
 
 def recovery_doc(cluster: str, report: ClusterReport, lasted: timedelta) -> Doc:
-    """An incident is over; the cluster is healthy only if the report says so."""
-    return Doc(verdict=f"{OK_EMOJI} {_recovered(report, f'after {duration(lasted)}')}",
-               fallback=_fallback(cluster, f"recovered after {duration(lasted)}"))
+    """An incident is over; the cluster is healthy only if the report says so. The notification
+    (fallback) makes the same claim: a partial recovery must not pop up as "recovered"."""
+    when = f"after {duration(lasted)}"
+    return Doc(verdict=f"{OK_EMOJI} {_recovered(report, when)}",
+               fallback=_fallback(cluster, _recovered(report, when, text=str)))
 
 
-def _recovered(report: ClusterReport, when: str) -> str:
+def _recovered(report: ClusterReport, when: str, text: Callable[[str], str] = mrkdwn) -> str:
     if report.healthy:
         return f"the cluster is healthy again {when}"
-    return f"this part recovered {when}; still wrong: {still_wrong(report)}"
+    return f"this part recovered {when}; still wrong: {still_wrong(report, text=text)}"
 
 
-def still_wrong(report: ClusterReport, most: int = 2) -> str:
-    """The worst problems of an unhealthy report, briefly (mrkdwn): the rest has its own alerts."""
+def still_wrong(report: ClusterReport, most: int = 2, text: Callable[[str], str] = mrkdwn) -> str:
+    """The worst problems of an unhealthy report, briefly (mrkdwn, or `text` for plain words):
+    the rest has its own alerts."""
     problems = sorted((f for f in report.findings if f.severity > Severity.INFO), key=lambda f: -f.severity)
     if not problems:
         return "no status from the cluster" if not report.has_view else "nothing serious"
     more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
-    return "; ".join(mrkdwn(f.message) for f in problems[:most]) + more
+    return "; ".join(text(f.message) for f in problems[:most]) + more
 
 
 def flap_subject(key: str) -> str:

@@ -158,6 +158,20 @@ def test_a_recovery_while_another_problem_remains_does_not_say_healthy() -> None
     said = bot.thread(node2)[-1]
     assert "healthy again" not in said
     assert "this part recovered after 10s" in said and "node3 is OFFLINE" in said
+    # The notification says the same: a phone must not show "recovered" while node3 is down.
+    (pushed,) = [item.payload["doc"]["fallback"] for item in bot.store.due(bot.clock.now(), limit=1000)
+                 if _verdict(item.payload) == said]
+    assert "this part recovered after 10s; still wrong:" in pushed and "node3 is OFFLINE" in pushed
+
+
+def test_a_recovery_of_the_whole_cluster_is_notified_as_healthy() -> None:
+    bot = make()
+    bot.see(report("a_healthy"), report("b_standby"), report("a_healthy"))
+    node2 = bot.incident("node:node2")
+    said = bot.thread(node2)[-1]
+    (pushed,) = [item.payload["doc"]["fallback"] for item in bot.store.due(bot.clock.now(), limit=1000)
+                 if _verdict(item.payload) == said]
+    assert "healthy again after" in said and "the cluster is healthy again after 5s" in pushed
 
 
 # ---------------------------------------------------------------- recoveries in a busy poll
