@@ -47,8 +47,9 @@ def store_target(settings: Settings) -> str | Path:
 
 
 def open_store(settings: Settings) -> Store:
-    """The synchronous store, for commands that run no event loop (`clusterbot audit`)."""
-    return Store.open(store_target(settings))
+    """The synchronous store, for commands that run no event loop and only read (`clusterbot
+    audit`): one the bot never ran against is refused, not created."""
+    return Store.open(store_target(settings), create=False)
 
 
 @dataclass

@@ -187,11 +187,13 @@ class Store:
         self._conn = conn
 
     @classmethod
-    def open(cls, target: str | Path) -> Store:
-        """A SQLite file (or ":memory:") or a postgresql:// URL; migrates it to SCHEMA_VERSION."""
+    def open(cls, target: str | Path, *, create: bool = True) -> Store:
+        """A SQLite file (or ":memory:") or a postgresql:// URL; migrates it to SCHEMA_VERSION.
+        `create=False` (commands that only read, such as `clusterbot audit`): a database the bot
+        never ran against is a ConfigError, and nothing is created in it."""
         conn = connect(target)
         try:
-            _migrate(conn, _where(target))
+            _migrate(conn, _where(target), create=create)
         except BaseException as exc:
             down = conn.unavailable(exc) if isinstance(exc, Exception) else None
             conn.close()
@@ -631,13 +633,16 @@ class Store:
 # ---------------------------------------------------------------- helpers
 
 
-def _migrate(conn: Connection, where: str) -> None:
+def _migrate(conn: Connection, where: str, *, create: bool = True) -> None:
     # The write transaction (and on PostgreSQL an advisory lock): two processes opening a new
     # database must not both migrate. DDL is transactional on both: a failed upgrade leaves none.
     conn.execute(conn.begin_write)
     try:
         conn.lock_for_migration()
         version = conn.schema_version()
+        if not version and not create:
+            raise ConfigError(f"{where}: no clusterbot state yet: the bot has not run against this "
+                              "database (nothing was created in it); check store_url or --config")
         if version > SCHEMA_VERSION:
             raise ConfigError(f"{where}: schema version {version} is newer than this clusterbot's "
                               f"{SCHEMA_VERSION}")

@@ -106,7 +106,6 @@ def test_audit_export_reads_postgresql_and_is_one_line_when_it_is_down(
         await store.append_audit(now=datetime(2026, 12, 2, tzinfo=UTC), actor="U0BOSS", event="probe")
         await store.close()
 
-    asyncio.run(seed())
     env = {"CLUSTERBOT_STORE_URL": pg_url, "CLUSTERBOT_STATE_DIR": str(tmp_path / "unused"),
            "PATH": "/usr/bin:/bin"}
 
@@ -114,6 +113,11 @@ def test_audit_export_reads_postgresql_and_is_one_line_when_it_is_down(
         return subprocess.run([sys.executable, "-m", "bot", "audit", "--jsonl"], env=env, text=True,
                               capture_output=True, timeout=120, check=False)
 
+    out = audit()  # a database the bot never ran against: said in one line, and left empty
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "no clusterbot state yet" in out.stderr, out.stderr
+    assert _tables(pg_url) == []
+    asyncio.run(seed())
     out = audit()
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -125,3 +129,11 @@ def test_audit_export_reads_postgresql_and_is_one_line_when_it_is_down(
         pg_server.start()
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.startswith("clusterbot: cannot connect to PostgreSQL: ") and out.stderr.count("\n") == 1
+
+
+def _tables(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return sorted(r[0] for r in rows)
