@@ -27,7 +27,7 @@ from bot.metrics import Metrics
 from bot.settings import NAME_RE
 from bot.signing import MAX_SKEW_S as MAX_SKEW_S  # re-exported: the push tests and agent docs use it
 from bot.signing import PUSH, sign, verify
-from bot.slack.serve import HttpServer, RefusalLog, bounded_body
+from bot.slack.serve import HttpServer, RefusalLog, bounded_body, new_web_app
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def ops_routes(*, metrics: Metrics | None = None, slack_connected: Check | None 
 
 async def serve_ops(host: str, port: int, routes: Sequence[web.RouteDef]) -> HttpServer:
     """Serve routes on their own host:port (port 0: any free port); `.port` is the bound port."""
-    app = web.Application(client_max_size=MAX_PUSH_BYTES)
+    app = new_web_app(MAX_PUSH_BYTES)
     app.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

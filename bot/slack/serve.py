@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -52,11 +52,27 @@ class SocketHandler(AsyncSocketModeHandler):
         await super().close_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
 
 
+SERVER_HEADER = "clusterbot"
+
+
+def new_web_app(max_bytes: int) -> web.Application:
+    """An aiohttp application that does not name its software: aiohttp's default header
+    (`Server: Python/3.11 aiohttp/3.x`) would tell anyone scanning the public port which
+    versions, and so which known bugs, to try."""
+    web_app = web.Application(client_max_size=max_bytes)
+    web_app.on_response_prepare.append(_anonymous)
+    return web_app
+
+
+async def _anonymous(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER_HEADER
+
+
 async def serve_http(app: BotApp, host: str, port: int,
                      extra_routes: list[web.RouteDef] | None = None) -> HttpServer:
     """Serve signed Slack requests at /slack/events (and any extra routes) on host:port."""
     await app.identity.start()
-    web_app = web.Application(client_max_size=MAX_SLACK_BYTES)
+    web_app = new_web_app(MAX_SLACK_BYTES)
     web_app.add_routes([events_route(app), *(extra_routes or [])])
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()

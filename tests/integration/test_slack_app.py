@@ -13,6 +13,7 @@ import pytest
 
 from bot.demo.cluster import DemoCluster
 from bot.errors import ConfigError
+from bot.ops_http import push_routes, serve_ops
 from bot.server import start_bot
 from bot.slack.app import build_app
 from bot.slack.client import web_client
@@ -173,3 +174,21 @@ async def test_token_slack_refuses_fails_startup_loudly() -> None:
             server = await serve_http(app, "127.0.0.1", 0)
             await server.close()
         assert [c.method for c in slack.calls] == ["auth.test"]  # no retry can fix a refused token
+
+
+async def test_the_public_ports_do_not_name_their_software() -> None:
+    """aiohttp's default `Server: Python/3.11 aiohttp/3.x` would tell a scanner which versions,
+    and so which known bugs, to try: every answer says only `clusterbot`, refusals and 404s too,
+    on the Slack port and on the ops port (push, health, metrics)."""
+    async with running_bot() as h:
+        ops = await serve_ops("127.0.0.1", 0, push_routes(secret="push-secret", wake=lambda c: True))
+        try:
+            slack = h.events_url.removesuffix("/slack/events")
+            asked = [("POST", f"{slack}/slack/events"), ("GET", f"{slack}/slack/events"),
+                     ("GET", f"{slack}/nope"), ("POST", f"http://127.0.0.1:{ops.port}/push/lab"),
+                     ("GET", f"http://127.0.0.1:{ops.port}/nope")]
+            for method, url in asked:
+                async with h.http.request(method, url, data=b"x") as resp:
+                    assert resp.headers.getall("Server") == ["clusterbot"], (method, url, resp.status)
+        finally:
+            await ops.close()
