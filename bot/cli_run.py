@@ -49,6 +49,9 @@ def run_command(args: argparse.Namespace) -> int:
     overrides = {"http_port": args.port} if args.port is not None else {}
     settings = load_settings(args.config, need_clusters=True, **overrides)
     refuse_problems(settings)
+    from bot.slack.client import require_credentials
+
+    require_credentials(settings)
     asyncio.run(_serve(settings))
     return 0
 

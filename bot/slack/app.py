@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import ClusterbotError, ConfigError, NotAllowed
 from bot.render.doc import Doc, mrkdwn
 from bot.settings import Settings
-from bot.slack.client import error_code
+from bot.slack.client import NO_SIGNING_SECRET, error_code
 from bot.slack.replies import SLACK_TROUBLE, SlackOut, text_doc, why
 from commands import authorize, dispatch, parse_text, resolve
 from commands.help import detail
@@ -121,7 +121,7 @@ def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
     """Register listeners; no logic lives here beyond translating payloads."""
     secret = settings.slack_signing_secret
     if not socket_mode and secret is None:
-        raise ConfigError("SLACK_SIGNING_SECRET is required in HTTP mode (Basic Information page)")
+        raise ConfigError(NO_SIGNING_SECRET)
     identity = BotIdentity(client)
     with _token_not_ignored():
         app = BotApp(

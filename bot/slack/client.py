@@ -213,11 +213,24 @@ def _status(resp: object) -> object:
     return getattr(resp, "status_code", None) or getattr(resp, "status", None)
 
 
+NO_BOT_TOKEN = "SLACK_BOT_TOKEN is not set (the xoxb- token from OAuth & Permissions)"
+NO_SIGNING_SECRET = "SLACK_SIGNING_SECRET is required in HTTP mode (Basic Information page)"
+
+
+def require_credentials(settings: Settings) -> None:
+    """What `run` needs of Slack, checked before anything is opened or created (the state
+    directory, the database): a missing secret is one line and leaves no trace."""
+    if settings.slack_bot_token is None:
+        raise ConfigError(NO_BOT_TOKEN)
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        raise ConfigError(NO_SIGNING_SECRET)
+
+
 def web_client(settings: Settings, session: aiohttp.ClientSession | None = None,
                metrics: Metrics | None = None) -> AsyncWebClient:
     """One client for the bot's life; pass the session it should reuse (and close it yourself)."""
     if settings.slack_bot_token is None:
-        raise ConfigError("SLACK_BOT_TOKEN is not set (the xoxb- token from OAuth & Permissions)")
+        raise ConfigError(NO_BOT_TOKEN)
     base = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
     client = CountingWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base,
                                retry_handlers=retry_handlers(), timeout=15, session=session,

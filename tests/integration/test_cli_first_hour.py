@@ -285,6 +285,19 @@ def test_audit_of_an_empty_state_dir_says_so_and_creates_nothing(tmp_path: Path)
     assert out.returncode == 2 and not (tmp_path / "nope").exists()
 
 
+async def test_run_without_its_slack_secrets_refuses_in_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    async with fake_cluster(tmp_path) as fc:
+        cfg = str(healthy_config(fc, tmp_path))
+        no_token = await asyncio.to_thread(cli, "run", "--config", cfg)
+        no_secret = await asyncio.to_thread(cli, "run", "--config", cfg,
+                                            env=clean_env(SLACK_BOT_TOKEN="xoxb-test"))
+    assert (no_token.returncode, no_token.stderr) == (
+        2, "clusterbot: SLACK_BOT_TOKEN is not set (the xoxb- token from OAuth & Permissions)\n")
+    assert (no_secret.returncode, no_secret.stderr) == (
+        2, "clusterbot: SLACK_SIGNING_SECRET is required in HTTP mode (Basic Information page)\n")
+    assert not (tmp_path / "state").exists()  # no state directory, no database
+
+
 # ---------------------------------------------------------------- 15: where alerts go
 
 
