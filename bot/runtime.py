@@ -75,6 +75,10 @@ class Runtime:
         stack.push_async_callback(rt.stop_tasks)
         return rt
 
+    async def first_sight(self, key: str) -> bool:
+        """Whether an inbound event is new to every replica (bot.slack.app's redelivery check)."""
+        return await self.store.first_sight(key, now())
+
     def watch(self, poster: Poster, *, fix_button: bool = False, metrics: Metrics | None = None,
               claim: Claim | None = None) -> Watcher:
         """Start the watcher and the alert deliverer as background tasks (the leader's work).

@@ -82,7 +82,8 @@ async def start_bot(settings: Settings, *, watch: bool = True) -> Bot:
         stack.push_async_callback(session.close)
         client = web_client(settings, session, metrics=metrics)
         app = build_app(settings, runtime.services, client,
-                        socket_mode=settings.slack_app_token is not None)
+                        socket_mode=settings.slack_app_token is not None,
+                        first_sight=runtime.first_sight)
         bot = Bot(settings, runtime, app, stack=stack, metrics=metrics)
         await _serve(bot, client, watch)
     except BaseException:

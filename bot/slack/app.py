@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ClusterbotError, ConfigError, NotAllowed
+from bot.errors import ClusterbotError, ConfigError, NotAllowed, StoreUnavailable
 from bot.render.doc import Doc, mrkdwn
 from bot.settings import Settings
 from bot.slack.client import NO_SIGNING_SECRET, error_code
@@ -33,6 +34,7 @@ from commands.help import detail
 from commands.spec import Invocation, Services, Source, UsageError
 
 log = logging.getLogger(__name__)
+FirstSight = Callable[[str], Awaitable[bool]]  # bot.runtime.Runtime.first_sight
 COMMAND = "/cluster"
 AUTH_RETRY_FIRST_S = 2.0  # pause before the first background auth.test retry, doubled after each
 AUTH_RETRY_MAX_S = 60.0
@@ -117,7 +119,7 @@ class BotApp(AsyncApp):
 
 
 def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
-              socket_mode: bool) -> BotApp:
+              socket_mode: bool, first_sight: FirstSight | None = None) -> BotApp:
     """Register listeners; no logic lives here beyond translating payloads."""
     secret = settings.slack_signing_secret
     if not socket_mode and secret is None:
@@ -144,7 +146,7 @@ def build_app(settings: Settings, services: Services, client: AsyncWebClient, *,
         await next()
 
     app.signing_key = secret.get_secret_value().encode() if secret and not socket_mode else None
-    _register(app, services)
+    _register(app, services, first_sight)
     return app
 
 
@@ -163,7 +165,7 @@ def _token_not_ignored() -> Iterator[None]:
         bolt.removeFilter(hush)
 
 
-def _register(app: AsyncApp, services: Services) -> None:
+def _register(app: AsyncApp, services: Services, first_sight: FirstSight | None) -> None:
     @app.command(COMMAND)
     async def on_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         inv, problem = slash_invocation(body)
@@ -176,7 +178,9 @@ def _register(app: AsyncApp, services: Services) -> None:
         await execute(inv, services, out)
 
     @app.event("app_mention")
-    async def on_mention(event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_mention(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        if await _redelivered(body, first_sight):
+            return
         inv, problem = mention_invocation(event)
         out = SlackOut(client, inv.channel or "", inv.user, thread_ts=inv.thread_ts)
         refusal = precheck(inv, services, problem)
@@ -196,6 +200,29 @@ def _register(app: AsyncApp, services: Services) -> None:
             return BoltResponse(status=400, body="")
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
         return None
+
+
+# Slack's event ids ("Ev0123ABCD"): anything else is not used as a key.
+_EVENT_ID = re.compile(r"Ev[A-Za-z0-9]{1,62}")
+
+
+async def _redelivered(body: dict[str, Any], first_sight: FirstSight | None) -> bool:
+    """Slack sends an event again when it thinks the first delivery was lost (HTTP:
+    X-Slack-Retry-Num; Socket Mode: retry_attempt), to this replica or another, with the same
+    event_id. It is handled once: a mention that files a fix must not file it twice. Without the
+    store (an outage), it is handled again: better twice than a status never answered."""
+    event_id = body.get("event_id")
+    if first_sight is None or not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
+        return False
+    try:
+        fresh = await first_sight(f"slack-event:{event_id}")
+    except StoreUnavailable as exc:
+        log.warning("cannot check whether Slack event %s was handled already (%s); handling it",
+                    event_id, exc)
+        return False
+    if not fresh:
+        log.info("Slack sent event %s again; it was handled already", event_id)
+    return not fresh
 
 
 _OUR_CODE = tuple(str(Path(__file__).resolve().parents[2] / pkg) + os.sep for pkg in ("bot", "commands"))

@@ -41,6 +41,7 @@ __all__ = ["AsyncStore", "AuditEntry", "Incident", "IncidentState", "Leadership"
 log = logging.getLogger(__name__)
 
 AUDIT_PAGE = 500  # rows per read while streaming the whole audit log
+SEEN_KEEP_S = 3600.0  # how long an inbound event id is remembered (Slack retries for minutes)
 INTERRUPTED = "bot restarted while running; outcome unknown, check the cluster"
 
 # One function per schema version: _MIGRATIONS[i](dialect) upgrades version i to i+1, with the
@@ -91,7 +92,14 @@ def _schema_v2(d: Connection) -> tuple[str, ...]:
     )
 
 
-_MIGRATIONS = (_schema_v1, _schema_v2)
+def _schema_v3(d: Connection) -> tuple[str, ...]:
+    """Inbound Slack events already handled (their event_id), so that Slack's redelivery of an
+    event it thinks was lost is handled once, by whichever replica receives it (first_sight)."""
+    return ("CREATE TABLE seen_events (key TEXT PRIMARY KEY, seen_at TEXT NOT NULL)",
+            "CREATE INDEX seen_events_by_time ON seen_events (seen_at)")
+
+
+_MIGRATIONS = (_schema_v1, _schema_v2, _schema_v3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -598,6 +606,17 @@ class Store:
                 f" SELECT {waited_for} FROM outbox WHERE delivered_at IS NULL AND {waited_for} IS NOT NULL)",
                 (cutoff,)).rowcount
         return rows, incidents
+
+    # ------------------------------------------------------------ inbound events
+
+    def first_sight(self, key: str, now: datetime, keep_s: float = SEEN_KEEP_S) -> bool:
+        """Record an inbound event (e.g. a Slack event_id); False if it was already recorded:
+        a redelivery, from this replica's point of view or another's. What is older than
+        `keep_s` is forgotten (Slack gives up re-sending within minutes)."""
+        with self._write() as c:
+            c._x("DELETE FROM seen_events WHERE seen_at < ?", (_ts(now - timedelta(seconds=keep_s)),))
+            return c._x("INSERT INTO seen_events (key, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (key, _ts(now))).rowcount == 1
 
     # ------------------------------------------------------------ locks
 

@@ -150,6 +150,7 @@ class AsyncStore:
     mark_delivered = _awaitable(Store.mark_delivered)
     mark_failed = _awaitable(Store.mark_failed)
     prune = _awaitable(Store.prune)
+    first_sight = _awaitable(Store.first_sight)
     try_lock = _awaitable(Store.try_lock)
     unlock = _awaitable(Store.unlock)
     lock_holder = _awaitable(Store.lock_holder)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.demo.cluster import DemoCluster
-from tests.fakes.signing import block_actions_payload, slash_command_payload
+from tests.fakes.signing import app_mention_event, block_actions_payload, slash_command_payload
 from tests.fakes.slack import ACK_DEADLINE_SECONDS, Ack, Call, FakeSlack, SocketConnection
 from tests.integration.replicas import ALERTS, CHANNEL, WAIT_S, Replica, Replicas, replicas
 
@@ -105,3 +105,30 @@ async def test_socket_mode_replicas_all_answer_race_an_approval_and_survive_a_ki
                              and not c.params.get("thread_ts") and node in _text(c),
                              timeout=WAIT_S, since=mark)
         assert await b.stop() == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_an_event_slack_sends_again_to_the_other_replica_files_one_request(
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    """Slack re-sends an events_api envelope it thinks was lost (retry_attempt), to any open
+    connection: the other replica must not handle the same event_id again. Here a mention that
+    files a fix, sent to `a` and again to `b`, files it once."""
+    store = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    async with FakeSlack() as slack, DemoCluster() as demo, \
+            replicas(slack, demo, tmp_path, store=store, approvers=[BOSS]) as group:
+        await demo.demo_command(("fail", "virtual_ip_2"))
+        a, to_a = await start_socket(group, "a")
+        await a.leading()
+        b, to_b = await start_socket(group, "b")
+        mention = app_mention_event(text="cleanup prod-haproxy virtual_ip_2", ts="1700000001.000100",
+                                    channel_id=CHANNEL)
+        await slack.wait_ack(await slack.socket_send("events_api", mention, connection=to_a), timeout=WAIT_S)
+        await slack.wait_for("chat.postMessage", lambda c: "requested by" in _text(c), timeout=WAIT_S)
+        again = await slack.socket_send("events_api", mention, retry_attempt=1, retry_reason="timeout",
+                                        connection=to_b)
+        assert (await slack.wait_ack(again, timeout=WAIT_S)).connection == to_b.number
+        await status(slack)  # answered after the retry was taken
+        await status(slack)
+        requests = [c for c in slack.calls if c.method == "chat.postMessage" and "requested by" in _text(c)]
+        assert len(requests) == 1
+        assert b.said("Slack sent event") and not a.said("Slack sent event")

@@ -20,7 +20,7 @@ from bot.slack.client import web_client
 from bot.slack.serve import serve_http
 from commands.spec import Services
 from tests.fakes.botharness import CHANNEL, SECRET, Harness, demo_settings, running_bot
-from tests.fakes.signing import app_mention_event, sign, slash_command_body
+from tests.fakes.signing import app_mention_event, events_body, sign, slash_command_body
 from tests.fakes.slack import Call, FakeSlack
 
 
@@ -192,3 +192,23 @@ async def test_the_public_ports_do_not_name_their_software() -> None:
                     assert resp.headers.getall("Server") == ["clusterbot"], (method, url, resp.status)
         finally:
             await ops.close()
+
+
+async def test_an_event_slack_sends_again_is_answered_once() -> None:
+    """Slack re-sends an event whose 200 it did not get in time (X-Slack-Retry-Num), with the
+    same event_id: answered once, so a mention that files a fix would not file it twice. A new
+    event (another event_id) is still answered."""
+    async with running_bot() as h:
+        first = events_body(app_mention_event(text="status prod-haproxy", ts="1700000001.000100"))
+        status, _, _ = await h.post(first, "application/json")
+        assert status == 200
+        await h.slack.wait_for("chat.update", timeout=10)
+        retry = {**sign(SECRET, first), "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+        status, _, _ = await h.post(first, "application/json", retry)
+        assert status == 200  # acknowledged, so Slack stops re-sending
+        again = events_body(app_mention_event(text="status prod-haproxy", ts="1700000002.000100"))
+        mark = len(h.slack.calls)
+        await h.post(again, "application/json")
+        await h.slack.wait_for("chat.update", timeout=10, since=mark)
+        threads = [c.params["thread_ts"] for c in h.slack.calls if c.method == "chat.postMessage"]
+        assert threads == ["1700000001.000100", "1700000002.000100"]

@@ -296,6 +296,17 @@ def test_restart_resumes_pending_expires_due_and_fails_running(path: Target) -> 
 # ---------------------------------------------------------------- locks
 
 
+def test_an_inbound_event_is_new_once_then_forgotten_after_the_keep_time(path: Target) -> None:
+    with Store.open(path) as a, Store.open(path) as b:  # two replicas on one database
+        assert a.first_sight("slack-event:Ev1", T0)
+        assert not b.first_sight("slack-event:Ev1", T0 + timedelta(seconds=60))  # the retry
+        assert not a.first_sight("slack-event:Ev1", T0 + timedelta(seconds=300))
+        assert b.first_sight("slack-event:Ev2", T0)
+        later = T0 + timedelta(seconds=bot.store.SEEN_KEEP_S + 1)
+        assert a.first_sight("slack-event:Ev3", later)  # pruned Ev1 and Ev2 on the way
+        assert b.first_sight("slack-event:Ev1", later)
+
+
 def test_lock_contention(store: Store) -> None:
     assert store.try_lock("prod-haproxy", "a", T0)
     assert not store.try_lock("prod-haproxy", "b", T0)
@@ -543,12 +554,13 @@ def test_a_schema_v1_sqlite_file_upgrades_in_place(tmp_path: Path) -> None:
         assert (queued.kind, queued.epoch) == ("reply", None)
         assert s.load_watch_state("prod-haproxy") == '{"dc": "node1"}'
         assert s.leadership().epoch == 0
+        assert s.first_sight("slack-event:Ev1", T0) and not s.first_sight("slack-event:Ev1", T0)
         epoch = s.take_leadership("host-a", T0)
         assert s.claim_send(queued.id, epoch)
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             s.connection.execute("DELETE FROM audit")
     with closing(sqlite3.connect(path)) as after:
-        assert after.execute("PRAGMA user_version").fetchone()[0] == bot.store.SCHEMA_VERSION == 2
+        assert after.execute("PRAGMA user_version").fetchone()[0] == bot.store.SCHEMA_VERSION == 3
 
 
 def test_migrations_upgrade_a_v1_database_on_both_backends(path: Target,
@@ -560,8 +572,9 @@ def test_migrations_upgrade_a_v1_database_on_both_backends(path: Target,
             old.create_request(make())
             item = old.enqueue("root", {"text": "m0"}, now=T0)
     with Store.open(path) as s, raw(path) as other:
-        assert other.schema_version() == 2
+        assert other.schema_version() == bot.store.SCHEMA_VERSION == 3
         assert s.get_request("r1") == make()
+        assert s.first_sight("slack-event:Ev1", T0)
         assert [(i.id, i.epoch) for i in s.due(T0)] == [(item, None)]
         assert s.take_leadership("host-a", T0) == 1
 
