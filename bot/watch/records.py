@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -105,6 +106,18 @@ class IncidentRecord:
             except (ValueError, TypeError):
                 continue
         return latest
+
+    @property
+    def reopened_at(self) -> datetime | None:
+        """When it was last reopened (None: never, or unreadable): its latest outage began then."""
+        raw = self.raw.get("reopened_at")
+        try:
+            return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+
+    def with_reopened_at(self, at: datetime) -> IncidentRecord:
+        return IncidentRecord({**self.raw, "reopened_at": at.isoformat()})
 
     @property
     def settling(self) -> bool:

@@ -262,7 +262,7 @@ class _Poll:
         if current.open:
             return current
         current = self._put(replace(current, open=True, resolved_at=None))
-        return self._update(current, record=current.record.with_open([])) if current.record.open else current
+        return self._update(current, record=current.record.with_open([]).with_reopened_at(self.now))
 
     def _end(self, inc: IncidentView) -> IncidentView:
         self.effects.append(ResolveIncident(inc.ref, self.now))
@@ -476,8 +476,8 @@ class _Poll:
 
     def _resolve(self, inc: IncidentView) -> None:
         done = self._end(inc)
-        lasted = self.now - done.opened_at
-        said = recovery_doc(self.rules.cluster, self.report, lasted)
+        lasted = self.now - done.opened_at  # the root: the whole incident
+        said = recovery_doc(self.rules.cluster, self.report, self._outage(done))
         if done.record.settling is self.report.healthy:  # "still wrong: …": told once it settled
             done = self._update(done, record=done.record.with_settling(not self.report.healthy))
         self._post(MessageKind.REPLY, done, said)
@@ -492,8 +492,13 @@ class _Poll:
             if inc.open or not inc.record.settling:
                 continue
             inc = self._update(inc, record=inc.record.with_settling(False))
-            self._post(MessageKind.REPLY, inc,
-                       recovery_doc(self.rules.cluster, self.report, self.now - inc.opened_at))
+            said = recovery_doc(self.rules.cluster, self.report, self._outage(inc))
+            self._post(MessageKind.REPLY, inc, said)
+
+    def _outage(self, inc: IncidentView) -> timedelta:
+        """How long the thread's latest outage lasted: since the incident opened, or since it was
+        last reopened (a reply's "after 8s" is that return's, not the whole flap's)."""
+        return self.now - (inc.record.reopened_at or inc.opened_at)
 
     def open_initial(self) -> None:
         if self._find_open(INITIAL_KEY) is not None:

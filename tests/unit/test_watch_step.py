@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
+from bot.render.doc import Doc
 from bot.watch.effects import (
     Counted,
     Effect,
@@ -352,3 +353,20 @@ def test_an_unchanged_report_is_decided_only_when_time_may_end_something() -> No
     calm = replace(book.memory, fix_roots=False)
     assert needed(calm, True, now, due - 1, 15.0) is None
     assert needed(calm, True, now, due, 15.0) is unchanged
+
+
+def test_a_reopened_incidents_recovery_counts_its_latest_outage_and_its_root_the_whole_incident() -> None:
+    """virtual_ip_2 stopped for 5 s, came back, stopped again 60 s later and came back after 5 s:
+    the second "healthy again" says 5s, not the 70s since the incident first opened; the root's
+    "resolved after" is the whole incident."""
+    book = Book()
+    book.poll(HEALTHY)
+    book.poll(STOPPED)
+    first = book.poll(HEALTHY)
+    book.poll(STOPPED, after=60)
+    done = book.poll(HEALTHY)
+    said = [p.doc.verdict for p in of(first, Post) + of(done, Post) if p.kind is MessageKind.REPLY
+            and isinstance(p.doc, Doc) and "healthy again" in p.doc.verdict]
+    assert [s.rsplit(" ", 1)[-1] for s in said] == ["5s", "5s"]
+    edits = [p.doc.verdict for p in of(done, Post) if p.kind is MessageKind.EDIT and isinstance(p.doc, Doc)]
+    assert len(edits) == 1 and "resolved after 1m10s" in edits[0]
