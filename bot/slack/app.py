@@ -24,7 +24,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ClusterbotError, ConfigError, NotAllowed, StoreUnavailable
+from bot.errors import ClusterbotError, ConfigError, NotAllowed
 from bot.render.doc import Doc, mrkdwn
 from bot.settings import Settings
 from bot.slack.client import NO_SIGNING_SECRET, error_code
@@ -203,6 +203,7 @@ def _register(app: AsyncApp, services: Services, first_sight: FirstSight | None)
 
 
 # Slack's event ids ("Ev0123ABCD"): anything else is not used as a key.
+FIRST_SIGHT_WAIT_S = 1.5
 _EVENT_ID = re.compile(r"Ev[A-Za-z0-9]{1,62}")
 
 
@@ -210,15 +211,18 @@ async def _redelivered(body: dict[str, Any], first_sight: FirstSight | None) -> 
     """Slack sends an event again when it thinks the first delivery was lost (HTTP:
     X-Slack-Retry-Num; Socket Mode: retry_attempt), to this replica or another, with the same
     event_id. It is handled once: a mention that files a fix must not file it twice. Without the
-    store (an outage), it is handled again: better twice than a status never answered."""
+    store (an outage, a hang), it is handled anyway: better twice than a status never answered."""
     event_id = body.get("event_id")
     if first_sight is None or not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
         return False
     try:
-        fresh = await first_sight(f"slack-event:{event_id}")
-    except StoreUnavailable as exc:
-        log.warning("cannot check whether Slack event %s was handled already (%s); handling it",
-                    event_id, exc)
+        # Bounded: a database that hangs (black-holed, restarting) must not hold up the answer.
+        fresh = await asyncio.wait_for(first_sight(f"slack-event:{event_id}"), FIRST_SIGHT_WAIT_S)
+    except (ClusterbotError, TimeoutError) as exc:
+        why = str(exc) if isinstance(exc, ClusterbotError) else (
+            f"the state database did not answer within {FIRST_SIGHT_WAIT_S:g}s")
+        log.warning("cannot tell whether Slack event %s was handled already (%s); handling it",
+                    event_id, why)
         return False
     if not fresh:
         log.info("Slack sent event %s again; it was handled already", event_id)

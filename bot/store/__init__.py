@@ -197,11 +197,12 @@ class Store:
     @classmethod
     def open(cls, target: str | Path, *, create: bool = True) -> Store:
         """A SQLite file (or ":memory:") or a postgresql:// URL; migrates it to SCHEMA_VERSION.
-        `create=False` (commands that only read, such as `clusterbot audit`): a database the bot
-        never ran against is a ConfigError, and nothing is created in it."""
+        `create=False` (commands that only read, such as `clusterbot audit`): the schema is read
+        as it is and never migrated (a replica of the previous release may still be using it),
+        and a database the bot never ran against is a ConfigError, with nothing created in it."""
         conn = connect(target)
         try:
-            _migrate(conn, _where(target), create=create)
+            (_migrate if create else _check_readable)(conn, _where(target))
         except BaseException as exc:
             down = conn.unavailable(exc) if isinstance(exc, Exception) else None
             conn.close()
@@ -652,19 +653,29 @@ class Store:
 # ---------------------------------------------------------------- helpers
 
 
-def _migrate(conn: Connection, where: str, *, create: bool = True) -> None:
+def _check_readable(conn: Connection, where: str) -> None:
+    """Readable as it is: the tables exist and are not from a newer clusterbot (no DDL, no lock)."""
+    version = conn.schema_version()
+    if not version:
+        raise ConfigError(f"{where}: no clusterbot state yet: the bot has not run against this "
+                          "database (nothing was created in it); check store_url or --config")
+    if version > SCHEMA_VERSION:
+        raise _too_new(where, version)
+
+
+def _too_new(where: str, version: int) -> ConfigError:
+    return ConfigError(f"{where}: schema version {version} is newer than this clusterbot's {SCHEMA_VERSION}")
+
+
+def _migrate(conn: Connection, where: str) -> None:
     # The write transaction (and on PostgreSQL an advisory lock): two processes opening a new
     # database must not both migrate. DDL is transactional on both: a failed upgrade leaves none.
     conn.execute(conn.begin_write)
     try:
         conn.lock_for_migration()
         version = conn.schema_version()
-        if not version and not create:
-            raise ConfigError(f"{where}: no clusterbot state yet: the bot has not run against this "
-                              "database (nothing was created in it); check store_url or --config")
         if version > SCHEMA_VERSION:
-            raise ConfigError(f"{where}: schema version {version} is newer than this clusterbot's "
-                              f"{SCHEMA_VERSION}")
+            raise _too_new(where, version)
         for upgrade in _MIGRATIONS[version:]:
             for statement in upgrade(conn):
                 conn.execute(statement)

@@ -226,6 +226,10 @@ class PgConnection(Connection):
         self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
 
     def schema_version(self) -> int:
+        # Asked before any DDL when only reading (Store.open(create=False)): absent is 0.
+        absent = self.execute("SELECT to_regclass('schema_version') IS NULL AS absent").one()
+        if absent is not None and absent["absent"]:
+            return 0
         row = self.execute("SELECT max(version) AS v FROM schema_version").one()
         return 0 if row is None or row["v"] is None else int(row["v"])
 

@@ -109,12 +109,14 @@ class IncidentRecord:
 
     @property
     def reopened_at(self) -> datetime | None:
-        """When it was last reopened (None: never, or unreadable): its latest outage began then."""
+        """When it was last reopened (None: never, or unreadable): its latest outage began then.
+        A time without its zone is unreadable too: it could not be compared with the clock's."""
         raw = self.raw.get("reopened_at")
         try:
-            return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+            at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
         except ValueError:
             return None
+        return at if at is not None and at.tzinfo is not None else None
 
     def with_reopened_at(self, at: datetime) -> IncidentRecord:
         return IncidentRecord({**self.raw, "reopened_at": at.isoformat()})

@@ -3,6 +3,7 @@ the demo cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from types import SimpleNamespace
@@ -190,8 +191,25 @@ async def test_the_public_ports_do_not_name_their_software() -> None:
             for method, url in asked:
                 async with h.http.request(method, url, data=b"x") as resp:
                     assert resp.headers.getall("Server") == ["clusterbot"], (method, url, resp.status)
+            assert h.bot.http is not None
+            for port in (h.bot.http.port, ops.port):  # what aiohttp cannot parse passes no app hook
+                for garbage in (b"GARBAGE\r\n\r\n", b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n"):
+                    head = await _raw_answer(port, garbage)
+                    assert head.split(b" ", 2)[1] == b"400" and b"\r\nServer: clusterbot\r\n" in head, head
+                    assert b"aiohttp" not in head and b"Python" not in head
         finally:
             await ops.close()
+
+
+async def _raw_answer(port: int, request: bytes) -> bytes:
+    """The status line and headers a raw request gets back, over a plain TCP connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
 
 
 async def test_an_event_slack_sends_again_is_answered_once() -> None:

@@ -579,6 +579,26 @@ def test_migrations_upgrade_a_v1_database_on_both_backends(path: Target,
         assert s.take_leadership("host-a", T0) == 1
 
 
+def test_a_store_opened_only_to_read_is_never_created_or_migrated(path: Target,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`clusterbot audit` (create=False): nothing is created in an empty database, and one a
+    replica of the previous release still uses keeps its schema version (the new migration would
+    lock that replica out when it next reconnects)."""
+    with pytest.raises(ConfigError, match="no clusterbot state yet"):
+        Store.open(path, create=False)
+    with raw(path) as other:
+        assert other.schema_version() == 0
+    previous = len(bot.store._MIGRATIONS) - 1
+    with monkeypatch.context() as m:
+        m.setattr(bot.store, "_MIGRATIONS", bot.store._MIGRATIONS[:previous])
+        m.setattr(bot.store, "SCHEMA_VERSION", previous)
+        with Store.open(path) as old:
+            old.append_audit(now=T0, actor="U0BOSS", event="probe")
+    with Store.open(path, create=False) as reader, raw(path) as other:
+        assert [(e.actor, e.event) for e in reader.audit_all()] == [("U0BOSS", "probe")]
+        assert other.schema_version() == previous
+
+
 # ---------------------------------------------------------------- leadership
 
 

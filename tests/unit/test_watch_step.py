@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+import pytest
+
 from bot.pacemaker.health import Severity
 from bot.pacemaker.merge import ClusterReport
 from bot.render.doc import Doc
@@ -370,3 +372,11 @@ def test_a_reopened_incidents_recovery_counts_its_latest_outage_and_its_root_the
     assert [s.rsplit(" ", 1)[-1] for s in said] == ["5s", "5s"]
     edits = [p.doc.verdict for p in of(done, Post) if p.kind is MessageKind.EDIT and isinstance(p.doc, Doc)]
     assert len(edits) == 1 and "resolved after 1m10s" in edits[0]
+
+
+@pytest.mark.parametrize("raw", [None, 42, "yesterday", "2024-01-01T00:00:05"])
+def test_an_unreadable_or_zoneless_reopening_time_counts_from_the_opening(raw: object) -> None:
+    """A stored payload is data (an older clusterbot, a hand edit): never a poll that fails."""
+    record = IncidentRecord({"open": [], "reopened_at": raw})
+    assert record.reopened_at is None
+    assert IncidentRecord({}).with_reopened_at(T0).reopened_at == T0
