@@ -100,7 +100,7 @@ async def _serve(bot: Bot, client: AsyncWebClient, watch: bool) -> None:
     poster = SlackPoster(client)
     rem = await runtime.approvals(poster, default_channel=settings.alert_channel or "",
                                   members_of=group_resolver(client), metrics=metrics, resume=not watch)
-    decisions.register(app, rem, runtime.store)
+    decisions.register(app, rem, runtime.store, first_sight=runtime.first_sight)
     if watch:
         bot.leadership = _leadership(bot, poster, rem)
     deps = _ops_deps(bot)

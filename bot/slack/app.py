@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,13 +27,13 @@ from bot.errors import ClusterbotError, ConfigError, NotAllowed
 from bot.render.doc import Doc, mrkdwn
 from bot.settings import Settings
 from bot.slack.client import NO_SIGNING_SECRET, error_code
+from bot.slack.redelivery import FirstSight, redelivered
 from bot.slack.replies import SLACK_TROUBLE, SlackOut, text_doc, why
 from commands import authorize, dispatch, parse_text, resolve
 from commands.help import detail
 from commands.spec import Invocation, Services, Source, UsageError
 
 log = logging.getLogger(__name__)
-FirstSight = Callable[[str], Awaitable[bool]]  # bot.runtime.Runtime.first_sight
 COMMAND = "/cluster"
 AUTH_RETRY_FIRST_S = 2.0  # pause before the first background auth.test retry, doubled after each
 AUTH_RETRY_MAX_S = 60.0
@@ -179,7 +178,7 @@ def _register(app: AsyncApp, services: Services, first_sight: FirstSight | None)
 
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
-        if await _redelivered(body, first_sight):
+        if await redelivered(body, first_sight):
             return
         inv, problem = mention_invocation(event)
         out = SlackOut(client, inv.channel or "", inv.user, thread_ts=inv.thread_ts)
@@ -200,33 +199,6 @@ def _register(app: AsyncApp, services: Services, first_sight: FirstSight | None)
             return BoltResponse(status=400, body="")
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
         return None
-
-
-# Slack's event ids ("Ev0123ABCD"): anything else is not used as a key.
-FIRST_SIGHT_WAIT_S = 1.5
-_EVENT_ID = re.compile(r"Ev[A-Za-z0-9]{1,62}")
-
-
-async def _redelivered(body: dict[str, Any], first_sight: FirstSight | None) -> bool:
-    """Slack sends an event again when it thinks the first delivery was lost (HTTP:
-    X-Slack-Retry-Num; Socket Mode: retry_attempt), to this replica or another, with the same
-    event_id. It is handled once: a mention that files a fix must not file it twice. Without the
-    store (an outage, a hang), it is handled anyway: better twice than a status never answered."""
-    event_id = body.get("event_id")
-    if first_sight is None or not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
-        return False
-    try:
-        # Bounded: a database that hangs (black-holed, restarting) must not hold up the answer.
-        fresh = await asyncio.wait_for(first_sight(f"slack-event:{event_id}"), FIRST_SIGHT_WAIT_S)
-    except (ClusterbotError, TimeoutError) as exc:
-        why = str(exc) if isinstance(exc, ClusterbotError) else (
-            f"the state database did not answer within {FIRST_SIGHT_WAIT_S:g}s")
-        log.warning("cannot tell whether Slack event %s was handled already (%s); handling it",
-                    event_id, why)
-        return False
-    if not fresh:
-        log.info("Slack sent event %s again; it was handled already", event_id)
-    return not fresh
 
 
 _OUR_CODE = tuple(str(Path(__file__).resolve().parents[2] / pkg) + os.sep for pkg in ("bot", "commands"))

@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import ApprovalError, ClusterbotError, StoreUnavailable
 from bot.remediation import Remediation
 from bot.render.alerts import FIX_ACTION
+from bot.slack.redelivery import FirstSight, redelivered
 from bot.slack.replies import SLACK_TROUBLE, why
 from bot.store import AsyncStore
 from commands import lookup, resolve
@@ -28,7 +29,8 @@ _ROW_ID_DIGITS = len(str(_ROW_ID_MAX))
 _FROM_A_PERSON = (None, "thread_broadcast")
 
 
-def register(app: AsyncApp, rem: Remediation, store: AsyncStore) -> None:
+def register(app: AsyncApp, rem: Remediation, store: AsyncStore,
+             first_sight: FirstSight | None = None) -> None:
     @app.action(DECISION)
     async def on_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -48,12 +50,14 @@ def register(app: AsyncApp, rem: Remediation, store: AsyncStore) -> None:
             await _private(client, channel, user, said)
 
     @app.event("message")
-    async def on_message(event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_message(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         verb = str(event.get("text", "")).strip().lower().rstrip(".!")
         thread, channel = event.get("thread_ts"), event.get("channel")
         person = not event.get("bot_id") and event.get("subtype") in _FROM_A_PERSON
         if verb not in VERBS or not thread or not channel or not person:
             return  # ordinary conversation, a bot, or an edit/deletion (never a fresh decision)
+        if await redelivered(body, first_sight):
+            return
         user = str(event.get("user", ""))
         try:
             req = await store.find_request_by_message(str(channel), str(thread))

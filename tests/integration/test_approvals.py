@@ -12,8 +12,8 @@ import pytest
 
 from bot.approvals import Approve, State
 from bot.runtime import open_store
-from tests.fakes.botharness import Harness, running_bot
-from tests.fakes.signing import block_actions_body, sign, thread_message_event
+from tests.fakes.botharness import SECRET, Harness, running_bot
+from tests.fakes.signing import block_actions_body, events_body, sign, thread_message_event
 
 BOSS, ALICE, BOB, USER, STRANGER = "U0BOSS", "U0ALICE", "U0BOB", "U0USER", "U0STRANGER"
 CLEANUP = "pcs resource cleanup virtual_ip_2"
@@ -166,6 +166,28 @@ async def test_requester_cancels_and_thread_replies_decide() -> None:
                                            user_id=BOSS, channel_id=req2.channel))
         await h.slack.wait_for("chat.postMessage", lambda c: "verified" in text_of(c), timeout=30)
         assert len(h.node_commands(CLEANUP)) == 1
+
+
+async def test_a_thread_reply_slack_sends_again_is_decided_once() -> None:
+    """Slack re-sends the event of a `deny` reply it thinks was lost: the request is denied once,
+    and the approver hears nothing about a second, already-decided denial."""
+    async with running_bot(cluster={"approvers": (BOSS,)}) as h:
+        await h.demo.demo_command(("fail", "virtual_ip_2"))
+        req = await ask(h)
+        ts = (await h.bot.runtime.store.get_request(req.id)).message_ts
+        body = events_body(thread_message_event(text="deny", ts="1700000099.000400", thread_ts=ts,
+                                                user_id=BOSS, channel_id=req.channel))
+        await h.post(body, "application/json")
+        await h.slack.wait_for("chat.update", lambda c: "DENIED" in text_of(c))
+        await h.post(body, "application/json", {**sign(SECRET, body), "X-Slack-Retry-Num": "1"})
+        await h.slash("status prod-haproxy")  # answered after the retry was taken
+        await h.slack.wait_for("chat.update", lambda c: "prod-haproxy" in text_of(c)
+                               and "DENIED" not in text_of(c), timeout=10)
+        await settle(h)
+        assert [c for c in h.slack.calls if c.method == "chat.postEphemeral"] == []
+        denials = [e for e in await h.bot.runtime.store.audit_all() if e.request_id == req.id
+                   and e.event == "deny"]
+        assert len(denials) == 1 and await state(h, req.id) is State.DENIED
 
 
 async def test_expiry_with_an_injected_clock() -> None:
