@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,9 +67,20 @@ def _text(call: Call) -> str:
     return json.dumps(call.params.get("blocks", [])) + str(call.params.get("text", ""))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-async def test_socket_mode_replicas_all_answer_race_an_approval_and_survive_a_killed_leader(
-        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+@dataclass
+class Pair:
+    """Two Socket Mode replicas on one state, `a` leading, the demo's virtual_ip_2 failed."""
+
+    slack: FakeSlack
+    demo: DemoCluster
+    a: Replica
+    to_a: SocketConnection
+    b: Replica
+    to_b: SocketConnection
+
+
+@asynccontextmanager
+async def socket_pair(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     store = request.getfixturevalue("pg_url") if backend == "postgresql" else None
     async with FakeSlack() as slack, DemoCluster() as demo, \
             replicas(slack, demo, tmp_path, store=store, approvers=[BOSS]) as group:
@@ -74,6 +88,14 @@ async def test_socket_mode_replicas_all_answer_race_an_approval_and_survive_a_ki
         a, to_a = await start_socket(group, "a")
         await a.leading()
         b, to_b = await start_socket(group, "b")
+        yield Pair(slack, demo, a, to_a, b, to_b)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_socket_mode_replicas_all_answer_race_an_approval_and_survive_a_killed_leader(
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    async with socket_pair(tmp_path, backend, request) as pair:
+        slack, demo, a, to_a, b, to_b = pair.slack, pair.demo, pair.a, pair.to_a, pair.b, pair.to_b
         assert a.said("Socket Mode: connected") and b.said("Socket Mode: connected")
         assert not b.said("leadership gained")
 
@@ -113,13 +135,8 @@ async def test_an_event_slack_sends_again_to_the_other_replica_files_one_request
     """Slack re-sends an events_api envelope it thinks was lost (retry_attempt), to any open
     connection: the other replica must not handle the same event_id again. Here a mention that
     files a fix, sent to `a` and again to `b`, files it once."""
-    store = request.getfixturevalue("pg_url") if backend == "postgresql" else None
-    async with FakeSlack() as slack, DemoCluster() as demo, \
-            replicas(slack, demo, tmp_path, store=store, approvers=[BOSS]) as group:
-        await demo.demo_command(("fail", "virtual_ip_2"))
-        a, to_a = await start_socket(group, "a")
-        await a.leading()
-        b, to_b = await start_socket(group, "b")
+    async with socket_pair(tmp_path, backend, request) as pair:
+        slack, a, to_a, b, to_b = pair.slack, pair.a, pair.to_a, pair.b, pair.to_b
         mention = app_mention_event(text="cleanup prod-haproxy virtual_ip_2", ts="1700000001.000100",
                                     channel_id=CHANNEL)
         await slack.wait_ack(await slack.socket_send("events_api", mention, connection=to_a), timeout=WAIT_S)
